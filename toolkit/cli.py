@@ -1,0 +1,176 @@
+"""`ember` subcommands. Thin: parse, resolve defaults (flag -> EMBER_* -> built-in), call the library.
+
+Heavy imports happen inside the subcommand that needs them, so `ember --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from toolkit import __version__
+from toolkit.errors import ConfigError
+
+T = TypeVar("T")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(module)s: %(message)s"
+
+
+def _port(text: str) -> int:
+    if not text.strip().isdigit() or not 0 <= int(text) < 65536:
+        raise ValueError(f"{text!r} is not a port number (0-65535)")
+    return int(text)
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise ValueError(f"{text!r} must be more than 0 seconds")
+    return value
+
+
+def _resolve(flag: str | None, option: str, env: str, parse: Callable[[str], T],
+             default: Callable[[], T]) -> T:
+    """The flag if given, else the environment variable, else the default; errors name the source."""
+    if flag is not None:
+        source, text = option, flag
+    elif os.environ.get(env):
+        source, text = env, os.environ[env]
+    else:
+        return default()
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _secret(args: argparse.Namespace) -> bytes | None:
+    from toolkit.runtime.config import read_secret_file
+
+    path = args.secret_file if args.secret_file is not None else os.environ.get("EMBER_SECRET_FILE")
+    return read_secret_file(path) if path else None
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--secret-file", metavar="FILE",
+                        help="cluster secret, mode 0600 (default: $EMBER_SECRET_FILE)")
+    parser.add_argument("--pid-file", metavar="FILE", type=Path,
+                        help="write this process's pid here; removed at clean exit")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow listening beyond loopback without a cluster secret")
+    parser.add_argument("--log-level", default=os.environ.get("EMBER_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ember", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ember {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    master = sub.add_parser("master", help="run a master in the foreground")
+    master.add_argument("--host", help="address to bind and advertise "
+                        "(default: $EMBER_MASTER_HOST, else this machine's FQDN)")
+    master.add_argument("--port", help="RPC port (default: $EMBER_MASTER_PORT, else 7077)")
+    master.add_argument("--webui-port", help="web UI port (default: $EMBER_MASTER_WEBUI_PORT, "
+                        "else 8080)")
+    master.add_argument("--worker-timeout", metavar="SECONDS",
+                        help="declare a silent worker DEAD after this long "
+                        "(default: $EMBER_WORKER_TIMEOUT, else 60)")
+    _common(master)
+    master.set_defaults(run=run_master)
+
+    worker = sub.add_parser("worker", help="run a worker in the foreground")
+    worker.add_argument("master_url", metavar="MASTER_URL", nargs="?",
+                        help="ember://host:port[,host:port...] (default: $EMBER_MASTER_URL)")
+    worker.add_argument("--host", help="address to bind and advertise "
+                        "(default: $EMBER_WORKER_HOST, else this machine's FQDN)")
+    worker.add_argument("--port", help="RPC port (default: $EMBER_WORKER_PORT, else random)")
+    worker.add_argument("--webui-port", help="web UI port (default: $EMBER_WORKER_WEBUI_PORT, "
+                        "else 8081)")
+    worker.add_argument("--cores", help="cores to offer (default: $EMBER_WORKER_CORES, "
+                        "else all CPUs)")
+    worker.add_argument("--memory", help="memory to offer, like 512m or 2g "
+                        "(default: $EMBER_WORKER_MEMORY, else RAM - 1g, at least 1g)")
+    worker.add_argument("--work-dir", help="where drivers and executors run "
+                        "(default: $EMBER_WORKER_DIR, else $EMBER_HOME/work)")
+    worker.add_argument("--register-timeout", metavar="SECONDS",
+                        help="exit 1 when no master accepted this worker for this long "
+                        "(default: $EMBER_WORKER_REGISTER_TIMEOUT, else 600)")
+    _common(worker)
+    worker.set_defaults(run=run_worker)
+    return parser
+
+
+def run_master(args: argparse.Namespace) -> int:
+    from toolkit.runtime import config, http, service
+    from toolkit.runtime.master import Master, MasterConfig
+
+    host = _resolve(args.host, "--host", "EMBER_MASTER_HOST", str, config.default_host)
+    settings = MasterConfig(
+        host=host,
+        port=_resolve(args.port, "--port", "EMBER_MASTER_PORT", _port, lambda: 7077),
+        webui_port=_resolve(args.webui_port, "--webui-port", "EMBER_MASTER_WEBUI_PORT", _port,
+                            lambda: 8080),
+        worker_timeout=_resolve(args.worker_timeout, "--worker-timeout", "EMBER_WORKER_TIMEOUT",
+                                _seconds, lambda: 60.0),
+        secret=_secret(args),
+    )
+    config.check_exposure("master", host, settings.secret, args.insecure)
+    master = Master(settings)
+    return service.run(master, http.master_server(master), host, args.pid_file)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from toolkit.runtime import config, http, service
+    from toolkit.runtime.worker import Worker, WorkerConfig
+
+    url = args.master_url or os.environ.get("EMBER_MASTER_URL")
+    if not url:
+        raise ConfigError("worker needs a master URL: ember worker ember://host:7077")
+    host = _resolve(args.host, "--host", "EMBER_WORKER_HOST", str, config.default_host)
+    settings = WorkerConfig(
+        masters=tuple(config.parse_master_url(url)),
+        host=host,
+        port=_resolve(args.port, "--port", "EMBER_WORKER_PORT", _port, lambda: 0),
+        webui_port=_resolve(args.webui_port, "--webui-port", "EMBER_WORKER_WEBUI_PORT", _port,
+                            lambda: 8081),
+        cores=_resolve(args.cores, "--cores", "EMBER_WORKER_CORES", _positive_int,
+                       config.default_cores),
+        memory=_resolve(args.memory, "--memory", "EMBER_WORKER_MEMORY",
+                        config.parse_memory_mb, config.default_memory_mb),
+        work_dir=_resolve(args.work_dir, "--work-dir", "EMBER_WORKER_DIR", Path,
+                          lambda: config.ember_home() / "work"),
+        register_timeout=_resolve(args.register_timeout, "--register-timeout",
+                                  "EMBER_WORKER_REGISTER_TIMEOUT", _seconds, lambda: 600.0),
+        secret=_secret(args),
+    )
+    config.check_exposure("worker", host, settings.secret, args.insecure)
+    worker = Worker(settings)
+    return service.run(worker, http.worker_server(worker), host, args.pid_file)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        code: int = args.run(args)
+    except ConfigError as exc:
+        print(f"ember {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code

@@ -1,0 +1,1 @@
+"""spark-daemon.sh, done right: pid files, nice levels, rotated logs, backends."""

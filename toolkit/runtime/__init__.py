@@ -1,0 +1,1 @@
+"""The Master/Worker runtime (asyncio)."""

@@ -1,0 +1,166 @@
+"""Endpoint: one inbox, one consumer, synchronous handlers.
+
+Connection readers only decode frames and post ``(message, connection)`` to the inbox; the single
+consumer calls ``on_<message_name>`` for each. Handlers never await, so state changes cannot
+interleave and no locks exist. Timers only post messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from toolkit.errors import ConfigError, WireError
+from toolkit.runtime import messages as m
+from toolkit.runtime import wire
+
+logger = logging.getLogger(__name__)
+
+MAX_PENDING_HANDSHAKES = 256
+
+Handler = Callable[[Any, "wire.Connection | None"], None]
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def handler_name(kind: type[m.Message]) -> str:
+    return "on_" + _CAMEL.sub("_", kind.__name__).lower()
+
+
+class Endpoint:
+    """Base of Master and Worker: inbox, dispatch, timers, listening socket."""
+
+    role = "endpoint"
+    webui_port = 0
+
+    def __init__(self, secret: bytes | None) -> None:
+        self.secret = secret
+        self.exit_code = 0
+        self._inbox: asyncio.Queue[tuple[m.Message, wire.Connection | None]] = asyncio.Queue()
+        self._handlers: dict[type[m.Message], Handler | None] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.Server | None = None
+        self._pending_handshakes = 0
+        self._stopped: asyncio.Event | None = None
+
+    # Dispatch ----------------------------------------------------------------------------
+
+    def post(self, message: m.Message, conn: wire.Connection | None = None) -> None:
+        self._inbox.put_nowait((message, conn))
+
+    def handle(self, message: m.Message, conn: wire.Connection | None = None) -> None:
+        """Call the handler for one message (the consumer does this; so do unit tests)."""
+        kind = type(message)
+        if kind not in self._handlers:
+            self._handlers[kind] = getattr(self, handler_name(kind), None)
+        handler = self._handlers[kind]
+        if handler is None:
+            logger.warning("%s: unexpected %s from %s; closing that connection",
+                           self.role, kind.__name__, conn.peer if conn else "self")
+            if conn is not None:
+                conn.close()
+            return
+        handler(message, conn)
+
+    async def _consume(self) -> None:
+        while True:
+            message, conn = await self._inbox.get()
+            try:
+                self.handle(message, conn)
+            except Exception:
+                logger.exception("%s: handler for %s failed", self.role, type(message).__name__)
+
+    # Tasks and timers --------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def every(self, interval: float, make: Callable[[], m.Message]) -> asyncio.Task[Any]:
+        """Post ``make()`` every ``interval`` seconds."""
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                self.post(make())
+        return self.spawn(tick(), name=f"every {interval:g}s")
+
+    # Lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def stopped(self) -> asyncio.Event:
+        if self._stopped is None:
+            self._stopped = asyncio.Event()
+        return self._stopped
+
+    def stop(self, code: int = 0) -> None:
+        """Ask the process to shut down with this exit code (first request wins)."""
+        if not self.stopped.is_set():
+            self.exit_code = code
+            self.stopped.set()
+
+    async def start(self) -> None:
+        """Bind, start the consumer and timers (each role fills this in)."""
+        raise NotImplementedError
+
+    async def shutdown(self, reason: str) -> None:
+        """Say goodbye to peers before the process exits (each role fills this in)."""
+        raise NotImplementedError
+
+    def start_consumer(self) -> None:
+        self.spawn(self._consume(), name=f"{self.role} inbox")
+
+    async def close_tasks(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # Connections -------------------------------------------------------------------------
+
+    async def listen(self, host: str, port: int) -> int:
+        """Bind the RPC port and accept connections; return the bound port."""
+        try:
+            self._server = await asyncio.start_server(self._accept, host, port,
+                                                      reuse_address=True)
+        except OSError as exc:
+            raise ConfigError(f"{self.role} cannot listen on {host}:{port}: "
+                              f"{exc.strerror or exc}") from None
+        bound: int = self._server.sockets[0].getsockname()[1]
+        return bound
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = wire.peer_name(writer)
+        if self._pending_handshakes >= MAX_PENDING_HANDSHAKES:
+            logger.warning("%s: refused connection from %s: too many pending handshakes",
+                           self.role, peer)
+            writer.close()
+            return
+        self._pending_handshakes += 1
+        try:
+            conn = await wire.accept(reader, writer, self.secret)
+        except WireError as exc:
+            logger.warning("%s: refused connection from %s: %s", self.role, peer, exc)
+            return
+        finally:
+            self._pending_handshakes -= 1
+        await self.serve_connection(conn)
+
+    async def serve_connection(self, conn: wire.Connection) -> None:
+        """Post every message of ``conn`` to the inbox, then ConnectionClosed."""
+        reason = None
+        try:
+            async for message in conn.messages():
+                self.post(message, conn)
+        except WireError as exc:
+            reason = str(exc)
+            logger.warning("%s: closing connection with %s: %s", self.role, conn.peer, reason)
+        finally:
+            if reason is None:
+                reason = "connection closed here" if conn.closed else "connection closed by peer"
+            conn.close()
+            self.post(m.ConnectionClosed(reason), conn)

@@ -1,0 +1,158 @@
+"""The HTTP side of each process: ``/json`` with Spark's field names, ``/json/<field>``, ``/readyz``.
+
+aiohttp is imported only when the server starts, after the RPC side is up, so that a master
+accepts connections and a worker registers without waiting for it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from toolkit.errors import ConfigError
+from toolkit.runtime.states import MasterState, WorkerState
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from toolkit.runtime.master import Master, WorkerInfo
+    from toolkit.runtime.worker import Worker
+
+
+def worker_json(worker: WorkerInfo) -> dict[str, Any]:
+    """One entry of the master's ``workers`` list (Spark's JsonProtocol.writeWorkerInfo)."""
+    return {
+        "id": worker.id,
+        "host": worker.host,
+        "port": worker.port,
+        "webuiaddress": worker.webui_url,
+        "cores": worker.cores,
+        "coresused": worker.cores_used,
+        "coresfree": worker.cores_free,
+        "memory": worker.memory,
+        "memoryused": worker.memory_used,
+        "memoryfree": worker.memory_free,
+        "resources": {},
+        "resourcesused": {},
+        "resourcesfree": {},
+        "state": worker.state.value,
+        "lastheartbeat": int(worker.last_heartbeat * 1000),
+    }
+
+
+def master_json(master: Master) -> dict[str, Any]:
+    """The master's state as Spark's ``/json`` shows it (JsonProtocol.writeMasterState)."""
+    alive = [w for w in master.workers.values() if w.state == WorkerState.ALIVE]
+    return {
+        "url": master.url,
+        "workers": [worker_json(w) for w in master.workers.values()],
+        "aliveworkers": len(alive),
+        "cores": sum(w.cores for w in alive),
+        "coresused": sum(w.cores_used for w in alive),
+        "memory": sum(w.memory for w in alive),
+        "memoryused": sum(w.memory_used for w in alive),
+        "resources": [{} for _ in alive],
+        "resourcesused": [{} for _ in alive],
+        "activeapps": [],
+        "completedapps": [],
+        "activedrivers": [],
+        "completeddrivers": [],
+        "status": master.state.value,
+    }
+
+
+def worker_state_json(worker: Worker) -> dict[str, Any]:
+    """The worker's state as Spark's worker ``/json`` shows it (JsonProtocol.writeWorkerState)."""
+    return {
+        "id": worker.id,
+        "masterurl": worker.master_url,
+        "masterwebuiurl": worker.master_webui_url,
+        "cores": worker.config.cores,
+        "coresused": worker.cores_used,
+        "memory": worker.config.memory,
+        "memoryused": worker.memory_used,
+        "resources": {},
+        "resourcesused": {},
+        "executors": [],
+        "finishedexecutors": [],
+    }
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, indent=2)
+
+
+class HttpServer:
+    """One aiohttp application on the process's web UI port."""
+
+    def __init__(self, role: str, state: Any, ready: Any) -> None:
+        self.role = role
+        self._state = state
+        self._ready = ready
+        self._runner: web.AppRunner | None = None
+
+    @staticmethod
+    def preload() -> None:
+        """Import aiohttp (about 0.2 s of CPU); run in a thread while the RPC side starts."""
+        import aiohttp.web  # noqa: F401
+
+    async def start(self, host: str, port: int) -> int:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_get("/json", self._json)
+        app.router.add_get("/json/", self._json)
+        app.router.add_get("/json/{field}", self._json_field)
+        app.router.add_get("/readyz", self._readyz)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ConfigError(f"{self.role} web UI cannot listen on {host}:{port}: "
+                              f"{exc.strerror} (choose another with --webui-port)") from None
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _json(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        return web.json_response(self._state(), dumps=_dumps)
+
+    async def _json_field(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        field = request.match_info["field"]
+        state = self._state()
+        if field not in state:
+            return web.json_response({"error": f"no field {field!r}; fields: {sorted(state)}"},
+                                     status=404, dumps=_dumps)
+        return web.json_response({field: state[field]}, dumps=_dumps)
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        ready, detail = self._ready()
+        return web.json_response({"ready": ready, "detail": detail},
+                                 status=200 if ready else 503, dumps=_dumps)
+
+
+def master_server(master: Master) -> HttpServer:
+    def ready() -> tuple[bool, str]:
+        return master.state != MasterState.STANDBY, f"master is {master.state.value}"
+    return HttpServer("master", lambda: master_json(master), ready)
+
+
+def worker_server(worker: Worker) -> HttpServer:
+    def ready() -> tuple[bool, str]:
+        if worker.registered:
+            return True, f"registered with {worker.master_url}"
+        return False, "not registered with a master"
+    return HttpServer("worker", lambda: worker_state_json(worker), ready)

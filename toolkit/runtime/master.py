@@ -1,0 +1,203 @@
+"""The Master: worker membership and liveness. One synchronous handler per message."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from toolkit.runtime import messages as m
+from toolkit.runtime.endpoint import Endpoint
+from toolkit.runtime.states import MasterState, WorkerState
+from toolkit.runtime.wire import Connection
+
+logger = logging.getLogger(__name__)
+
+REAPER_ITERATIONS = 15
+"""A DEAD worker stays listed for (REAPER_ITERATIONS + 1) x worker timeout, as in Spark."""
+
+
+@dataclass
+class WorkerInfo:
+    """What the master knows of one worker."""
+
+    id: str
+    host: str
+    port: int
+    cores: int
+    memory: int
+    webui_url: str
+    conn: Connection | None
+    last_heartbeat: float
+    state: WorkerState = WorkerState.ALIVE
+    cores_used: int = 0
+    memory_used: int = 0
+    removed_reason: str | None = field(default=None)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def cores_free(self) -> int:
+        return self.cores - self.cores_used
+
+    @property
+    def memory_free(self) -> int:
+        return self.memory - self.memory_used
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    host: str
+    port: int = 7077
+    webui_port: int = 8080
+    worker_timeout: float = 60.0
+    secret: bytes | None = field(default=None, repr=False)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.worker_timeout / 4
+
+
+class Master(Endpoint):
+    role = "master"
+
+    def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(config.secret)
+        self.config = config
+        self.clock = clock
+        self.state = MasterState.ALIVE
+        self.port = config.port
+        self.webui_port = config.webui_port
+        self.start_time = clock()
+        self.workers: dict[str, WorkerInfo] = {}
+        """Every listed worker by id, DEAD ones included until they are culled."""
+        self._by_address: dict[str, WorkerInfo] = {}
+        """Workers that are not DEAD, by RPC address (Spark's addressToWorker)."""
+
+    @property
+    def url(self) -> str:
+        return f"ember://{self.config.host}:{self.port}"
+
+    @property
+    def webui_url(self) -> str:
+        return f"http://{self.config.host}:{self.webui_port}"
+
+    def live_worker(self, worker_id: str) -> WorkerInfo | None:
+        worker = self.workers.get(worker_id)
+        return worker if worker is not None and worker.state != WorkerState.DEAD else None
+
+    # Lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.start_consumer()
+        self.port = await self.listen(self.config.host, self.config.port)
+        logger.info("Starting master at %s (worker timeout %g s)", self.url,
+                    self.config.worker_timeout)
+        self.every(self.config.heartbeat_interval, m.CheckForWorkerTimeOut)
+
+    async def shutdown(self, reason: str) -> None:
+        links = [w.conn for w in self._by_address.values() if w.conn is not None]
+        for conn in links:
+            conn.close()
+        for conn in links:
+            await conn.wait_closed(1.0)
+
+    # Handlers ----------------------------------------------------------------------------
+
+    def on_register_worker(self, msg: m.RegisterWorker, conn: Connection | None) -> None:
+        logger.info("Registering worker %s with %d cores, %d MiB RAM", msg.id, msg.cores,
+                    msg.memory)
+        if conn is None:
+            return
+        if self.state == MasterState.STANDBY:
+            conn.send(m.MasterInStandby())
+            return
+        known = self.live_worker(msg.id)
+        if known is not None:
+            self._reattach(known, conn)
+            conn.send(self._registered(duplicate=True))
+            return
+        worker = WorkerInfo(msg.id, msg.host, msg.port, msg.cores, msg.memory, msg.webui_url,
+                            conn, last_heartbeat=self.clock())
+        if self._register(worker):
+            conn.send(self._registered(duplicate=False))
+        else:
+            logger.warning("Worker registration failed: attempted to re-register worker at same "
+                           "address %s", worker.address)
+            conn.send(m.RegisterWorkerFailed(
+                f"Attempted to re-register worker at same address: {worker.address}"))
+
+    def on_heartbeat(self, msg: m.Heartbeat, conn: Connection | None) -> None:
+        worker = self.live_worker(msg.worker_id)
+        if worker is not None:
+            worker.last_heartbeat = self.clock()
+        elif msg.worker_id in self.workers:
+            logger.warning("Got heartbeat from unregistered worker %s; asking it to re-register",
+                           msg.worker_id)
+            if conn is not None:
+                conn.send(m.ReconnectWorker(self.url))
+        else:
+            logger.warning("Got heartbeat from worker %s, which was never registered; ignoring",
+                           msg.worker_id)
+
+    def on_worker_stopping(self, msg: m.WorkerStopping, conn: Connection | None) -> None:
+        worker = self.live_worker(msg.worker_id)
+        if worker is not None:
+            self._remove(worker, msg.reason)
+
+    def on_connection_closed(self, msg: m.ConnectionClosed, conn: Connection | None) -> None:
+        for worker in list(self._by_address.values()):
+            if worker.conn is conn:
+                self._remove(worker, f"{worker.address} got disassociated ({msg.reason})")
+
+    def on_check_for_worker_time_out(self, msg: m.CheckForWorkerTimeOut,
+                                     conn: Connection | None) -> None:
+        now = self.clock()
+        timeout = self.config.worker_timeout
+        for worker in list(self.workers.values()):
+            if worker.last_heartbeat >= now - timeout:
+                continue
+            if worker.state != WorkerState.DEAD:
+                logger.warning("Removing %s because we got no heartbeat in %g seconds",
+                               worker.id, timeout)
+                self._remove(worker, f"Not receiving heartbeat for {timeout:g} seconds")
+            elif worker.last_heartbeat < now - (REAPER_ITERATIONS + 1) * timeout:
+                del self.workers[worker.id]
+
+    # Helpers -----------------------------------------------------------------------------
+
+    def _registered(self, duplicate: bool) -> m.RegisteredWorker:
+        return m.RegisteredWorker(self.url, self.webui_url, duplicate,
+                                  self.config.heartbeat_interval)
+
+    def _register(self, worker: WorkerInfo) -> bool:
+        for old in list(self.workers.values()):
+            if old.address == worker.address and old.state == WorkerState.DEAD:
+                del self.workers[old.id]
+        old_live = self._by_address.get(worker.address)
+        if old_live is not None:
+            if old_live.state != WorkerState.UNKNOWN:
+                return False
+            self._remove(old_live, "Worker replaced by a new worker with same address")
+        self.workers[worker.id] = worker
+        self._by_address[worker.address] = worker
+        logger.info("Worker %s at %s is ALIVE", worker.id, worker.address)
+        return True
+
+    def _reattach(self, worker: WorkerInfo, conn: Connection) -> None:
+        """A known worker registers again (reconnect, recovery): keep it, take the new link."""
+        if worker.conn is not None and worker.conn is not conn:
+            worker.conn.close()
+        logger.info("Worker %s re-registered", worker.id)
+        worker.conn = conn
+        worker.state = WorkerState.ALIVE
+        worker.last_heartbeat = self.clock()
+
+    def _remove(self, worker: WorkerInfo, reason: str) -> None:
+        logger.info("Removing worker %s on %s: %s", worker.id, worker.address, reason)
+        worker.state = WorkerState.DEAD
+        worker.removed_reason = reason
+        self._by_address.pop(worker.address, None)

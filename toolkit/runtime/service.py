@@ -1,0 +1,67 @@
+"""A role's process lifecycle: pid file, signals, start, serve, bounded graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+from toolkit.daemon.pidfile import remove_pid_file, write_pid_file
+from toolkit.errors import ConfigError
+from toolkit.runtime.endpoint import Endpoint
+from toolkit.runtime.http import HttpServer
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT = 5.0
+
+
+def run(endpoint: Endpoint, http: HttpServer, webui_host: str, pid_file: Path | None) -> int:
+    """Run the role until SIGTERM/SIGINT or a fatal error; return the process exit code."""
+    return asyncio.run(_serve(endpoint, http, webui_host, pid_file))
+
+
+async def _serve(endpoint: Endpoint, http: HttpServer, webui_host: str,
+                 pid_file: Path | None) -> int:
+    loop = asyncio.get_running_loop()
+    reason = "stopped"
+
+    def on_signal(signum: int) -> None:
+        nonlocal reason
+        name = signal.Signals(signum).name
+        if endpoint.stopped.is_set():
+            logger.warning("Received %s again; exiting now", name)
+            os._exit(128 + signum)
+        logger.info("Received %s; shutting down", name)
+        reason = f"{endpoint.role} stopped: received {name}"
+        endpoint.stop(0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    if pid_file is not None:
+        write_pid_file(pid_file)
+    preload = asyncio.ensure_future(asyncio.to_thread(http.preload))
+    try:
+        await endpoint.start()
+        await preload
+        endpoint.webui_port = await http.start(webui_host, endpoint.webui_port)
+        logger.info("%s web UI at http://%s:%d", endpoint.role.capitalize(), webui_host,
+                    endpoint.webui_port)
+        await endpoint.stopped.wait()
+        try:
+            await asyncio.wait_for(endpoint.shutdown(reason), SHUTDOWN_TIMEOUT)
+        except TimeoutError:
+            logger.warning("Graceful shutdown took over %g s; exiting anyway", SHUTDOWN_TIMEOUT)
+    except (ConfigError, OSError) as exc:
+        logger.error("%s", exc)
+        endpoint.exit_code = 1
+    finally:
+        await http.stop()
+        await endpoint.close_tasks()
+        if pid_file is not None:
+            remove_pid_file(pid_file)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    logger.info("%s exited with code %d", endpoint.role.capitalize(), endpoint.exit_code)
+    return endpoint.exit_code

@@ -1,0 +1,310 @@
+"""Framing, codec, handshake and authentication. The wire format lives here and nowhere else.
+
+A frame is a 4-byte big-endian length followed by a JSON body. A connection starts with a
+handshake: the client sends ``Hello(version, nonce)``; the server answers ``Challenge`` with its
+own nonce and, when it has a cluster secret, its proof; the client checks that proof and sends
+its own; the server answers ``Welcome`` or ``HandshakeFailed``. A proof is
+HMAC-SHA256(secret, label + client nonce + server nonce), with a different label per side so
+one side's proof can never be replayed as the other's. Proofs are compared in constant time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import msgspec
+
+from toolkit.errors import AuthError, WireError
+from toolkit.runtime import messages as m
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 16 * 1024 * 1024
+HANDSHAKE_MAX_FRAME = 4096
+HANDSHAKE_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 5.0
+SEND_QUEUE_LIMIT = 10_000
+
+_HEADER = 4
+_encoder = msgspec.json.Encoder()
+_wire_decoder = msgspec.json.Decoder(m.WIRE)  # type: ignore[arg-type]
+_handshake_decoder = msgspec.json.Decoder(m.HANDSHAKE)  # type: ignore[arg-type]
+_WIRE_TYPES = frozenset(t.__name__ for t in m.WIRE.__args__)  # type: ignore[attr-defined]
+
+T = TypeVar("T", bound=m.Message)
+
+
+class FrameTooLarge(WireError):
+    pass
+
+
+class BadMessage(WireError):
+    pass
+
+
+# Codec ------------------------------------------------------------------------------------
+
+
+def encode_frame(message: m.Message) -> bytes:
+    body = _encoder.encode(message)
+    return len(body).to_bytes(_HEADER, "big") + body
+
+
+def decode_message(body: bytes) -> m.Message:
+    """Decode one established-connection message; raise BadMessage naming what is wrong."""
+    try:
+        return _wire_decoder.decode(body)  # type: ignore[no-any-return]
+    except msgspec.ValidationError as exc:
+        raise BadMessage(_describe_invalid(body, exc)) from None
+    except msgspec.DecodeError as exc:
+        raise BadMessage(f"body is not valid JSON ({exc})") from None
+
+
+def _describe_invalid(body: bytes, exc: msgspec.ValidationError) -> str:
+    try:
+        kind = msgspec.json.decode(body).get("type")
+    except (msgspec.DecodeError, AttributeError):
+        kind = None
+    if kind is None:
+        return f"message has no type ({exc})"
+    if kind not in _WIRE_TYPES:
+        return f"unknown message type {str(kind)[:64]!r}"
+    return f"invalid {kind} message ({exc})"
+
+
+async def read_frame(reader: asyncio.StreamReader, max_size: int) -> bytes:
+    """Read one frame. A length over ``max_size`` is refused before any body is read."""
+    header = await reader.readexactly(_HEADER)
+    size = int.from_bytes(header, "big")
+    if size > max_size:
+        raise FrameTooLarge(f"frame of {size} bytes exceeds the limit of {max_size} bytes")
+    return await reader.readexactly(size)
+
+
+# Authentication ------------------------------------------------------------------------------
+
+
+def proof(secret: bytes, label: bytes, client_nonce: str, server_nonce: str) -> str:
+    mac = hmac.new(secret, label + b"|" + client_nonce.encode() + b"|" + server_nonce.encode(),
+                   hashlib.sha256)
+    return mac.hexdigest()
+
+
+def proof_matches(expected: str, given: str | None) -> bool:
+    return given is not None and hmac.compare_digest(expected.encode(), given.encode())
+
+
+_SERVER = b"ember-server"
+_CLIENT = b"ember-client"
+
+
+# Connections ---------------------------------------------------------------------------------
+
+
+class Connection:
+    """One established, authenticated connection: a reader and a queued writer."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str,
+                 max_frame: int = MAX_FRAME) -> None:
+        self.peer = peer
+        self.max_frame = max_frame
+        self.closed = False
+        self._reader = reader
+        self._writer = writer
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._write_task = asyncio.create_task(self._write_loop(), name=f"write {peer}")
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.peer}{' closed' if self.closed else ''}>"
+
+    def send(self, message: m.Message) -> bool:
+        """Queue a message; False if the connection is closed (the message is dropped)."""
+        if self.closed:
+            return False
+        if self._queue.qsize() >= SEND_QUEUE_LIMIT:
+            logger.warning("closing connection to %s: send queue full", self.peer)
+            self.close()
+            return False
+        self._drained.clear()
+        self._queue.put_nowait(encode_frame(message))
+        return True
+
+    async def flush(self, timeout: float) -> None:
+        """Wait until everything queued so far was handed to the socket, or the timeout."""
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.put_nowait(None)
+
+    async def wait_closed(self, timeout: float = 2.0) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(self._write_task), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            self._write_task.cancel()
+
+    async def messages(self) -> AsyncIterator[m.Message]:
+        """Yield decoded messages until EOF; raise WireError on a frame that breaks the protocol."""
+        try:
+            while not self.closed:
+                body = await read_frame(self._reader, self.max_frame)
+                yield decode_message(body)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if isinstance(exc, WireError):
+                raise
+            return
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                frame = await self._queue.get()
+                if frame is None:
+                    break
+                self._writer.write(frame)
+                if self._queue.empty():
+                    await self._writer.drain()
+                    self._drained.set()
+        except (ConnectionError, OSError):
+            self.closed = True
+        finally:
+            self._drained.set()
+            self._writer.close()
+
+
+# Handshake -----------------------------------------------------------------------------------
+
+
+async def _send_raw(writer: asyncio.StreamWriter, message: m.Message) -> None:
+    writer.write(encode_frame(message))
+    await writer.drain()
+
+
+async def _expect(reader: asyncio.StreamReader, kind: type[T]) -> T:
+    body = await read_frame(reader, HANDSHAKE_MAX_FRAME)
+    try:
+        message = _handshake_decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        message = None
+    if isinstance(message, m.HandshakeFailed):
+        raise AuthError(f"peer refused the handshake: {message.reason}")
+    if not isinstance(message, kind):
+        raise BadMessage(f"expected {kind.__name__} during the handshake, got "
+                         f"{_describe_handshake(body)}")
+    return message
+
+
+def _describe_handshake(body: bytes) -> str:
+    try:
+        kind = msgspec.json.decode(body).get("type")
+    except (msgspec.DecodeError, AttributeError):
+        return "a body that is not a JSON object"
+    return f"{str(kind)[:64]!r}" if kind else "a message with no type"
+
+
+async def server_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           secret: bytes | None) -> None:
+    """Run the server side of the handshake; raise WireError/AuthError to refuse the peer."""
+    hello = await _expect(reader, m.Hello)
+    if hello.version != PROTOCOL_VERSION:
+        reason = f"protocol version {hello.version} is not supported (this is {PROTOCOL_VERSION})"
+        await _refuse(writer, reason)
+        raise AuthError(reason)
+    nonce = secrets.token_hex(32)
+    server_proof = proof(secret, _SERVER, hello.nonce, nonce) if secret else None
+    await _send_raw(writer, m.Challenge(PROTOCOL_VERSION, nonce, secret is not None, server_proof))
+    answer = await _expect(reader, m.Proof)
+    if secret is not None:
+        if answer.proof is None:
+            await _refuse(writer, "this cluster requires a secret")
+            raise AuthError("authentication failed: peer sent no proof (no secret configured?)")
+        if not proof_matches(proof(secret, _CLIENT, hello.nonce, nonce), answer.proof):
+            await _refuse(writer, "authentication failed")
+            raise AuthError("authentication failed: wrong cluster secret")
+    await _send_raw(writer, m.Welcome())
+
+
+async def client_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           secret: bytes | None) -> None:
+    """Run the client side; the server must prove the secret before the client proves it."""
+    nonce = secrets.token_hex(32)
+    await _send_raw(writer, m.Hello(PROTOCOL_VERSION, nonce))
+    challenge = await _expect(reader, m.Challenge)
+    if challenge.auth and secret is None:
+        await _refuse(writer, "no secret configured")
+        raise AuthError("the peer requires a cluster secret and none is configured here")
+    if secret is not None:
+        if not challenge.auth:
+            await _refuse(writer, "a secret is required")
+            raise AuthError("the peer has no cluster secret; refusing an unauthenticated peer")
+        if not proof_matches(proof(secret, _SERVER, nonce, challenge.nonce), challenge.proof):
+            await _refuse(writer, "authentication failed")
+            raise AuthError("authentication failed: the peer does not know the cluster secret")
+    my_proof = proof(secret, _CLIENT, nonce, challenge.nonce) if secret else None
+    await _send_raw(writer, m.Proof(my_proof))
+    await _expect(reader, m.Welcome)
+
+
+async def _refuse(writer: asyncio.StreamWriter, reason: str) -> None:
+    try:
+        await _send_raw(writer, m.HandshakeFailed(reason))
+    except (ConnectionError, OSError):
+        pass
+
+
+def peer_name(writer: asyncio.StreamWriter) -> str:
+    info: Any = writer.get_extra_info("peername")
+    if isinstance(info, tuple) and len(info) >= 2:
+        host = f"[{info[0]}]" if ":" in str(info[0]) else info[0]
+        return f"{host}:{info[1]}"
+    return str(info)
+
+
+async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 secret: bytes | None, max_frame: int = MAX_FRAME) -> Connection:
+    """Handshake an inbound connection within HANDSHAKE_TIMEOUT and wrap it."""
+    peer = peer_name(writer)
+    try:
+        await asyncio.wait_for(server_handshake(reader, writer, secret), HANDSHAKE_TIMEOUT)
+    except TimeoutError:
+        writer.close()
+        raise WireError("handshake timed out") from None
+    except (WireError, asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
+        writer.close()
+        if isinstance(exc, WireError):
+            raise
+        raise WireError(f"connection lost during the handshake ({exc.__class__.__name__})") from None
+    return Connection(reader, writer, peer, max_frame)
+
+
+async def connect(host: str, port: int, secret: bytes | None,
+                  timeout: float = CONNECT_TIMEOUT, max_frame: int = MAX_FRAME) -> Connection:
+    """Open, handshake and wrap an outbound connection; raise OSError or WireError."""
+    async def _open() -> Connection:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            await client_handshake(reader, writer, secret)
+        except BaseException:
+            writer.close()
+            raise
+        return Connection(reader, writer, f"{host}:{port}", max_frame)
+
+    try:
+        return await asyncio.wait_for(_open(), timeout)
+    except TimeoutError:
+        raise WireError(f"connecting to {host}:{port} timed out after {timeout:g} s") from None
+    except asyncio.IncompleteReadError:
+        raise WireError(f"{host}:{port} closed the connection during the handshake") from None

@@ -1,4 +1,4 @@
-"""`ember` subcommands. Thin: parse, resolve defaults (flag -> EMBER_* -> built-in), call the library.
+"""`ember` subcommands. Thin: parse, resolve defaults (flag, EMBER_*, built-in), call the library.
 
 Heavy imports happen inside the subcommand that needs them, so `ember --help` stays instant.
 """
@@ -45,7 +45,7 @@ def _seconds(text: str) -> float:
 
 def _resolve(flag: str | None, option: str, env: str, parse: Callable[[str], T],
              default: Callable[[], T]) -> T:
-    """The flag if given, else the environment variable, else the default; errors name the source."""
+    """The flag if given, else the environment variable, else the default; errors name which."""
     if flag is not None:
         source, text = option, flag
     elif os.environ.get(env):
@@ -61,7 +61,9 @@ def _resolve(flag: str | None, option: str, env: str, parse: Callable[[str], T],
 def _secret(args: argparse.Namespace) -> bytes | None:
     from toolkit.runtime.config import read_secret_file
 
-    path = args.secret_file if args.secret_file is not None else os.environ.get("EMBER_SECRET_FILE")
+    path = args.secret_file
+    if path is None:
+        path = os.environ.get("EMBER_SECRET_FILE")
     return read_secret_file(path) if path else None
 
 

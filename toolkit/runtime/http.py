@@ -1,4 +1,4 @@
-"""The HTTP side of each process: ``/json`` with Spark's field names, ``/json/<field>``, ``/readyz``.
+"""The HTTP side of each process: ``/json`` (Spark's field names), ``/json/<field>``, ``/readyz``.
 
 aiohttp is imported only when the server starts, after the RPC side is up, so that a master
 accepts connections and a worker registers without waiting for it.

@@ -2,7 +2,8 @@
 
 Wire messages are msgspec structs tagged by their class name (the JSON field ``type``), so a
 frame decodes straight into the right class and an unknown type is refused at decode time.
-Commands are imperative (``ReconnectWorker``), events past tense, RPC pairs ``RequestX``/``XResponse``.
+Commands are imperative (``ReconnectWorker``), events past tense, RPC pairs
+``RequestX``/``XResponse``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import msgspec
 
 
-class Message(msgspec.Struct, tag=True, frozen=True):
+class Message(msgspec.Struct, tag=True):
     """Base of every message; ``type`` on the wire is the class name."""
 
 

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 from pathlib import Path
+
 from toolkit.daemon.pidfile import remove_pid_file, write_pid_file
 from toolkit.errors import ConfigError
 from toolkit.runtime.endpoint import Endpoint

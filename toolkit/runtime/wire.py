@@ -11,6 +11,7 @@ one side's proof can never be replayed as the other's. Proofs are compared in co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -34,9 +35,9 @@ SEND_QUEUE_LIMIT = 10_000
 
 _HEADER = 4
 _encoder = msgspec.json.Encoder()
-_wire_decoder = msgspec.json.Decoder(m.WIRE)  # type: ignore[arg-type]
-_handshake_decoder = msgspec.json.Decoder(m.HANDSHAKE)  # type: ignore[arg-type]
-_WIRE_TYPES = frozenset(t.__name__ for t in m.WIRE.__args__)  # type: ignore[attr-defined]
+_wire_decoder = msgspec.json.Decoder(m.WIRE)
+_handshake_decoder = msgspec.json.Decoder(m.HANDSHAKE)
+_WIRE_TYPES = frozenset(t.__name__ for t in m.WIRE.__args__)
 
 T = TypeVar("T", bound=m.Message)
 
@@ -140,10 +141,8 @@ class Connection:
 
     async def flush(self, timeout: float) -> None:
         """Wait until everything queued so far was handed to the socket, or the timeout."""
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drained.wait(), timeout)
-        except TimeoutError:
-            pass
 
     def close(self) -> None:
         if self.closed:
@@ -259,10 +258,8 @@ async def client_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamW
 
 
 async def _refuse(writer: asyncio.StreamWriter, reason: str) -> None:
-    try:
+    with contextlib.suppress(ConnectionError, OSError):
         await _send_raw(writer, m.HandshakeFailed(reason))
-    except (ConnectionError, OSError):
-        pass
 
 
 def peer_name(writer: asyncio.StreamWriter) -> str:
@@ -286,7 +283,8 @@ async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         writer.close()
         if isinstance(exc, WireError):
             raise
-        raise WireError(f"connection lost during the handshake ({exc.__class__.__name__})") from None
+        lost = exc.__class__.__name__
+        raise WireError(f"connection lost during the handshake ({lost})") from None
     return Connection(reader, writer, peer, max_frame)
 
 

@@ -30,7 +30,7 @@ def registration_delay(attempt: int, rng: Callable[[], float] = random.random) -
     about a second of the master coming up; "equal jitter" (half fixed, half random) keeps a
     restarted cluster's workers from connecting in lockstep.
     """
-    ceiling = min(REGISTER_MAX_DELAY, REGISTER_FIRST_DELAY * 2 ** (attempt - 1))
+    ceiling = min(REGISTER_MAX_DELAY, REGISTER_FIRST_DELAY * 2.0 ** (attempt - 1))
     return ceiling / 2 + rng() * ceiling / 2
 
 
@@ -108,13 +108,7 @@ class Worker(Endpoint):
         self.master_webui_url = msg.master_webui_url
         logger.info("Successfully registered with master %s%s", msg.master_url,
                     " (re-registration)" if msg.duplicate else "")
-        for address, task in list(self._links.items()):
-            if self._link_conns.get(address) is not conn:
-                task.cancel()
-                del self._links[address]
-                stale = self._link_conns.pop(address, None)
-                if stale is not None:
-                    stale.close()
+        self._drop_links_except(conn)
         self._start_heartbeat(msg.heartbeat_interval)
 
     def on_register_worker_failed(self, msg: m.RegisterWorkerFailed,
@@ -163,6 +157,17 @@ class Worker(Endpoint):
         if self.registered:
             self._unregistered_since = self.clock()
         self.registered = False
+
+    def _drop_links_except(self, keep: Connection) -> None:
+        """Registered: stop connecting to the other masters and close their links."""
+        for address, conn in list(self._link_conns.items()):
+            if conn is not keep:
+                conn.close()
+                del self._link_conns[address]
+        for address, task in list(self._links.items()):
+            if address not in self._link_conns:
+                task.cancel()
+                del self._links[address]
 
     def _start_heartbeat(self, interval: float) -> None:
         if self._heartbeat is not None:

@@ -1,0 +1,211 @@
+"""Cluster secret, exposure rules and hostile input against real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tests.procs import Cluster, rss_kb, wait_for
+from toolkit.runtime import messages as m
+from toolkit.runtime import wire
+
+
+def secret_file(path: Path, text: str, mode: int = 0o600) -> str:
+    path.write_text(text + "\n")
+    os.chmod(path, mode)
+    return str(path)
+
+
+SECRET = "correct-horse-battery-staple-0123456789"
+OTHER = "another-secret-entirely-9876543210"
+
+
+def test_matching_secrets_register(cluster: Cluster) -> None:
+    key = secret_file(cluster.tmp / "secret", SECRET)
+    master = cluster.master("--secret-file", key)
+    worker = cluster.worker(master.url, "--secret-file", key)
+    master.wait_state(worker.wait_registered()["id"], "ALIVE")
+
+
+def test_secret_from_environment(cluster: Cluster) -> None:
+    key = secret_file(cluster.tmp / "secret", SECRET)
+    env = {"EMBER_SECRET_FILE": key}
+    master = cluster.master(env=env)
+    worker = cluster.worker(master.url, env=env)
+    master.wait_state(worker.wait_registered()["id"], "ALIVE")
+    # A worker without the secret is turned away by that master.
+    stranger = cluster.worker(master.url)
+    wait_for(lambda: "requires a cluster secret" in stranger.proc.log(), 10, "refusal")
+
+
+def test_wrong_secret_is_rejected_and_never_logged(cluster: Cluster) -> None:
+    master = cluster.master("--secret-file", secret_file(cluster.tmp / "a", SECRET))
+    worker = cluster.worker(master.url, "--secret-file", secret_file(cluster.tmp / "b", OTHER))
+    wait_for(lambda: "authentication failed" in master.proc.log(), 10, "master refusal")
+    wait_for(lambda: "does not know the cluster secret" in worker.proc.log(), 10,
+             "worker refusal")
+    assert master.json()["workers"] == []
+    for log in (master.proc.log(), worker.proc.log()):
+        assert SECRET not in log
+        assert OTHER not in log
+
+
+def test_worker_with_secret_refuses_a_master_without_one(cluster: Cluster) -> None:
+    master = cluster.master()
+    worker = cluster.worker(master.url, "--secret-file", secret_file(cluster.tmp / "s", SECRET))
+    wait_for(lambda: "refusing an unauthenticated peer" in worker.proc.log(), 10, "refusal")
+    assert master.json()["workers"] == []
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_secret_file_readable_by_others_is_refused(cluster: Cluster, mode: int) -> None:
+    key = secret_file(cluster.tmp / "secret", SECRET, mode)
+    master = cluster.master("--secret-file", key, wait=False)
+    assert master.proc.wait() == 2
+    assert f"secret file {key} has mode {mode:04o}" in master.proc.log()
+    assert f"chmod 600 {key}" in master.proc.log()
+
+
+def test_missing_secret_file_is_named(cluster: Cluster) -> None:
+    missing = cluster.tmp / "nope"
+    master = cluster.master("--secret-file", str(missing), wait=False)
+    assert master.proc.wait() == 2
+    assert f"secret file {missing}: No such file or directory" in master.proc.log()
+
+
+@pytest.mark.parametrize("role", ["master", "worker"])
+def test_non_loopback_without_secret_needs_insecure(cluster: Cluster, role: str) -> None:
+    if role == "master":
+        proc = cluster.master("--host", "0.0.0.0", wait=False).proc
+    else:
+        proc = cluster.worker("ember://127.0.0.1:7077", "--host", "0.0.0.0").proc
+    assert proc.wait() == 2
+    assert f"{role} would listen on 0.0.0.0" in proc.log()
+    assert "--secret-file" in proc.log() and "--insecure" in proc.log()
+
+
+def test_insecure_allows_listening_on_all_addresses(cluster: Cluster) -> None:
+    master = cluster.master("--host", "0.0.0.0", "--insecure", wait=False)
+    wait_for(lambda: "Starting master at ember://0.0.0.0" in master.proc.log(), 10, "start")
+    with socket.create_connection(("127.0.0.1", master.port), timeout=1):
+        pass  # the RPC port accepts connections
+
+
+# Hostile input ---------------------------------------------------------------------------
+
+
+def raw_connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.settimeout(5)
+    return sock
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def frame(body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + body
+
+
+async def handshaken(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await wire.client_handshake(reader, writer, None)
+    return reader, writer
+
+
+async def send_after_handshake(port: int, data: bytes) -> bytes:
+    reader, writer = await handshaken(port)
+    writer.write(data)
+    await writer.drain()
+    rest = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return rest
+
+
+BAD_AFTER_HANDSHAKE = {
+    "oversized length prefix": (b"\x7f\xff\xff\xff", "exceeds the limit of 16777216 bytes"),
+    "body that is not JSON": (frame(b"\x00\x01garbage{"), "not valid JSON"),
+    "unknown message type": (frame(b'{"type":"FormatDisk","path":"/"}'),
+                             "unknown message type 'FormatDisk'"),
+    "message missing fields": (frame(b'{"type":"Heartbeat"}'), "invalid Heartbeat message"),
+}
+
+
+def test_each_bad_frame_closes_only_its_connection(cluster: Cluster) -> None:
+    master = cluster.master()
+    worker = cluster.worker(master.url)
+    worker_id = worker.wait_registered()["id"]
+    rss_before = rss_kb(master.proc.pid)
+
+    for name, (data, logged) in BAD_AFTER_HANDSHAKE.items():
+        rest = asyncio.run(send_after_handshake(master.port, data))
+        assert rest == b"", name
+        wait_for(lambda logged=logged: logged in master.proc.log(), 5, f"log of {name}")
+
+    with raw_connect(master.port) as sock:  # a message before the handshake
+        sock.sendall(frame(msgspec.json.encode(m.Heartbeat("worker-x"))))
+        assert closed_by_peer(sock)
+    wait_for(lambda: "expected Hello during the handshake, got 'Heartbeat'"
+             in master.proc.log(), 5, "pre-handshake log")
+
+    with raw_connect(master.port) as sock:  # a huge length before the handshake
+        sock.sendall(b"\xff\xff\xff\xff")
+        assert closed_by_peer(sock)
+    wait_for(lambda: "frame of 4294967295 bytes exceeds the limit of 4096" in
+             master.proc.log(), 5, "pre-handshake size log")
+
+    # The cluster carried on: the worker is still ALIVE and heartbeating, memory did not balloon.
+    time.sleep(0.5)
+    assert master.worker_entry(worker_id)["state"] == "ALIVE"  # type: ignore[index]
+    assert rss_kb(master.proc.pid) - rss_before < 10_000
+    assert master.proc.popen.poll() is None
+
+
+def test_silent_connection_is_dropped_after_the_handshake_timeout(cluster: Cluster) -> None:
+    master = cluster.master()
+    with raw_connect(master.port) as sock:
+        sock.settimeout(wire.HANDSHAKE_TIMEOUT + 5)
+        started = time.monotonic()
+        assert closed_by_peer(sock)
+        assert time.monotonic() - started >= wire.HANDSHAKE_TIMEOUT - 0.5
+    assert "handshake timed out" in master.proc.log()
+
+
+def test_same_address_as_a_live_worker_is_refused(cluster: Cluster) -> None:
+    master = cluster.master()
+    worker = cluster.worker(master.url)
+    live = master.wait_state(worker.wait_registered()["id"], "ALIVE")
+
+    async def impostor() -> m.Message:
+        conn = await wire.connect("127.0.0.1", master.port, None)
+        conn.send(m.RegisterWorker("worker-other", "127.0.0.1", live["port"], 1, 512,
+                                   "http://x", master.url))
+        async for reply in conn.messages():
+            conn.close()
+            return reply
+        raise AssertionError("no reply")
+
+    reply = asyncio.run(impostor())
+    assert reply == m.RegisterWorkerFailed(
+        f"Attempted to re-register worker at same address: 127.0.0.1:{live['port']}")
+    assert master.worker_entry(live["id"])["state"] == "ALIVE"  # type: ignore[index]
+
+
+def test_busy_webui_port_is_reported(cluster: Cluster) -> None:
+    master = cluster.master()
+    busy = master.webui
+    proc = cluster.worker(master.url, "--webui-port", str(busy)).proc
+    assert proc.wait() == 1
+    assert f"worker web UI cannot listen on 127.0.0.1:{busy}" in proc.log()

@@ -1,0 +1,132 @@
+"""Framing, codec and the authenticated handshake, over in-memory streams."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from toolkit.errors import AuthError
+from toolkit.runtime import messages as m
+from toolkit.runtime import wire
+
+
+def reader_with(data: bytes) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    return reader
+
+
+@given(st.text(), st.integers(0, 65535), st.integers(1, 1024), st.integers(1, 1 << 30))
+def test_register_worker_round_trips(host: str, port: int, cores: int, memory: int) -> None:
+    message = m.RegisterWorker("worker-1", host, port, cores, memory, "http://h:1", "h:2")
+    frame = wire.encode_frame(message)
+    assert int.from_bytes(frame[:4], "big") == len(frame) - 4
+    assert wire.decode_message(frame[4:]) == message
+
+
+def test_type_tag_is_the_class_name() -> None:
+    assert msgspec.json.decode(wire.encode_frame(m.Heartbeat("w"))[4:]) == {
+        "type": "Heartbeat", "worker_id": "w"}
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    (b"{not json", "not valid JSON"),
+    (b'{"type":"Nope"}', "unknown message type 'Nope'"),
+    (b'{"worker_id":"w"}', "message has no type"),
+    (b'{"type":"Heartbeat","worker_id":5}', "invalid Heartbeat message"),
+    (b'{"type":"Hello","version":1,"nonce":"n"}', "unknown message type 'Hello'"),
+    (b"[1,2]", "message has no type"),
+])
+def test_bad_bodies_name_the_problem(body: bytes, error: str) -> None:
+    with pytest.raises(wire.BadMessage, match=error):
+        wire.decode_message(body)
+
+
+async def test_oversized_frame_is_refused_before_reading_its_body() -> None:
+    reader = reader_with((1 << 30).to_bytes(4, "big"))
+    with pytest.raises(wire.FrameTooLarge, match="1073741824 bytes exceeds the limit of 100"):
+        await wire.read_frame(reader, max_size=100)
+
+
+def test_proofs_are_bound_to_their_side() -> None:
+    server = wire.proof(b"s" * 16, b"ember-server", "a", "b")
+    client = wire.proof(b"s" * 16, b"ember-client", "a", "b")
+    assert server != client
+    assert wire.proof_matches(server, server)
+    assert not wire.proof_matches(server, client)
+    assert not wire.proof_matches(server, None)
+
+
+async def handshake(server_secret: bytes | None, client_secret: bytes | None
+                    ) -> tuple[BaseException | None, BaseException | None]:
+    """Run both sides of the handshake over a local socket pair; return what each raised."""
+    async def on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await wire.server_handshake(reader, writer, server_secret)
+        except BaseException as exc:
+            results["server"] = exc
+        finally:
+            writer.close()
+
+    results: dict[str, BaseException | None] = {"server": None, "client": None}
+    server = await asyncio.start_server(on_accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await wire.client_handshake(reader, writer, client_secret)
+    except BaseException as exc:
+        results["client"] = exc
+    writer.close()
+    await asyncio.sleep(0.05)
+    server.close()
+    return results["server"], results["client"]
+
+
+async def test_handshake_with_the_same_secret_succeeds() -> None:
+    assert await handshake(b"k" * 32, b"k" * 32) == (None, None)
+
+
+async def test_handshake_without_secrets_succeeds() -> None:
+    assert await handshake(None, None) == (None, None)
+
+
+async def test_wrong_secret_fails_on_both_sides_and_names_no_secret() -> None:
+    server_error, client_error = await handshake(b"k" * 32, b"x" * 32)
+    assert isinstance(client_error, AuthError)
+    assert "does not know the cluster secret" in str(client_error)
+    assert server_error is None or isinstance(server_error, (AuthError, ConnectionError))
+    assert "k" * 32 not in str(client_error) and "x" * 32 not in str(client_error)
+
+
+async def test_client_without_secret_is_refused_by_a_server_with_one() -> None:
+    _, client_error = await handshake(b"k" * 32, None)
+    assert isinstance(client_error, AuthError)
+    assert "requires a cluster secret" in str(client_error)
+
+
+async def test_client_with_secret_refuses_a_server_without_one() -> None:
+    _, client_error = await handshake(None, b"k" * 32)
+    assert isinstance(client_error, AuthError)
+    assert "refusing an unauthenticated peer" in str(client_error)
+
+
+async def test_version_mismatch_is_refused_with_a_reason() -> None:
+    async def on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with pytest.raises(AuthError, match="protocol version 99 is not supported"):
+            await wire.server_handshake(reader, writer, None)
+        writer.close()
+
+    server = await asyncio.start_server(on_accept, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1",
+                                                   server.sockets[0].getsockname()[1])
+    writer.write(wire.encode_frame(m.Hello(99, "n")))
+    await writer.drain()
+    body = await wire.read_frame(reader, 4096)
+    assert msgspec.json.decode(body)["type"] == "HandshakeFailed"
+    writer.close()
+    server.close()

@@ -1,0 +1,118 @@
+"""The Worker's handlers and its registration backoff, without sockets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.unit.runtime.fakes import Clock, FakeConn
+from toolkit.runtime import messages as m
+from toolkit.runtime.worker import (
+    REGISTER_MAX_DELAY,
+    Worker,
+    WorkerConfig,
+    registration_delay,
+    worker_id,
+)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def worker(clock: Clock, tmp_path: Path) -> Worker:
+    config = WorkerConfig(masters=(("10.0.0.1", 7077), ("10.0.0.9", 7077)), host="10.0.0.2",
+                          cores=2, memory=1024, work_dir=tmp_path, port=4000,
+                          register_timeout=30)
+    w = Worker(config, clock=clock)
+    w.id = "worker-1"
+    return w
+
+
+def test_first_retry_is_sub_second_and_every_delay_is_capped() -> None:
+    assert registration_delay(1, lambda: 0.0) == pytest.approx(0.05)
+    assert registration_delay(1, lambda: 0.999) < 0.1
+    delays = [registration_delay(n, lambda: 1.0) for n in range(1, 30)]
+    assert delays == sorted(delays)
+    assert max(delays) == REGISTER_MAX_DELAY
+
+
+def test_jitter_spreads_workers_apart() -> None:
+    assert registration_delay(5, lambda: 0.0) == REGISTER_MAX_DELAY / 2
+    assert registration_delay(5, lambda: 1.0) == REGISTER_MAX_DELAY
+
+
+def test_worker_id_has_spark_shape() -> None:
+    assert worker_id("h1", 4000, 0).startswith("worker-19700101")
+    assert worker_id("h1", 4000, 0).endswith("-h1-4000")
+
+
+def test_connected_master_gets_a_registration(worker: Worker) -> None:
+    conn = FakeConn()
+    worker.handle(m.MasterConnected("10.0.0.1:7077"), conn)
+    assert conn.last() == m.RegisterWorker("worker-1", "10.0.0.2", 4000, 2, 1024,
+                                           "http://10.0.0.2:8081", "10.0.0.1:7077")
+
+
+async def test_first_master_to_accept_wins_and_the_other_link_is_dropped(worker: Worker) -> None:
+    first, second = FakeConn(), FakeConn()
+    worker.handle(m.MasterConnected("10.0.0.1:7077"), first)
+    worker.handle(m.MasterConnected("10.0.0.9:7077"), second)
+    worker.handle(m.RegisteredWorker("ember://10.0.0.9:7077", "http://10.0.0.9:8080", False,
+                                     15.0), second)
+    assert worker.registered and worker.master is second
+    assert first.closed and not second.closed
+    worker.handle(m.RegisteredWorker("ember://10.0.0.1:7077", "http://x", False, 15.0), first)
+    assert worker.master is second and worker.master_url == "ember://10.0.0.9:7077"
+    await worker.close_tasks()
+
+
+async def test_heartbeat_goes_to_the_active_master_only_when_registered(worker: Worker) -> None:
+    conn = FakeConn()
+    worker.handle(m.SendHeartbeat())
+    worker.handle(m.MasterConnected("10.0.0.1:7077"), conn)
+    worker.handle(m.RegisteredWorker("ember://10.0.0.1:7077", "http://x", False, 15.0), conn)
+    worker.handle(m.SendHeartbeat())
+    assert conn.last() == m.Heartbeat("worker-1")
+    await worker.close_tasks()
+
+
+async def test_reconnect_request_re_registers_on_the_same_link(worker: Worker) -> None:
+    conn = FakeConn()
+    worker.handle(m.MasterConnected("10.0.0.1:7077"), conn)
+    worker.handle(m.RegisteredWorker("ember://10.0.0.1:7077", "http://x", False, 15.0), conn)
+    worker.handle(m.ReconnectWorker("ember://10.0.0.1:7077"), conn)
+    assert not worker.registered
+    assert isinstance(conn.last(), m.RegisterWorker)
+    await worker.close_tasks()
+
+
+async def test_registration_refused_before_registering_exits_1(worker: Worker) -> None:
+    worker.handle(m.RegisterWorkerFailed("Attempted to re-register worker at same address"),
+                  FakeConn())
+    assert worker.stopped.is_set() and worker.exit_code == 1
+
+
+async def test_gives_up_after_the_register_timeout(worker: Worker, clock: Clock) -> None:
+    clock.now += 30
+    worker.handle(m.CheckRegistration())
+    assert not worker.stopped.is_set()
+    clock.now += 1
+    worker.handle(m.CheckRegistration())
+    assert worker.stopped.is_set() and worker.exit_code == 1
+
+
+async def test_losing_the_master_restarts_the_timeout_clock(worker: Worker, clock: Clock) -> None:
+    conn = FakeConn()
+    worker.handle(m.MasterConnected("10.0.0.1:7077"), conn)
+    worker.handle(m.RegisteredWorker("ember://10.0.0.1:7077", "http://x", False, 15.0), conn)
+    clock.now += 100
+    worker.handle(m.ConnectionClosed("reset"), conn)
+    assert not worker.registered and worker.master is None
+    clock.now += 29
+    worker.handle(m.CheckRegistration())
+    assert not worker.stopped.is_set()
+    await worker.close_tasks()

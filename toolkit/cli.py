@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="declare a silent worker DEAD after this long "
                         "(default: $EMBER_WORKER_TIMEOUT, else 60)")
     _common(master)
-    master.set_defaults(run=run_master)
+    master.set_defaults(run=run_master, header=True)
 
     worker = sub.add_parser("worker", help="run a worker in the foreground")
     worker.add_argument("master_url", metavar="MASTER_URL", nargs="?",
@@ -113,8 +114,31 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit 1 when no master accepted this worker for this long "
                         "(default: $EMBER_WORKER_REGISTER_TIMEOUT, else 600)")
     _common(worker)
-    worker.set_defaults(run=run_worker)
+    worker.set_defaults(run=run_worker, header=True)
+
+    daemon = sub.add_parser(
+        "daemon", help="start, stop or check a master/worker in the background",
+        usage="ember daemon (start|stop|status|restart) (master|worker) [INSTANCE] "
+              "[--backend supervisor|plain] [-- ROLE_ARGS...]\n"
+              "       ember daemon supervisor-shutdown",
+        description="spark-daemon.sh for Ember. Settings come from the environment and "
+                    "$EMBER_CONF_DIR/ember-env.sh. status exits 0 running, 1 dead with a pid "
+                    "file, 3 not running.")
+    daemon.add_argument("action", choices=["start", "stop", "status", "restart",
+                                           "supervisor-shutdown"])
+    daemon.add_argument("role", nargs="?", choices=["master", "worker"])
+    daemon.add_argument("instance", nargs="?", default="1", help="instance number (default 1)")
+    daemon.add_argument("--backend", choices=["supervisor", "plain"],
+                        help="default: $EMBER_DAEMON_BACKEND, else supervisor")
+    daemon.set_defaults(run=run_daemon, role_args=[])
     return parser
+
+
+def print_command_header() -> None:
+    """First lines of every run's output, as spark-class prints ``Spark Command: ...``."""
+    argv = Path("/proc/self/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    print("Ember command: " + shlex.join(a.decode(errors="replace") for a in argv))
+    print("=" * 40, flush=True)
 
 
 def run_master(args: argparse.Namespace) -> int:
@@ -165,9 +189,47 @@ def run_worker(args: argparse.Namespace) -> int:
     return service.run(worker, http.worker_server(worker), host, args.pid_file)
 
 
+def run_daemon(args: argparse.Namespace) -> int:
+    from toolkit.daemon import control
+    from toolkit.daemon.settings import load_settings
+    from toolkit.errors import EmberError
+
+    settings = load_settings(backend=args.backend)
+    if args.action == "supervisor-shutdown":
+        return control.supervisor_shutdown(settings)
+    if args.role is None:
+        raise ConfigError(f"daemon {args.action} needs a role: master or worker")
+    instance = _resolve(args.instance, "INSTANCE", "", _positive_int, lambda: 1)
+    try:
+        if args.action == "start":
+            return control.start(settings, args.role, instance, args.role_args)
+        if args.action == "stop":
+            return control.stop(settings, args.role, instance)
+        if args.action == "restart":
+            return control.restart(settings, args.role, instance, args.role_args)
+        return control.status(settings, args.role, instance)
+    except ConfigError:
+        raise
+    except EmberError as exc:
+        print(f"ember daemon {args.action}: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    role_args: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, role_args = argv[:split], argv[split + 1:]
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format=LOG_FORMAT, stream=sys.stderr)
+    if role_args:
+        if args.command != "daemon":
+            raise SystemExit(f"ember {args.command}: unexpected arguments after --")
+        args.role_args = role_args
+    logging.basicConfig(level=getattr(args, "log_level", "WARNING"), format=LOG_FORMAT,
+                        stream=sys.stderr)
+    if getattr(args, "header", False):
+        print_command_header()
     try:
         code: int = args.run(args)
     except ConfigError as exc:

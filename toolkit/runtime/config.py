@@ -23,8 +23,7 @@ def parse_memory_mb(text: str, what: str = "memory") -> int:
     match = _MEMORY.match(text)
     if not match:
         if text.strip().isdigit():
-            raise ConfigError(f"{what} {text!r} has no unit: write {text.strip()}m or "
-                              f"{int(text) // 1024 or 1}g")
+            raise ConfigError(f"{what} {text!r} has no unit: add m or g, as in {text.strip()}m")
         raise ConfigError(f"{what} {text!r} is not a memory size like 512m or 2g")
     mb = int(int(match.group(1)) * _UNIT_MB[match.group(2).lower()])
     if mb < 1:

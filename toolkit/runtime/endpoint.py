@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from toolkit.errors import ConfigError, WireError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
+from toolkit.runtime.notify import sd_notify
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ class Endpoint:
         self._server: asyncio.Server | None = None
         self._pending_handshakes = 0
         self._stopped: asyncio.Event | None = None
+        self.http_up = False
+        self._announced_ready = False
 
     # Dispatch ----------------------------------------------------------------------------
 
@@ -109,6 +113,16 @@ class Endpoint:
     async def shutdown(self, reason: str) -> None:
         """Say goodbye to peers before the process exits (each role fills this in)."""
         raise NotImplementedError
+
+    def is_ready(self) -> bool:
+        """Whether the role is ready beyond its sockets being up (a worker: registered)."""
+        return True
+
+    def announce_if_ready(self) -> None:
+        """Send READY=1 once, when the HTTP side is up and the role is ready."""
+        if not self._announced_ready and self.http_up and self.is_ready():
+            self._announced_ready = True
+            sd_notify("READY=1", f"STATUS={self.role} ready", f"MAINPID={os.getpid()}")
 
     def start_consumer(self) -> None:
         self.spawn(self._consume(), name=f"{self.role} inbox")

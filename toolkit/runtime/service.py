@@ -12,6 +12,7 @@ from toolkit.daemon.pidfile import remove_pid_file, write_pid_file
 from toolkit.errors import ConfigError
 from toolkit.runtime.endpoint import Endpoint
 from toolkit.runtime.http import HttpServer
+from toolkit.runtime.notify import sd_notify
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,10 @@ async def _serve(endpoint: Endpoint, http: HttpServer, webui_host: str,
         endpoint.webui_port = await http.start(webui_host, endpoint.webui_port)
         logger.info("%s web UI at http://%s:%d", endpoint.role.capitalize(), webui_host,
                     endpoint.webui_port)
+        endpoint.http_up = True
+        endpoint.announce_if_ready()
         await endpoint.stopped.wait()
+        sd_notify("STOPPING=1")
         try:
             await asyncio.wait_for(endpoint.shutdown(reason), SHUTDOWN_TIMEOUT)
         except TimeoutError:

@@ -85,6 +85,9 @@ class Worker(Endpoint):
         return m.RegisterWorker(self.id, self.config.host, self.port, self.config.cores,
                                 self.config.memory, self.webui_url, master_address)
 
+    def is_ready(self) -> bool:
+        return self.registered
+
     # Handlers ----------------------------------------------------------------------------
 
     def on_master_connected(self, msg: m.MasterConnected, conn: Connection | None) -> None:
@@ -110,6 +113,7 @@ class Worker(Endpoint):
                     " (re-registration)" if msg.duplicate else "")
         self._drop_links_except(conn)
         self._start_heartbeat(msg.heartbeat_interval)
+        self.announce_if_ready()
 
     def on_register_worker_failed(self, msg: m.RegisterWorkerFailed,
                                   conn: Connection | None) -> None:

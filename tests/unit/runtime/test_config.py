@@ -20,7 +20,7 @@ def test_memory_strings_like_spark(text: str, mb: int) -> None:
 
 
 @pytest.mark.parametrize(("text", "error"), [
-    ("2048", "has no unit: write 2048m or 2g"),
+    ("2048", "has no unit: add m or g, as in 2048m"),
     ("lots", "is not a memory size like 512m or 2g"),
     ("-1g", "is not a memory size"),
     ("512k", "less than 1 MiB"),

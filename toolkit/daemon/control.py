@@ -1,0 +1,179 @@
+"""`ember daemon start|stop|status|restart`: spark-daemon.sh's behaviour with its flaws fixed.
+
+Exit codes: start/stop/restart 0 on success, 1 on failure; status follows LSB (0 running,
+1 dead but pid file exists, 3 not running).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from toolkit.daemon.logs import rotate, tail
+from toolkit.daemon.procs import Found, PidState, check, format_uptime
+from toolkit.daemon.settings import DaemonSettings
+
+LSB_RUNNING, LSB_DEAD, LSB_NOT_RUNNING = 0, 1, 3
+
+Say = Callable[[str], None]
+
+
+class Backend(Protocol):
+    name: str
+
+    def launch(self, role: str, instance: int, command: list[str], env: dict[str, str],
+               log: Path) -> Callable[[], str | None]: ...
+    def stop(self, role: str, instance: int, pid: int | None) -> bool: ...
+    def describe(self, role: str, instance: int) -> str | None: ...
+    def needs_stop(self, role: str, instance: int) -> bool: ...
+
+
+def backend_for(settings: DaemonSettings) -> Backend:
+    if settings.backend == "plain":
+        from toolkit.daemon.plain import PlainBackend
+
+        return PlainBackend(settings)
+    from toolkit.daemon.supervisor import SupervisorBackend
+
+    return SupervisorBackend(settings)
+
+
+def runtime_command(settings: DaemonSettings, role: str, instance: int,
+                    role_args: list[str]) -> list[str]:
+    """``nice -n N <python> -m toolkit ROLE ARGS --pid-file FILE``; nice execs, the pid stays."""
+    nice = shutil.which("nice") or "/usr/bin/nice"
+    return [nice, "-n", str(settings.niceness), sys.executable, "-m", "toolkit", role,
+            *role_args, "--pid-file", str(settings.pid_file(role, instance))]
+
+
+def instance_env(settings: DaemonSettings, role: str, instance: int) -> dict[str, str]:
+    """EMBER_* values for one instance: worker ports step by instance, as in start-worker.sh."""
+    env = dict(settings.env)
+    env["EMBER_HOME"] = str(settings.home)
+    if role == "worker":
+        webui = int(env.get("EMBER_WORKER_WEBUI_PORT") or 8081)
+        env["EMBER_WORKER_WEBUI_PORT"] = str(webui + instance - 1)
+        if env.get("EMBER_WORKER_PORT", "0") not in ("", "0"):
+            env["EMBER_WORKER_PORT"] = str(int(env["EMBER_WORKER_PORT"]) + instance - 1)
+    env["NOTIFY_SOCKET"] = settings.notify_name(role, instance)
+    return env
+
+
+def _clear_leftover(state: PidState, pid_file: Path, what: str, say: Say) -> None:
+    if state.found == Found.STALE and state.info is not None:
+        say(f"removing stale pid file {pid_file}: pid {state.pid} is now "
+            f"'{state.info.program}', not {what}")
+    elif state.found == Found.DEAD:
+        say(f"removing pid file {pid_file} of {what}, which is no longer running")
+    if state.found in (Found.STALE, Found.DEAD):
+        pid_file.unlink(missing_ok=True)
+
+
+def start(settings: DaemonSettings, role: str, instance: int, role_args: list[str],
+          say: Say = print) -> int:
+    what = f"{role} {instance}"
+    pid_file = settings.pid_file(role, instance)
+    state = check(pid_file, role)
+    if state.found == Found.RUNNING:
+        say(f"{what} running as process {state.pid}. Stop it first.")
+        return 1
+    _clear_leftover(state, pid_file, what, say)
+    command = runtime_command(settings, role, instance, role_args)
+    env = instance_env(settings, role, instance)
+    if settings.no_daemonize:
+        return _exec_foreground(settings, command, env)
+
+    from toolkit.daemon.readiness import ReadinessListener
+
+    log = settings.log_file(role, instance)
+    for folder in (settings.log_dir, settings.pid_dir, settings.home):
+        folder.mkdir(parents=True, exist_ok=True)
+    backend = backend_for(settings)
+    with ReadinessListener(env["NOTIFY_SOCKET"], what) as listener:
+        rotate(log, settings.log_max_files)
+        say(f"starting {what}, logging to {log}")
+        failure = backend.launch(role, instance, command, env, log)
+        problem = listener.wait(settings.start_timeout, failure)
+    if problem is None:
+        return 0
+    say(f"failed to launch {what}: {problem}")
+    now = check(pid_file, role)
+    if now.found == Found.RUNNING:
+        say(f"  (it is still running as process {now.pid}: `ember daemon stop {role} "
+            f"{instance}` stops it)")
+    for line in tail(log, 10):
+        say(f"  {line}")
+    say(f"full log in {log}")
+    return 1
+
+
+def _exec_foreground(settings: DaemonSettings, command: list[str], env: dict[str, str]) -> int:
+    """EMBER_NO_DAEMONIZE: become the role, in the foreground, output to this terminal."""
+    env = {**os.environ, **env}
+    if "NOTIFY_SOCKET" in os.environ:  # systemd's, not ours
+        env["NOTIFY_SOCKET"] = os.environ["NOTIFY_SOCKET"]
+    else:
+        env.pop("NOTIFY_SOCKET")
+    settings.pid_dir.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    os.execve(command[0], command, env)
+
+
+def stop(settings: DaemonSettings, role: str, instance: int, say: Say = print) -> int:
+    what = f"{role} {instance}"
+    pid_file = settings.pid_file(role, instance)
+    state = check(pid_file, role)
+    backend = backend_for(settings)
+    if state.found != Found.RUNNING and not backend.needs_stop(role, instance):
+        _clear_leftover(state, pid_file, what, say)
+        say(f"no {what} to stop")
+        return 0
+    say(f"stopping {what}")
+    pid = state.pid if state.found == Found.RUNNING else None
+    if not backend.stop(role, instance, pid):
+        say(f"{what} (process {pid}) is still running after SIGKILL")
+        return 1
+    if pid is not None and check(pid_file, role).found in (Found.RUNNING, Found.DEAD):
+        pid_file.unlink(missing_ok=True)
+    return 0
+
+
+def status(settings: DaemonSettings, role: str, instance: int, say: Say = print) -> int:
+    what = f"{role} {instance}"
+    pid_file = settings.pid_file(role, instance)
+    state = check(pid_file, role)
+    detail = backend_for(settings).describe(role, instance)
+    suffix = f" [{detail}]" if detail else ""
+    if state.found == Found.RUNNING and state.info is not None:
+        say(f"{what} is running as process {state.pid}, up "
+            f"{format_uptime(state.info.uptime())}{suffix}")
+        return LSB_RUNNING
+    if state.found == Found.STALE and state.info is not None:
+        say(f"{what} is not running; pid file {pid_file} is stale (pid {state.pid} is "
+            f"'{state.info.program}'){suffix}")
+        return LSB_DEAD
+    if state.found == Found.DEAD:
+        say(f"{what} is not running, but pid file {pid_file} exists{suffix}")
+        return LSB_DEAD
+    say(f"{what} is not running{suffix}")
+    return LSB_NOT_RUNNING
+
+
+def restart(settings: DaemonSettings, role: str, instance: int, role_args: list[str],
+            say: Say = print) -> int:
+    code = stop(settings, role, instance, say)
+    return code or start(settings, role, instance, role_args, say)
+
+
+def supervisor_shutdown(settings: DaemonSettings, say: Say = print) -> int:
+    from toolkit.daemon.supervisor import SupervisorBackend
+
+    if SupervisorBackend(settings).shutdown():
+        say("supervisord stopped, with every program it ran")
+    else:
+        say("no supervisord running")
+    return 0

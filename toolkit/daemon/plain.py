@@ -1,0 +1,51 @@
+"""The plain backend: a detached, niced process with its output appended to the log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from toolkit.daemon.procs import kill_group, wait_gone
+from toolkit.daemon.settings import DaemonSettings
+
+
+class PlainBackend:
+    name = "plain"
+
+    def __init__(self, settings: DaemonSettings) -> None:
+        self.settings = settings
+
+    def launch(self, role: str, instance: int, command: list[str], env: Mapping[str, str],
+               log: Path) -> Callable[[], str | None]:
+        """Start the process; return a check that says why it died, or None while it lives."""
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, **env}, cwd=self.settings.home)
+
+        def failure() -> str | None:
+            code = proc.poll()
+            return None if code is None else f"it exited with code {code}"
+        return failure
+
+    def stop(self, role: str, instance: int, pid: int | None) -> bool:
+        """SIGTERM, wait EMBER_STOP_TIMEOUT, then SIGKILL the group; True when it is gone."""
+        if pid is None:
+            return True
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return True
+        if wait_gone(pid, self.settings.stop_timeout):
+            return True
+        kill_group(pid)
+        return wait_gone(pid, 5.0)
+
+    def describe(self, role: str, instance: int) -> str | None:
+        return None
+
+    def needs_stop(self, role: str, instance: int) -> bool:
+        return False

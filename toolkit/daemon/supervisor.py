@@ -1,0 +1,205 @@
+"""The supervisor backend: one supervisord per host and user, controlled over XML-RPC."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, cast
+
+from toolkit.daemon.logs import tail
+from toolkit.daemon.pidfile import read_pid_file
+from toolkit.daemon.procs import wait_gone
+from toolkit.daemon.settings import DaemonSettings, check_socket_path
+from toolkit.errors import EmberError
+from toolkit.render import render
+
+RUNNING_STATES = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")
+FAILED_STATES = ("BACKOFF", "FATAL", "EXITED", "STOPPED", "UNKNOWN")
+BAD_NAME, NOT_RUNNING, ALREADY_STARTED = 10, 70, 60
+
+
+class SupervisorError(EmberError, RuntimeError):
+    """supervisord could not be started or refused a request."""
+
+
+class SupervisorBackend:
+    name = "supervisor"
+
+    def __init__(self, settings: DaemonSettings) -> None:
+        self.settings = settings
+        check_socket_path(settings.supervisor_socket)
+
+    # supervisord itself ------------------------------------------------------------------
+
+    def _proxy(self) -> Any:
+        from supervisor.xmlrpc import SupervisorTransport
+
+        transport = SupervisorTransport(None, None, f"unix://{self.settings.supervisor_socket}")
+        return xmlrpc.client.ServerProxy("http://localhost", transport=transport)
+
+    def running(self) -> bool:
+        try:
+            self._proxy().supervisor.getState()
+        except (OSError, xmlrpc.client.Error):
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.settings.supervisor_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.settings.supervisor_dir / "supervisor.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def _log_file(self) -> Path:
+        s = self.settings
+        return s.log_dir / f"supervisord-{s.ident}-{s.hostname}.log"
+
+    def ensure_running(self) -> None:
+        """Start supervisord unless it already answers on its socket."""
+        if self.running():
+            return
+        s = self.settings
+        for folder in (s.supervisor_dir, s.supervisor_programs, s.log_dir, s.home):
+            folder.mkdir(parents=True, exist_ok=True)
+        conf = render("supervisor/supervisord.conf.j2", socket=s.supervisor_socket,
+                      log_file=self._log_file(), pid_file=s.supervisor_pid_file,
+                      log_dir=s.log_dir, home=s.home, ident=s.ident,
+                      programs_dir=s.supervisor_programs,
+                      user=getpass.getuser() if os.geteuid() == 0 else None)
+        _write_if_changed(s.supervisor_conf, conf)
+        result = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c",
+                                 str(s.supervisor_conf)], capture_output=True, text=True,
+                                check=False, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not self.running():
+            if time.monotonic() > deadline or result.returncode != 0:
+                lines = (result.stdout + result.stderr).strip().splitlines()
+                lines += tail(self._log_file(), 10)
+                raise SupervisorError("supervisord did not start:\n  " + "\n  ".join(lines))
+            time.sleep(0.02)
+
+    def shutdown(self) -> bool:
+        """Stop supervisord and everything under it; False when none was running."""
+        if not self.running():
+            return False
+        pid = read_pid_file(self.settings.supervisor_pid_file)
+        self._proxy().supervisor.shutdown()
+        if pid is not None:
+            wait_gone(pid, self.settings.stop_timeout + 10)
+        return True
+
+    # programs ----------------------------------------------------------------------------
+
+    def _install(self, name: str, program: str, path: Path) -> None:
+        """Write the program file and make supervisord's running config match it."""
+        _write_if_changed(path, program)
+        proxy = self._proxy()
+        try:
+            added, modified, removed = proxy.supervisor.reloadConfig()[0]
+        except xmlrpc.client.Fault as fault:
+            raise SupervisorError(f"supervisord cannot read its configuration: "
+                                  f"{fault.faultString}") from None
+        for group in removed:
+            with contextlib.suppress(xmlrpc.client.Fault):
+                proxy.supervisor.stopProcessGroup(group)
+            proxy.supervisor.removeProcessGroup(group)
+        if name in modified:
+            with contextlib.suppress(xmlrpc.client.Fault):
+                proxy.supervisor.stopProcess(name)
+            with contextlib.suppress(xmlrpc.client.Fault):
+                proxy.supervisor.removeProcessGroup(name)
+            added = [*added, name]
+        for group in added:
+            with contextlib.suppress(xmlrpc.client.Fault):
+                proxy.supervisor.addProcessGroup(group)
+
+    def _info(self, name: str) -> dict[str, Any] | None:
+        try:
+            return cast(dict[str, Any], self._proxy().supervisor.getProcessInfo(name))
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode == BAD_NAME:
+                return None
+            raise
+
+    def launch(self, role: str, instance: int, command: list[str], env: Mapping[str, str],
+               log: Path) -> Callable[[], str | None]:
+        s = self.settings
+        name = s.name(role, instance)
+        program = render("supervisor/program.conf.j2", name=name, role=role, instance=instance,
+                         command=shlex.join(command), home=s.home,
+                         stop_timeout=math.ceil(s.stop_timeout),
+                         log_file=log, log_max_files=s.log_max_files,
+                         log_max_bytes=s.log_max_bytes, env=dict(env))
+        with self._lock():
+            self.ensure_running()
+            self._install(name, program, s.program_file(role, instance))
+        try:
+            self._proxy().supervisor.startProcess(name, False)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode != ALREADY_STARTED:
+                raise SupervisorError(f"supervisord refused to start {name}: "
+                                      f"{fault.faultString}") from None
+
+        def failure() -> str | None:
+            info = self._info(name) or {"statename": "UNKNOWN"}
+            state = info["statename"]
+            if state not in FAILED_STATES:
+                return None
+            with contextlib.suppress(xmlrpc.client.Fault):
+                self._proxy().supervisor.stopProcess(name)  # no retry loop after a failure
+            detail = info.get("spawnerr") or info.get("description") or ""
+            return f"supervisord reports it {state}" + (f" ({detail})" if detail else "")
+        return failure
+
+    def stop(self, role: str, instance: int, pid: int | None) -> bool:
+        """supervisord sends SIGTERM, waits stopwaitsecs, then SIGKILLs the group."""
+        if not self.running():
+            from toolkit.daemon.plain import PlainBackend  # orphan of a killed supervisord
+
+            return PlainBackend(self.settings).stop(role, instance, pid)
+        name = self.settings.name(role, instance)
+        try:
+            self._proxy().supervisor.stopProcess(name, True)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode not in (BAD_NAME, NOT_RUNNING):
+                raise SupervisorError(f"supervisord could not stop {name}: "
+                                      f"{fault.faultString}") from None
+        return pid is None or wait_gone(pid, 5.0)
+
+    def describe(self, role: str, instance: int) -> str | None:
+        if not self.running():
+            return "supervisord is not running"
+        info = self._info(self.settings.name(role, instance))
+        return f"supervisor: {info['statename']}" if info else "supervisor: not configured"
+
+    def needs_stop(self, role: str, instance: int) -> bool:
+        """A program supervisord is (re)starting must be stopped even without a live pid."""
+        if not self.running():
+            return False
+        info = self._info(self.settings.name(role, instance))
+        return bool(info) and info["statename"] in RUNNING_STATES  # type: ignore[index]
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    """Write atomically (temp file + rename) unless the content is already there."""
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True

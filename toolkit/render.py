@@ -1,0 +1,53 @@
+"""One jinja2 Environment over ``templates/``: StrictUndefined, trailing newlines kept."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from toolkit.daemon.envfile import shell_quote
+from toolkit.errors import ConfigError
+
+
+def templates_dir() -> Path:
+    """The repository's templates/, or the copy a wheel installs under <prefix>/share/ember."""
+    for candidate in (Path(__file__).resolve().parent.parent / "templates",
+                      Path(sys.prefix) / "share" / "ember" / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError("Ember's templates/ directory is missing from this installation")
+
+
+def supervisor_escape(value: object) -> str:
+    """Supervisor expands %(name)s in its config values; a literal % is written %%."""
+    return str(value).replace("%", "%%")
+
+
+def supervisor_env(env: dict[str, str]) -> str:
+    """``KEY="value",...`` for a supervisor ``environment=`` line."""
+    def quote(value: str) -> str:
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + supervisor_escape(escaped) + '"'
+    return ",".join(f"{key}={quote(value)}" for key, value in sorted(env.items()))
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir()),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             autoescape=False)
+    env.filters["shq"] = shell_quote
+    env.filters["sv"] = supervisor_escape
+    env.filters["svenv"] = supervisor_env
+    return env
+
+
+def render(template: str, /, **values: Any) -> str:
+    try:
+        return environment().get_template(template).render(**values)
+    except jinja2.UndefinedError as exc:
+        raise ConfigError(f"template {template}: {exc.message}") from None

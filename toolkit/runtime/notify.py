@@ -1,0 +1,33 @@
+"""The sd_notify protocol, sender side: tell whoever started us that we are ready or stopping.
+
+systemd (Type=notify) and `ember daemon start` both set NOTIFY_SOCKET; the runtime sends the
+same datagrams to either. A name starting with ``@`` is a Linux abstract socket. Errors are
+ignored: nobody may be listening (a supervisor restart, say), and that is fine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+
+logger = logging.getLogger(__name__)
+
+
+def notify_address(value: str) -> str:
+    return "\0" + value[1:] if value.startswith("@") else value
+
+
+def sd_notify(*fields: str) -> bool:
+    """Send ``KEY=value`` lines to $NOTIFY_SOCKET; True if a listener received them."""
+    target = os.environ.get("NOTIFY_SOCKET")
+    if not target:
+        return False
+    with contextlib.closing(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)) as sock:
+        try:
+            sock.sendto("\n".join(fields).encode(), notify_address(target))
+        except OSError as exc:
+            logger.debug("sd_notify to %s failed: %s", target, exc)
+            return False
+    return True

@@ -1,0 +1,332 @@
+"""`ember daemon` with real processes under both backends, including a real supervisord."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.procs import free_port, get_json, wait_for
+
+BACKENDS = ["plain", "supervisor"]
+
+
+@dataclass
+class Daemons:
+    """Runs `ember daemon ...` with one EMBER_HOME; cleans up whatever it started."""
+
+    home: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "toolkit", "daemon", *args],
+                              capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **self.env, **(env or {})}, check=False)
+
+    def pid_file(self, role: str, instance: int = 1) -> Path:
+        return self.home / "run" / f"ember-test-{role}-{instance}.pid"
+
+    def pid(self, role: str, instance: int = 1) -> int:
+        return int(self.pid_file(role, instance).read_text())
+
+    def log(self, role: str, instance: int = 1, n: int = 0) -> Path:
+        name = f"ember-test-{role}-{instance}-{socket.gethostname()}.out"
+        return self.home / "logs" / (name if n == 0 else f"{name}.{n}")
+
+    @property
+    def master_url(self) -> str:
+        return f"ember://127.0.0.1:{self.env['EMBER_MASTER_PORT']}"
+
+    def master_json(self) -> dict:  # type: ignore[type-arg]
+        return get_json(f"http://127.0.0.1:{self.env['EMBER_MASTER_WEBUI_PORT']}/json")
+
+    def cleanup(self) -> None:
+        self.run("supervisor-shutdown", timeout=30)
+        for pid_file in (self.home / "run").glob("*.pid"):
+            try:
+                pid = int(pid_file.read_text())
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except (OSError, ValueError):
+                continue
+            if str(pid_file).encode() in cmdline or b"supervisord" in cmdline:
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def daemons(tmp_path: Path, backend: str) -> Iterator[Daemons]:
+    short = tempfile.mkdtemp(prefix="es-", dir="/tmp")  # AF_UNIX paths are short
+    env = {
+        "EMBER_HOME": str(tmp_path / "home"),
+        "EMBER_CONF_DIR": str(tmp_path / "conf"),
+        "EMBER_SUPERVISOR_DIR": short,
+        "EMBER_IDENT_STRING": "test",
+        "EMBER_DAEMON_BACKEND": backend,
+        "EMBER_MASTER_HOST": "127.0.0.1",
+        "EMBER_WORKER_HOST": "127.0.0.1",
+        "EMBER_MASTER_PORT": str(free_port()),
+        "EMBER_MASTER_WEBUI_PORT": str(free_port()),
+        "EMBER_WORKER_WEBUI_PORT": str(free_port()),
+        "EMBER_WORKER_CORES": "1",
+        "EMBER_WORKER_MEMORY": "512m",
+        "EMBER_START_TIMEOUT": "20",
+    }
+    d = Daemons(tmp_path / "home", env)
+    try:
+        yield d
+    finally:
+        d.cleanup()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def nice_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[16])
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_master_start_status_stop(daemons: Daemons) -> None:
+    started = daemons.run("start", "master")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert f"starting master 1, logging to {daemons.log('master')}" in started.stdout
+    assert daemons.master_json()["status"] == "ALIVE"  # ready means ready
+    pid = daemons.pid("master")
+
+    status = daemons.run("status", "master")
+    assert status.returncode == 0
+    assert f"master 1 is running as process {pid}, up 0:00:0" in status.stdout
+
+    lines = daemons.log("master").read_text().splitlines()
+    assert lines[0].startswith("Ember command: ") and lines[0].endswith(
+        f"toolkit master --pid-file {daemons.pid_file('master')}")
+    assert lines[1] == "=" * 40
+
+    stopped = daemons.run("stop", "master")
+    assert stopped.returncode == 0 and "stopping master 1" in stopped.stdout
+    assert not alive(pid)
+    assert not daemons.pid_file("master").exists()
+    assert daemons.run("status", "master").returncode == 3
+    again = daemons.run("stop", "master")
+    assert (again.returncode, again.stdout.strip().splitlines()[-1]) == (0, "no master 1 to stop")
+
+
+def test_worker_start_waits_for_registration_and_steps_ports(daemons: Daemons) -> None:
+    assert daemons.run("start", "master").returncode == 0
+    started = daemons.run("start", "worker", "2", "--", daemons.master_url)
+    assert started.returncode == 0, started.stdout + started.stderr
+    workers = daemons.master_json()["workers"]
+    assert [w["state"] for w in workers] == ["ALIVE"]
+    ui = int(daemons.env["EMBER_WORKER_WEBUI_PORT"]) + 1  # instance 2 -> base port + 1
+    assert workers[0]["webuiaddress"] == f"http://127.0.0.1:{ui}"
+    assert daemons.run("status", "worker", "2").returncode == 0
+    assert daemons.run("stop", "worker", "2").returncode == 0
+    wait_for(lambda: daemons.master_json()["aliveworkers"] == 0, 10, "worker gone")
+
+
+def test_double_start_is_refused(daemons: Daemons) -> None:
+    assert daemons.run("start", "master").returncode == 0
+    pid = daemons.pid("master")
+    again = daemons.run("start", "master")
+    assert again.returncode == 1
+    assert f"master 1 running as process {pid}. Stop it first." in again.stdout
+    assert daemons.pid("master") == pid
+
+
+def test_niceness_is_applied(daemons: Daemons) -> None:
+    assert daemons.run("start", "master", env={"EMBER_NICENESS": "7"}).returncode == 0
+    assert nice_of(daemons.pid("master")) == 7
+
+
+def test_settings_come_from_ember_env_sh(daemons: Daemons) -> None:
+    conf = Path(daemons.env["EMBER_CONF_DIR"])
+    conf.mkdir(parents=True)
+    (conf / "ember-env.sh").write_text("# rendered\nexport EMBER_NICENESS=3\n"
+                                       "EMBER_LOG_DIR=\"$EMBER_HOME/other-logs\"\n")
+    assert daemons.run("start", "master").returncode == 0
+    assert nice_of(daemons.pid("master")) == 3
+    assert list((daemons.home / "other-logs").glob("ember-test-master-1-*.out"))
+
+
+def test_unparseable_env_file_names_file_and_line(daemons: Daemons) -> None:
+    conf = Path(daemons.env["EMBER_CONF_DIR"])
+    conf.mkdir(parents=True)
+    (conf / "ember-env.sh").write_text("EMBER_NICENESS=1\nEMBER_LOG_DIR=$(rm -rf /)\n")
+    result = daemons.run("start", "master")
+    assert result.returncode == 2
+    assert f"{conf / 'ember-env.sh'} line 2: command substitution is not supported" in (
+        result.stderr)
+    assert not daemons.pid_file("master").exists()
+
+
+def test_log_rotation_keeps_n_files_and_every_line(daemons: Daemons) -> None:
+    env = {"EMBER_LOG_MAX_FILES": "3"}
+    for run in range(1, 6):
+        result = daemons.run("start", "master", "--", "--worker-timeout", str(run), env=env)
+        assert result.returncode == 0, result.stdout
+        assert daemons.run("stop", "master", env=env).returncode == 0
+    logs = sorted(p.name for p in daemons.log("master").parent.glob("ember-test-master-1-*"))
+    base = daemons.log("master").name
+    assert logs == [base, f"{base}.1", f"{base}.2", f"{base}.3"]
+    for n, run in [(0, 5), (1, 4), (2, 3), (3, 2)]:
+        text = daemons.log("master", n=n).read_text()
+        assert text.count("Ember command: ") == 1, text
+        assert text.startswith("Ember command: ")
+        assert f"(worker timeout {run} s)" in text
+        assert "Master exited with code 0" in text  # the run's last line made it too
+
+
+def test_log_max_files_0_appends_without_rotating(daemons: Daemons) -> None:
+    env = {"EMBER_LOG_MAX_FILES": "0"}
+    for _ in range(2):
+        assert daemons.run("start", "master", env=env).returncode == 0
+        assert daemons.run("stop", "master", env=env).returncode == 0
+    assert daemons.log("master").read_text().count("Ember command: ") == 2
+    assert not daemons.log("master", n=1).exists()
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "2.5"])
+def test_bad_log_max_files_is_an_error(daemons: Daemons, value: str) -> None:
+    result = daemons.run("start", "master", env={"EMBER_LOG_MAX_FILES": value})
+    assert result.returncode == 2
+    assert f"EMBER_LOG_MAX_FILES={value!r} must be a whole number from 0 to 1000" in (
+        result.stderr)
+
+
+def test_stale_pid_file_of_another_program_is_never_signalled(daemons: Daemons) -> None:
+    sleeper = subprocess.Popen(["sleep", "300"])
+    try:
+        pid_file = daemons.pid_file("master")
+        pid_file.parent.mkdir(parents=True)
+        pid_file.write_text(f"{sleeper.pid}\n")
+
+        status = daemons.run("status", "master")
+        assert status.returncode == 1 and "is stale" in status.stdout and "sleep" in status.stdout
+
+        stopped = daemons.run("stop", "master")
+        assert stopped.returncode == 0
+        assert f"removing stale pid file {pid_file}: pid {sleeper.pid} is now 'sleep 300'" in (
+            stopped.stdout)
+        assert "no master 1 to stop" in stopped.stdout
+        assert not pid_file.exists()
+
+        pid_file.write_text(f"{sleeper.pid}\n")
+        assert daemons.run("start", "master").returncode == 0
+        assert daemons.pid("master") != sleeper.pid
+        assert sleeper.poll() is None, "the unrelated process must never be signalled"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.parametrize("backend", ["plain"])  # supervisor restarts it: see below
+def test_dead_process_with_pid_file_is_lsb_1(daemons: Daemons) -> None:
+    assert daemons.run("start", "master").returncode == 0
+    pid = daemons.pid("master")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), 5, "process gone")
+    status = daemons.run("status", "master")
+    assert status.returncode == 1
+    assert "is not running, but pid file" in status.stdout
+
+
+def test_role_that_ignores_sigterm_is_killed_after_the_timeout(daemons: Daemons) -> None:
+    env = {"EMBER_STOP_TIMEOUT": "1"}
+    assert daemons.run("start", "master", env=env).returncode == 0
+    pid = daemons.pid("master")
+    os.kill(pid, signal.SIGSTOP)  # a hung process: SIGTERM stays pending
+    started = time.monotonic()
+    result = daemons.run("stop", "master", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert time.monotonic() - started >= 1.0
+    assert not alive(pid)
+    assert not daemons.pid_file("master").exists()
+
+
+def test_start_failure_exits_non_zero_with_the_log_tail(daemons: Daemons) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", int(daemons.env["EMBER_MASTER_PORT"])))
+        taken.listen()
+        result = daemons.run("start", "master")
+    assert result.returncode == 1
+    out = result.stdout
+    assert "failed to launch master 1" in out
+    assert f"master cannot listen on 127.0.0.1:{daemons.env['EMBER_MASTER_PORT']}" in out
+    assert f"full log in {daemons.log('master')}" in out
+    assert daemons.run("status", "master").returncode == 3
+
+
+@pytest.mark.parametrize("backend", ["supervisor"])
+def test_supervisor_restarts_a_killed_worker_and_the_pid_file_follows(daemons: Daemons) -> None:
+    assert daemons.run("start", "master").returncode == 0
+    assert daemons.run("start", "worker", "--", daemons.master_url).returncode == 0
+    old = daemons.pid("worker")
+    os.kill(old, signal.SIGKILL)
+    new = wait_for(lambda: daemons.pid("worker") if daemons.pid("worker") != old else None, 15,
+                   "a new worker pid in the pid file")
+    assert alive(new) and not alive(old)
+    status = daemons.run("status", "worker")
+    assert status.returncode == 0 and f"process {new}" in status.stdout
+    wait_for(lambda: daemons.master_json()["aliveworkers"] == 1, 15, "worker ALIVE again")
+    assert daemons.run("stop", "worker").returncode == 0
+    assert not alive(new)
+
+
+@pytest.mark.parametrize("backend", ["supervisor"])
+def test_supervisor_shutdown_stops_everything(daemons: Daemons) -> None:
+    assert daemons.run("start", "master").returncode == 0
+    pid = daemons.pid("master")
+    result = daemons.run("supervisor-shutdown")
+    assert result.returncode == 0 and "supervisord stopped" in result.stdout
+    wait_for(lambda: not alive(pid), 10, "master gone with supervisord")
+    assert daemons.run("supervisor-shutdown").stdout.strip() == "no supervisord running"
+
+
+@pytest.mark.parametrize("backend", ["supervisor"])
+def test_too_long_supervisor_socket_path_is_refused(daemons: Daemons) -> None:
+    long_dir = "/tmp/" + "d" * 110
+    result = daemons.run("start", "master", env={"EMBER_SUPERVISOR_DIR": long_dir})
+    assert result.returncode == 2
+    sock = f"{long_dir}/supervisor.sock"
+    assert f"supervisor socket path {sock} is {len(sock)} bytes long" in result.stderr
+    assert "EMBER_SUPERVISOR_DIR" in result.stderr
+    assert not Path(long_dir).exists()
+
+
+def test_no_daemonize_runs_in_the_foreground(daemons: Daemons) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "toolkit", "daemon", "start", "master"],
+                            env={**os.environ, **daemons.env, "EMBER_NO_DAEMONIZE": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: daemons.master_json()["status"] == "ALIVE", 15, "master up")
+        assert daemons.pid("master") == proc.pid  # exec'd: no wrapper process in between
+        assert not daemons.log("master").exists()  # output stays on the terminal
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert b"Ember command: " in proc.stdout.read()  # type: ignore[union-attr]
+        assert not daemons.pid_file("master").exists()
+    finally:
+        proc.kill()
+        proc.wait()

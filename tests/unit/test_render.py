@@ -1,0 +1,50 @@
+"""Templates render with every value they need, and escape what supervisor would expand."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import pytest
+
+from toolkit.daemon.envfile import parse_env_file
+from toolkit.errors import ConfigError
+from toolkit.render import render, supervisor_env
+
+
+def test_program_template_keeps_percent_and_quotes_literal() -> None:
+    text = render("supervisor/program.conf.j2", name="ember-op-worker-1", role="worker",
+                  instance=1, command="/usr/bin/nice -n 0 python -m toolkit worker 'a%b'",
+                  home="/h", stop_timeout=10, log_file="/h/logs/x.out", log_max_files=5,
+                  log_max_bytes=1024, env={"EMBER_X": 'say "50%"'})
+    parser = configparser.RawConfigParser()
+    parser.read_string(text)
+    section = parser["program:ember-op-worker-1"]
+    assert section["command"].endswith("'a%%b'")
+    assert section["environment"] == 'EMBER_X="say \\"50%%\\""'
+    assert (section["stopasgroup"], section["killasgroup"]) == ("true", "true")
+    assert section["stdout_logfile_backups"] == "5"
+
+
+def test_no_rotation_means_no_size_limit() -> None:
+    text = render("supervisor/program.conf.j2", name="p", role="master", instance=1,
+                  command="x", home="/h", stop_timeout=10, log_file="/l", log_max_files=0,
+                  log_max_bytes=1024, env={})
+    assert "stdout_logfile_maxbytes=0\n" in text and "stdout_logfile_backups=0\n" in text
+
+
+def test_missing_value_is_an_error_naming_the_template() -> None:
+    expected = r"template supervisor/program\.conf\.j2: 'role' is undefined"
+    with pytest.raises(ConfigError, match=expected):
+        render("supervisor/program.conf.j2")
+
+
+def test_env_file_template_round_trips_through_the_parser(tmp_path: Path) -> None:
+    values = {"EMBER_HOME": "/opt/ember home", "EMBER_X": "it's $not expanded"}
+    path = tmp_path / "ember-env.sh"
+    path.write_text(render("ember-env.sh.j2", host="h1", env=values))
+    assert parse_env_file(path, {}) == values
+
+
+def test_supervisor_env_is_sorted() -> None:
+    assert supervisor_env({"B": "2", "A": "1"}) == 'A="1",B="2"'

@@ -18,48 +18,16 @@ import argparse
 import json
 import os
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-POLL = 0.005
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def until(check: Callable[[], Any], limit: float, what: str) -> float:
-    """Poll ``check`` until truthy; return the monotonic time it first was."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return time.monotonic()
-        except (OSError, ValueError):
-            pass
-        time.sleep(POLL)
-    raise TimeoutError(f"{what} did not happen within {limit} s")
-
-
-def accepts(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-        return True
-
-
-def get_json(port: int) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=1) as response:
-        return json.load(response)
+from common import accepts, fmt, free_port, get_json, print_table, summary, until
 
 
 def rss_mb(pid: int) -> float:
@@ -204,7 +172,7 @@ def summarise(results: dict[str, list[dict[str, float]]], timeout: float) -> lis
         row: dict[str, Any] = {"measurement": key}
         for name, runs in results.items():
             values = [r[key] for r in runs if key in r]
-            row[name] = {"min": min(values), "median": statistics.median(values)}
+            row[name] = summary(values)
         target = TARGETS.get(key)
         if key.startswith("SIGSTOP"):
             target = ("<=", round(timeout * 1.3, 2))
@@ -213,18 +181,14 @@ def summarise(results: dict[str, list[dict[str, float]]], timeout: float) -> lis
     return rows
 
 
-def fmt(value: float) -> str:
-    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
-
-
-def print_table(rows: list[dict[str, Any]], systems: list[str]) -> None:
+def show(rows: list[dict[str, Any]], systems: list[str]) -> None:
     header = ["measurement"]
     for name in systems:
         header += [f"{name} min", f"{name} median"]
     if "spark" in systems:
         header.append("spark/ember")
     header += ["target (ember)", "met"]
-    lines = [header]
+    lines = []
     for row in rows:
         line = [row["measurement"]]
         for name in systems:
@@ -238,11 +202,7 @@ def print_table(rows: list[dict[str, Any]], systems: list[str]) -> None:
         else:
             line += ["", ""]
         lines.append(line)
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    for n, line in enumerate(lines):
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)) + " |")
-        if n == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print_table(header, lines)
 
 
 def main() -> int:
@@ -269,7 +229,7 @@ def main() -> int:
             results[system.name].append(measure(system, args.timeout, args.idle, log_dir))
     rows = summarise(results, args.timeout)
     print(f"\n{args.runs} runs each, min / median; logs in {log_dir}\n")
-    print_table(rows, [s.name for s in systems])
+    show(rows, [s.name for s in systems])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"runs": results, "summary": rows}, indent=2))

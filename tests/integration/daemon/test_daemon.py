@@ -330,3 +330,17 @@ def test_no_daemonize_runs_in_the_foreground(daemons: Daemons) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_restart_replaces_the_process_and_starts_when_stopped(daemons: Daemons) -> None:
+    assert daemons.run("start", "master").returncode == 0
+    old = daemons.pid("master")
+    result = daemons.run("restart", "master")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "stopping master 1" in result.stdout and "starting master 1" in result.stdout
+    new = daemons.pid("master")
+    assert new != old and alive(new) and not alive(old)
+    assert daemons.run("stop", "master").returncode == 0
+    result = daemons.run("restart", "master")
+    assert result.returncode == 0 and "no master 1 to stop" in result.stdout
+    assert daemons.master_json()["status"] == "ALIVE"

@@ -24,15 +24,34 @@ def templates_dir() -> Path:
 
 def supervisor_escape(value: object) -> str:
     """Supervisor expands %(name)s in its config values; a literal % is written %%."""
-    return str(value).replace("%", "%%")
+    return single_line(value, "value").replace("%", "%%")
+
+
+def single_line(value: object, what: str) -> str:
+    """Refuse line breaks in values written into INI-style files: they would add lines."""
+    text = str(value)
+    if "\n" in text or "\r" in text:
+        raise ConfigError(f"{what} {text!r} contains a line break")
+    return text
 
 
 def supervisor_env(env: dict[str, str]) -> str:
-    """``KEY="value",...`` for a supervisor ``environment=`` line."""
-    def quote(value: str) -> str:
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return '"' + supervisor_escape(escaped) + '"'
-    return ",".join(f"{key}={quote(value)}" for key, value in sorted(env.items()))
+    """``KEY="value",...`` for a supervisor ``environment=`` line.
+
+    supervisor splits this line with a non-POSIX shlex (quotes group, nothing escapes), then
+    strips quote characters from both ends of each value. So each value is wrapped in whichever
+    quote it does not contain; one holding both, or starting or ending with a quote, is refused.
+    """
+    def quote(key: str, value: str) -> str:
+        single_line(value, f"environment value of {key}")
+        if value[:1] in ("'", '"') or value[-1:] in ("'", '"'):
+            raise ConfigError(f"environment value of {key} starts or ends with a quote, which "
+                              f"supervisor would drop: {value!r}")
+        for mark in ('"', "'"):
+            if mark not in value:
+                return mark + supervisor_escape(value) + mark
+        raise ConfigError(f"environment value of {key} holds both kinds of quote: {value!r}")
+    return ",".join(f"{key}={quote(key, value)}" for key, value in sorted(env.items()))
 
 
 @functools.cache

@@ -16,12 +16,12 @@ def test_program_template_keeps_percent_and_quotes_literal() -> None:
     text = render("supervisor/program.conf.j2", name="ember-op-worker-1", role="worker",
                   instance=1, command="/usr/bin/nice -n 0 python -m toolkit worker 'a%b'",
                   home="/h", stop_timeout=10, log_file="/h/logs/x.out", log_max_files=5,
-                  log_max_bytes=1024, env={"EMBER_X": 'say "50%"'})
+                  log_max_bytes=1024, env={"EMBER_X": 'say "50%" now'})
     parser = configparser.RawConfigParser()
     parser.read_string(text)
     section = parser["program:ember-op-worker-1"]
     assert section["command"].endswith("'a%%b'")
-    assert section["environment"] == 'EMBER_X="say \\"50%%\\""'
+    assert section["environment"] == "EMBER_X='say \"50%%\" now'"
     assert (section["stopasgroup"], section["killasgroup"]) == ("true", "true")
     assert section["stdout_logfile_backups"] == "5"
 
@@ -48,3 +48,22 @@ def test_env_file_template_round_trips_through_the_parser(tmp_path: Path) -> Non
 
 def test_supervisor_env_is_sorted() -> None:
     assert supervisor_env({"B": "2", "A": "1"}) == 'A="1",B="2"'
+
+
+@pytest.mark.parametrize("value", ['say "hi" now', "it's", r"C:\dir", "a,b=c", "50%", "", "$HOME"])
+def test_supervisor_reads_back_exactly_what_was_written(value: str) -> None:
+    from supervisor.datatypes import dict_of_key_value_pairs
+
+    line = supervisor_env({"EMBER_X": value, "EMBER_Y": "plain"})
+    parsed = dict_of_key_value_pairs(line.replace("%%", "%"))  # supervisor expands %% first
+    assert parsed == {"EMBER_X": value, "EMBER_Y": "plain"}
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ("both ' and \" here", "holds both kinds of quote"),
+    ("two\nlines", "contains a line break"),
+    ('"quoted"', "starts or ends with a quote"),
+])
+def test_values_supervisor_cannot_hold_are_refused(value: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        supervisor_env({"EMBER_X": value})

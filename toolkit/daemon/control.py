@@ -75,25 +75,26 @@ def _clear_leftover(state: PidState, pid_file: Path, what: str, say: Say) -> Non
 
 def start(settings: DaemonSettings, role: str, instance: int, role_args: list[str],
           say: Say = print) -> int:
-    what = f"{role} {instance}"
-    pid_file = settings.pid_file(role, instance)
-    state = check(pid_file, role)
-    if state.found == Found.RUNNING:
-        say(f"{what} running as process {state.pid}. Stop it first.")
-        return 1
-    _clear_leftover(state, pid_file, what, say)
-    command = runtime_command(settings, role, instance, role_args)
-    env = instance_env(settings, role, instance)
-    if settings.no_daemonize:
-        return _exec_foreground(settings, command, env)
-
     from toolkit.daemon.readiness import ReadinessListener
 
-    log = settings.log_file(role, instance)
-    for folder in (settings.log_dir, settings.pid_dir, settings.home):
-        folder.mkdir(parents=True, exist_ok=True)
-    backend = backend_for(settings)
+    what = f"{role} {instance}"
+    pid_file = settings.pid_file(role, instance)
+    command = runtime_command(settings, role, instance, role_args)
+    env = instance_env(settings, role, instance)
+    backend = None if settings.no_daemonize else backend_for(settings)
+    # The listener is also the lock: a second start of this instance stops here.
     with ReadinessListener(env["NOTIFY_SOCKET"], what) as listener:
+        state = check(pid_file, role)
+        if state.found == Found.RUNNING:
+            say(f"{what} running as process {state.pid}. Stop it first.")
+            return 1
+        _clear_leftover(state, pid_file, what, say)
+        if backend is None:
+            listener.close()
+            return _exec_foreground(settings, command, env)
+        log = settings.log_file(role, instance)
+        for folder in (settings.log_dir, settings.pid_dir, settings.home):
+            folder.mkdir(parents=True, exist_ok=True)
         rotate(log, settings.log_max_files)
         say(f"starting {what}, logging to {log}")
         failure = backend.launch(role, instance, command, env, log)
@@ -137,7 +138,7 @@ def stop(settings: DaemonSettings, role: str, instance: int, say: Say = print) -
     if not backend.stop(role, instance, pid):
         say(f"{what} (process {pid}) is still running after SIGKILL")
         return 1
-    if pid is not None and check(pid_file, role).found in (Found.RUNNING, Found.DEAD):
+    if check(pid_file, role).found == Found.DEAD:
         pid_file.unlink(missing_ok=True)
     return 0
 
@@ -146,7 +147,8 @@ def status(settings: DaemonSettings, role: str, instance: int, say: Say = print)
     what = f"{role} {instance}"
     pid_file = settings.pid_file(role, instance)
     state = check(pid_file, role)
-    detail = backend_for(settings).describe(role, instance)
+    backend = backend_for(settings)
+    detail = backend.describe(role, instance)
     suffix = f" [{detail}]" if detail else ""
     if state.found == Found.RUNNING and state.info is not None:
         say(f"{what} is running as process {state.pid}, up "
@@ -158,6 +160,9 @@ def status(settings: DaemonSettings, role: str, instance: int, say: Say = print)
         return LSB_DEAD
     if state.found == Found.DEAD:
         say(f"{what} is not running, but pid file {pid_file} exists{suffix}")
+        return LSB_DEAD
+    if backend.needs_stop(role, instance):  # supervisor is (re)starting it: not up, not gone
+        say(f"{what} is not running yet{suffix}")
         return LSB_DEAD
     say(f"{what} is not running{suffix}")
     return LSB_NOT_RUNNING

@@ -2,9 +2,10 @@
 
 The file holds shell assignments: ``KEY=value`` or ``export KEY=value``, ``#`` comments and blank
 lines. Values may be bare words, 'single-quoted' (literal) or "double-quoted" (``\\"``, ``\\\\``,
-``\\$`` escapes), and may refer to earlier keys or the environment as ``$NAME`` or ``${NAME}``
-(unquoted or double-quoted). Anything else, command substitution included, is an error that
-names the file and line: nothing in the file is ever run.
+``\\$`` escapes), may start with ``~/`` (the home directory), and may refer to the environment or
+earlier keys as ``$NAME`` or ``${NAME}`` (unquoted or double-quoted; the environment wins, as it
+does for the values themselves). Anything else, command substitution included, is an error
+that names the file and line: nothing in the file is ever run.
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ def parse_env_file(path: Path, environ: Mapping[str, str]) -> dict[str, str]:
         if not match:
             raise ConfigError(f"{path} line {number}: expected KEY=value, got {raw.strip()!r}")
         key, rest = match.groups()
+        scope = {**values, **environ}
+        if rest == "~" or rest.startswith("~/"):
+            rest = scope.get("HOME", "~").replace("\\", "\\\\") + rest[1:]
         try:
-            values[key] = _value(rest, {**environ, **values})
+            values[key] = _value(rest, scope)
         except ValueError as exc:
             raise ConfigError(f"{path} line {number}: {exc}") from None
     return values
@@ -46,8 +50,6 @@ def _value(text: str, scope: Mapping[str, str]) -> str:
     i = 0
     while i < len(text):
         char = text[i]
-        if char == "#" and (i == 0 or text[i - 1].isspace()):
-            break
         if char.isspace():
             if text[i:].strip() and not text[i:].strip().startswith("#"):
                 raise ValueError("unquoted space in value; put the value in quotes")

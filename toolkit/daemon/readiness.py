@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import select
 import socket
+import struct
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -20,6 +22,7 @@ class ReadinessListener:
     def __init__(self, name: str, what: str) -> None:
         self.name = name
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         try:
             self._sock.bind(notify_address(name))
         except OSError as exc:
@@ -33,7 +36,22 @@ class ReadinessListener:
         return self
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._sock.close()
+
+    def _receive(self) -> bool:
+        """Read one datagram; True if it is READY=1 from a process of this user (or root)."""
+        size = struct.calcsize("3i")
+        data, ancillary, _, _ = self._sock.recvmsg(4096, socket.CMSG_SPACE(size))
+        uid = None
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                _pid, uid, _gid = struct.unpack("3i", payload[:size])
+        if uid not in (os.getuid(), 0):
+            return False
+        return "READY=1" in data.decode(errors="replace").splitlines()
 
     def wait(self, timeout: float, failure: Callable[[], str | None]) -> str | None:
         """Wait for READY=1. Return None when ready, else why not (``failure()`` or a timeout)."""
@@ -45,8 +63,7 @@ class ReadinessListener:
             readable, _, _ = select.select([self._sock], [], [], min(0.05, remaining))
             if readable:
                 with contextlib.suppress(OSError):
-                    data = self._sock.recv(4096)
-                    if "READY=1" in data.decode(errors="replace").splitlines():
+                    if self._receive():
                         return None
             reason = failure()
             if reason is not None:

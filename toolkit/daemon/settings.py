@@ -107,17 +107,22 @@ def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
     return value
 
 
+def _dir(value: str | Path) -> Path:
+    """Absolute, so that a daemon started in another directory finds the same files."""
+    return Path(value).expanduser().absolute()
+
+
 def load_settings(environ: Mapping[str, str] | None = None,
                   backend: str | None = None) -> DaemonSettings:
     """Resolve settings from the environment and ember-env.sh."""
     environ = dict(os.environ if environ is None else environ)
-    home = Path(environ.get("EMBER_HOME") or Path.home() / ".ember")
-    conf_dir = Path(environ.get("EMBER_CONF_DIR") or home / "conf")
+    home = _dir(environ.get("EMBER_HOME") or Path.home() / ".ember")
+    conf_dir = _dir(environ.get("EMBER_CONF_DIR") or home / "conf")
     env_file = conf_dir / "ember-env.sh"
     from_file = parse_env_file(env_file, environ) if env_file.exists() else {}
     env = {**from_file, **environ}
     if "EMBER_HOME" in from_file and "EMBER_HOME" not in environ:
-        home = Path(from_file["EMBER_HOME"])
+        home = _dir(from_file["EMBER_HOME"])
 
     ident = env.get("EMBER_IDENT_STRING") or env.get("USER") or getpass.getuser()
     if not _IDENT.match(ident):
@@ -125,11 +130,11 @@ def load_settings(environ: Mapping[str, str] | None = None,
     chosen = backend or env.get("EMBER_DAEMON_BACKEND") or "supervisor"
     if chosen not in BACKENDS:
         raise ConfigError(f"daemon backend {chosen!r} is not one of {', '.join(BACKENDS)}")
-    pid_dir = Path(env.get("EMBER_PID_DIR") or home / "run")
+    pid_dir = _dir(env.get("EMBER_PID_DIR") or home / "run")
     return DaemonSettings(
         home=home,
         conf_dir=conf_dir,
-        log_dir=Path(env.get("EMBER_LOG_DIR") or home / "logs"),
+        log_dir=_dir(env.get("EMBER_LOG_DIR") or home / "logs"),
         pid_dir=pid_dir,
         ident=ident,
         niceness=_int(env, "EMBER_NICENESS", 0, -20, 19),
@@ -140,8 +145,9 @@ def load_settings(environ: Mapping[str, str] | None = None,
         stop_timeout=_seconds(env, "EMBER_STOP_TIMEOUT", 10.0),
         start_timeout=_seconds(env, "EMBER_START_TIMEOUT", 30.0),
         backend=chosen,
-        supervisor_dir=Path(env.get("EMBER_SUPERVISOR_DIR") or pid_dir),
-        env={k: v for k, v in env.items() if k.startswith("EMBER_")},
+        supervisor_dir=_dir(env.get("EMBER_SUPERVISOR_DIR") or pid_dir),
+        env={**{k: v for k, v in env.items() if k.startswith("EMBER_")},
+             "EMBER_HOME": str(home), "EMBER_CONF_DIR": str(conf_dir)},
     )
 
 

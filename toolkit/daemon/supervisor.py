@@ -78,9 +78,13 @@ class SupervisorBackend:
                       programs_dir=s.supervisor_programs,
                       user=getpass.getuser() if os.geteuid() == 0 else None)
         _write_if_changed(s.supervisor_conf, conf)
+        # Programs inherit supervisord's environment: keep this caller's EMBER_* out of it, so
+        # each program gets exactly the settings its own `ember daemon start` gave it.
+        clean = {k: v for k, v in os.environ.items()
+                 if not k.startswith("EMBER_") and k != "NOTIFY_SOCKET"}
         result = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c",
                                  str(s.supervisor_conf)], capture_output=True, text=True,
-                                check=False, stdin=subprocess.DEVNULL)
+                                check=False, stdin=subprocess.DEVNULL, env=clean)
         deadline = time.monotonic() + 10
         while not self.running():
             if time.monotonic() > deadline or result.returncode != 0:
@@ -163,10 +167,14 @@ class SupervisorBackend:
         return failure
 
     def stop(self, role: str, instance: int, pid: int | None) -> bool:
-        """supervisord sends SIGTERM, waits stopwaitsecs, then SIGKILLs the group."""
-        if not self.running():
-            from toolkit.daemon.plain import PlainBackend  # orphan of a killed supervisord
+        """supervisord sends SIGTERM, waits stopwaitsecs, then SIGKILLs the group.
 
+        A process supervisord does not run (its supervisord was killed, or it was started with
+        the plain backend) is stopped the plain way, by its verified pid.
+        """
+        from toolkit.daemon.plain import PlainBackend
+
+        if not self.running():
             return PlainBackend(self.settings).stop(role, instance, pid)
         name = self.settings.name(role, instance)
         try:
@@ -175,6 +183,7 @@ class SupervisorBackend:
             if fault.faultCode not in (BAD_NAME, NOT_RUNNING):
                 raise SupervisorError(f"supervisord could not stop {name}: "
                                       f"{fault.faultString}") from None
+            return PlainBackend(self.settings).stop(role, instance, pid)
         return pid is None or wait_gone(pid, 5.0)
 
     def describe(self, role: str, instance: int) -> str | None:

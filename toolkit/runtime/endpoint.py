@@ -22,6 +22,8 @@ from toolkit.runtime.notify import sd_notify
 logger = logging.getLogger(__name__)
 
 MAX_PENDING_HANDSHAKES = 256
+MAX_PENDING_PER_HOST = 16
+MAX_CONNECTIONS = 1024
 
 Handler = Callable[[Any, "wire.Connection | None"], None]
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
@@ -45,6 +47,8 @@ class Endpoint:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._pending_handshakes = 0
+        self._pending_by_host: dict[str, int] = {}
+        self._connections = 0
         self._stopped: asyncio.Event | None = None
         self.http_up = False
         self._announced_ready = False
@@ -83,6 +87,11 @@ class Endpoint:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def after(self, delay: float, message: m.Message, conn: wire.Connection | None = None
+              ) -> None:
+        """Post ``message`` once, ``delay`` seconds from now."""
+        asyncio.get_running_loop().call_later(delay, self.post, message, conn)
 
     def every(self, interval: float, make: Callable[[], m.Message]) -> asyncio.Task[Any]:
         """Post ``make()`` every ``interval`` seconds."""
@@ -148,13 +157,16 @@ class Endpoint:
         return bound
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Handshake and serve one inbound connection, within per-host and total limits."""
         peer = wire.peer_name(writer)
-        if self._pending_handshakes >= MAX_PENDING_HANDSHAKES:
-            logger.warning("%s: refused connection from %s: too many pending handshakes",
-                           self.role, peer)
+        host = peer.rpartition(":")[0]
+        full = self._over_limit(host)
+        if full:
+            logger.warning("%s: refused connection from %s: too many %s", self.role, peer, full)
             writer.close()
             return
         self._pending_handshakes += 1
+        self._pending_by_host[host] = self._pending_by_host.get(host, 0) + 1
         try:
             conn = await wire.accept(reader, writer, self.secret)
         except WireError as exc:
@@ -162,7 +174,23 @@ class Endpoint:
             return
         finally:
             self._pending_handshakes -= 1
-        await self.serve_connection(conn)
+            self._pending_by_host[host] -= 1
+            if not self._pending_by_host[host]:
+                del self._pending_by_host[host]
+        self._connections += 1
+        try:
+            await self.serve_connection(conn)
+        finally:
+            self._connections -= 1
+
+    def _over_limit(self, host: str) -> str | None:
+        if self._pending_handshakes >= MAX_PENDING_HANDSHAKES:
+            return "pending handshakes"
+        if self._pending_by_host.get(host, 0) >= MAX_PENDING_PER_HOST:
+            return f"pending handshakes from {host}"
+        if self._connections >= MAX_CONNECTIONS:
+            return "connections"
+        return None
 
     async def serve_connection(self, conn: wire.Connection) -> None:
         """Post every message of ``conn`` to the inbox, then ConnectionClosed."""

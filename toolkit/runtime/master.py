@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +31,9 @@ class WorkerInfo:
     webui_url: str
     conn: Connection | None
     last_heartbeat: float
+    """Wall-clock time of the last heartbeat, for display (/json lastheartbeat)."""
+    last_seen: float
+    """Monotonic time of the same heartbeat: liveness never depends on clock steps."""
     state: WorkerState = WorkerState.ALIVE
     cores_used: int = 0
     memory_used: int = 0
@@ -64,10 +68,12 @@ class MasterConfig:
 class Master(Endpoint):
     role = "master"
 
-    def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         super().__init__(config.secret)
         self.config = config
         self.clock = clock
+        self.monotonic = monotonic
         self.state = MasterState.ALIVE
         self.port = config.port
         self.webui_port = config.webui_port
@@ -102,8 +108,7 @@ class Master(Endpoint):
         links = [w.conn for w in self._by_address.values() if w.conn is not None]
         for conn in links:
             conn.close()
-        for conn in links:
-            await conn.wait_closed(1.0)
+        await asyncio.gather(*(conn.wait_closed(1.0) for conn in links))
 
     # Handlers ----------------------------------------------------------------------------
 
@@ -121,7 +126,7 @@ class Master(Endpoint):
             conn.send(self._registered(duplicate=True))
             return
         worker = WorkerInfo(msg.id, msg.host, msg.port, msg.cores, msg.memory, msg.webui_url,
-                            conn, last_heartbeat=self.clock())
+                            conn, last_heartbeat=self.clock(), last_seen=self.monotonic())
         if self._register(worker):
             conn.send(self._registered(duplicate=False))
         else:
@@ -133,15 +138,15 @@ class Master(Endpoint):
     def on_heartbeat(self, msg: m.Heartbeat, conn: Connection | None) -> None:
         worker = self.live_worker(msg.worker_id)
         if worker is not None:
-            worker.last_heartbeat = self.clock()
-        elif msg.worker_id in self.workers:
-            logger.warning("Got heartbeat from unregistered worker %s; asking it to re-register",
-                           msg.worker_id)
-            if conn is not None:
-                conn.send(m.ReconnectWorker(self.url))
-        else:
-            logger.warning("Got heartbeat from worker %s, which was never registered; ignoring",
-                           msg.worker_id)
+            self._seen(worker)
+            return
+        # Spark ignores a worker it has already culled from its list, which then never comes
+        # back. Ember's connections are authenticated, so any unknown worker is asked in.
+        known = "unregistered" if msg.worker_id in self.workers else "unknown"
+        logger.warning("Got heartbeat from %s worker %s; asking it to re-register", known,
+                       msg.worker_id)
+        if conn is not None:
+            conn.send(m.ReconnectWorker(self.url))
 
     def on_worker_stopping(self, msg: m.WorkerStopping, conn: Connection | None) -> None:
         worker = self.live_worker(msg.worker_id)
@@ -155,16 +160,16 @@ class Master(Endpoint):
 
     def on_check_for_worker_time_out(self, msg: m.CheckForWorkerTimeOut,
                                      conn: Connection | None) -> None:
-        now = self.clock()
+        now = self.monotonic()
         timeout = self.config.worker_timeout
         for worker in list(self.workers.values()):
-            if worker.last_heartbeat >= now - timeout:
+            if worker.last_seen >= now - timeout:
                 continue
             if worker.state != WorkerState.DEAD:
                 logger.warning("Removing %s because we got no heartbeat in %g seconds",
                                worker.id, timeout)
                 self._remove(worker, f"Not receiving heartbeat for {timeout:g} seconds")
-            elif worker.last_heartbeat < now - (REAPER_ITERATIONS + 1) * timeout:
+            elif worker.last_seen < now - (REAPER_ITERATIONS + 1) * timeout:
                 del self.workers[worker.id]
 
     # Helpers -----------------------------------------------------------------------------
@@ -194,7 +199,11 @@ class Master(Endpoint):
         logger.info("Worker %s re-registered", worker.id)
         worker.conn = conn
         worker.state = WorkerState.ALIVE
+        self._seen(worker)
+
+    def _seen(self, worker: WorkerInfo) -> None:
         worker.last_heartbeat = self.clock()
+        worker.last_seen = self.monotonic()
 
     def _remove(self, worker: WorkerInfo, reason: str) -> None:
         logger.info("Removing worker %s on %s: %s", worker.id, worker.address, reason)

@@ -27,7 +27,6 @@ class Challenge(Message):
     version: int
     nonce: str
     auth: bool
-    proof: str | None = None
 
 
 class Proof(Message):
@@ -35,7 +34,7 @@ class Proof(Message):
 
 
 class Welcome(Message):
-    pass
+    proof: str | None = None
 
 
 class HandshakeFailed(Message):

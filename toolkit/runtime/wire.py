@@ -2,10 +2,12 @@
 
 A frame is a 4-byte big-endian length followed by a JSON body. A connection starts with a
 handshake: the client sends ``Hello(version, nonce)``; the server answers ``Challenge`` with its
-own nonce and, when it has a cluster secret, its proof; the client checks that proof and sends
-its own; the server answers ``Welcome`` or ``HandshakeFailed``. A proof is
-HMAC-SHA256(secret, label + client nonce + server nonce), with a different label per side so
-one side's proof can never be replayed as the other's. Proofs are compared in constant time.
+own nonce and whether it requires the cluster secret; the client sends its proof; the server
+checks it and answers ``HandshakeFailed``, or ``Welcome`` carrying its own proof, which the
+client checks in turn. A proof is HMAC-SHA256(secret, label | client nonce | server nonce),
+with a different label per side so one side's proof can never be replayed as the other's.
+The client proves first, so a stranger who connects learns nothing it could use to guess the
+secret offline. Proofs are compared in constant time.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ class Connection:
     async def wait_closed(self, timeout: float = 2.0) -> None:
         try:
             await asyncio.wait_for(asyncio.shield(self._write_task), timeout)
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
             self._write_task.cancel()
 
     async def messages(self) -> AsyncIterator[m.Message]:
@@ -162,7 +164,7 @@ class Connection:
             while not self.closed:
                 body = await read_frame(self._reader, self.max_frame)
                 yield decode_message(body)
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+        except (asyncio.IncompleteReadError, OSError) as exc:
             if isinstance(exc, WireError):
                 raise
             return
@@ -223,38 +225,38 @@ async def server_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamW
         await _refuse(writer, reason)
         raise AuthError(reason)
     nonce = secrets.token_hex(32)
-    server_proof = proof(secret, _SERVER, hello.nonce, nonce) if secret else None
-    await _send_raw(writer, m.Challenge(PROTOCOL_VERSION, nonce, secret is not None, server_proof))
+    await _send_raw(writer, m.Challenge(PROTOCOL_VERSION, nonce, secret is not None))
     answer = await _expect(reader, m.Proof)
-    if secret is not None:
-        if answer.proof is None:
-            await _refuse(writer, "this cluster requires a secret")
-            raise AuthError("authentication failed: peer sent no proof (no secret configured?)")
-        if not proof_matches(proof(secret, _CLIENT, hello.nonce, nonce), answer.proof):
-            await _refuse(writer, "authentication failed")
-            raise AuthError("authentication failed: wrong cluster secret")
-    await _send_raw(writer, m.Welcome())
+    if secret is None:
+        await _send_raw(writer, m.Welcome())
+        return
+    if answer.proof is None:
+        await _refuse(writer, "this cluster requires a secret")
+        raise AuthError("authentication failed: peer sent no proof (no secret configured?)")
+    if not proof_matches(proof(secret, _CLIENT, hello.nonce, nonce), answer.proof):
+        await _refuse(writer, "authentication failed: wrong cluster secret")
+        raise AuthError("authentication failed: wrong cluster secret")
+    await _send_raw(writer, m.Welcome(proof(secret, _SERVER, hello.nonce, nonce)))
 
 
 async def client_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                            secret: bytes | None) -> None:
-    """Run the client side; the server must prove the secret before the client proves it."""
+    """Run the client side: prove the secret, then check the server's proof."""
     nonce = secrets.token_hex(32)
     await _send_raw(writer, m.Hello(PROTOCOL_VERSION, nonce))
     challenge = await _expect(reader, m.Challenge)
     if challenge.auth and secret is None:
         await _refuse(writer, "no secret configured")
         raise AuthError("the peer requires a cluster secret and none is configured here")
-    if secret is not None:
-        if not challenge.auth:
-            await _refuse(writer, "a secret is required")
-            raise AuthError("the peer has no cluster secret; refusing an unauthenticated peer")
-        if not proof_matches(proof(secret, _SERVER, nonce, challenge.nonce), challenge.proof):
-            await _refuse(writer, "authentication failed")
-            raise AuthError("authentication failed: the peer does not know the cluster secret")
+    if secret is not None and not challenge.auth:
+        await _refuse(writer, "a secret is required")
+        raise AuthError("the peer has no cluster secret; refusing an unauthenticated peer")
     my_proof = proof(secret, _CLIENT, nonce, challenge.nonce) if secret else None
     await _send_raw(writer, m.Proof(my_proof))
-    await _expect(reader, m.Welcome)
+    welcome = await _expect(reader, m.Welcome)
+    if secret is not None and not proof_matches(proof(secret, _SERVER, nonce, challenge.nonce),
+                                                welcome.proof):
+        raise AuthError("authentication failed: the peer does not know the cluster secret")
 
 
 async def _refuse(writer: asyncio.StreamWriter, reason: str) -> None:

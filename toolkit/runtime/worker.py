@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 REGISTER_FIRST_DELAY = 0.1
 REGISTER_MAX_DELAY = 1.0
+REFUSED_RETRY = 2.0
 
 
 def registration_delay(attempt: int, rng: Callable[[], float] = random.random) -> float:
@@ -54,10 +55,12 @@ class WorkerConfig:
 class Worker(Endpoint):
     role = "worker"
 
-    def __init__(self, config: WorkerConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: WorkerConfig, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         super().__init__(config.secret)
         self.config = config
         self.clock = clock
+        self.monotonic = monotonic
         self.start_time = clock()
         self.port = config.port
         self.webui_port = config.webui_port
@@ -68,7 +71,7 @@ class Worker(Endpoint):
         self.master_webui_url = ""
         self.cores_used = 0
         self.memory_used = 0
-        self._unregistered_since = self.start_time
+        self._unregistered_since = monotonic()
         self._links: dict[str, asyncio.Task[Any]] = {}
         self._link_conns: dict[str, Connection] = {}
         self._heartbeat: asyncio.Task[Any] | None = None
@@ -91,7 +94,7 @@ class Worker(Endpoint):
     # Handlers ----------------------------------------------------------------------------
 
     def on_master_connected(self, msg: m.MasterConnected, conn: Connection | None) -> None:
-        if conn is None:
+        if conn is None or conn.closed:
             return
         if self.registered:
             conn.close()
@@ -117,9 +120,17 @@ class Worker(Endpoint):
 
     def on_register_worker_failed(self, msg: m.RegisterWorkerFailed,
                                   conn: Connection | None) -> None:
-        if not self.registered:
-            logger.error("Worker registration failed: %s", msg.message)
-            self.stop(1)
+        """Refused (say, the master still lists a crashed predecessor at this address).
+
+        Spark exits here, and a supervisor soon gives up restarting it. The master drops the
+        predecessor within its timeout, so Ember asks again until --register-timeout.
+        """
+        if self.registered or conn is None:
+            return
+        logger.warning("Master refused this worker: %s; asking again in %g s", msg.message,
+                       REFUSED_RETRY)
+        address = next((a for a, c in self._link_conns.items() if c is conn), conn.peer)
+        self.after(REFUSED_RETRY, m.MasterConnected(address), conn)
 
     def on_master_in_standby(self, msg: m.MasterInStandby, conn: Connection | None) -> None:
         logger.info("Master at %s is in standby; waiting for the active master",
@@ -139,7 +150,7 @@ class Worker(Endpoint):
             self.master.send(m.Heartbeat(self.id))
 
     def on_check_registration(self, msg: m.CheckRegistration, conn: Connection | None) -> None:
-        waited = self.clock() - self._unregistered_since
+        waited = self.monotonic() - self._unregistered_since
         if not self.registered and waited > self.config.register_timeout:
             logger.error("All masters are unresponsive after %.0f s; giving up", waited)
             self.stop(1)
@@ -159,7 +170,7 @@ class Worker(Endpoint):
 
     def _lose_registration(self) -> None:
         if self.registered:
-            self._unregistered_since = self.clock()
+            self._unregistered_since = self.monotonic()
         self.registered = False
 
     def _drop_links_except(self, keep: Connection) -> None:

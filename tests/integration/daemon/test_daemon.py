@@ -28,11 +28,16 @@ class Daemons:
     home: Path
     env: dict[str, str]
 
-    def run(self, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def environ(self, env: dict[str, str] | None = None,
+                unset: tuple[str, ...] = ()) -> dict[str, str]:
+        full = {**os.environ, **self.env, **(env or {})}
+        return {k: v for k, v in full.items() if k not in unset}
+
+    def run(self, *args: str, env: dict[str, str] | None = None, unset: tuple[str, ...] = (),
+            cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "toolkit", "daemon", *args],
-                              capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **self.env, **(env or {})}, check=False)
+                              capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                              env=self.environ(env, unset), check=False)
 
     def pid_file(self, role: str, instance: int = 1) -> Path:
         return self.home / "run" / f"ember-test-{role}-{instance}.pid"
@@ -344,3 +349,59 @@ def test_restart_replaces_the_process_and_starts_when_stopped(daemons: Daemons) 
     result = daemons.run("restart", "master")
     assert result.returncode == 0 and "no master 1 to stop" in result.stdout
     assert daemons.master_json()["status"] == "ALIVE"
+
+
+def test_relative_home_still_finds_its_files(daemons: Daemons, tmp_path: Path) -> None:
+    relative = {"EMBER_HOME": "rel-home"}
+    started = daemons.run("start", "master", env=relative, unset=("EMBER_CONF_DIR",),
+                          cwd=tmp_path)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert (tmp_path / "rel-home" / "run" / "ember-test-master-1.pid").exists()
+    status = daemons.run("status", "master", env=relative, unset=("EMBER_CONF_DIR",),
+                         cwd=tmp_path)
+    assert status.returncode == 0, status.stdout
+    stopped = daemons.run("stop", "master", env=relative, unset=("EMBER_CONF_DIR",),
+                          cwd=tmp_path)
+    assert stopped.returncode == 0 and "stopping master 1" in stopped.stdout
+
+
+def test_one_start_does_not_leak_its_settings_into_the_next(daemons: Daemons) -> None:
+    """supervisord is started by the first caller; its EMBER_* must not reach later programs."""
+    assert daemons.run("start", "master", env={"EMBER_WORKER_CORES": "3"}).returncode == 0
+    result = daemons.run("start", "worker", "--", daemons.master_url,
+                         unset=("EMBER_WORKER_CORES",))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (worker,) = daemons.master_json()["workers"]
+    assert worker["cores"] == len(os.sched_getaffinity(0))
+
+
+def test_concurrent_starts_launch_one_process(daemons: Daemons) -> None:
+    procs = [subprocess.Popen([sys.executable, "-m", "toolkit", "daemon", "start", "master"],
+                              env=daemons.environ(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    outputs = [(p.wait(60), p.stdout.read()) for p in procs]  # type: ignore[union-attr]
+    assert sorted(code for code, _ in outputs).count(0) == 1, outputs
+    for code, out in outputs:
+        if code:
+            assert "under way" in out or "Stop it first" in out, out
+    masters = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+               and str(daemons.pid_file("master")).encode() in _cmdline(p)]
+    assert len(masters) == 1
+
+
+def _cmdline(proc_dir: Path) -> bytes:
+    try:
+        return (proc_dir / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+@pytest.mark.parametrize("backend", ["supervisor"])
+def test_supervisor_stop_also_stops_a_plain_started_instance(daemons: Daemons) -> None:
+    assert daemons.run("start", "master").returncode == 0  # supervisord is up
+    other = ["--", "--port", str(free_port()), "--webui-port", str(free_port())]
+    assert daemons.run("start", "master", "2", "--backend", "plain", *other).returncode == 0
+    pid = daemons.pid("master", 2)
+    stopped = daemons.run("stop", "master", "2")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert not alive(pid) and not daemons.pid_file("master", 2).exists()

@@ -180,3 +180,53 @@ def test_busy_port_is_a_clear_error(cluster: Cluster) -> None:
     clash = cluster.master(port=master.port, wait=False)
     assert clash.proc.wait() == 1
     assert f"master cannot listen on 127.0.0.1:{master.port}" in clash.proc.log()
+
+
+def test_worker_culled_from_the_list_rejoins_after_sigcont(cluster: Cluster) -> None:
+    """A worker frozen longer than 16 x timeout is forgotten; it must still come back."""
+    master = cluster.master(timeout=0.5)
+    worker = cluster.worker(master.url)
+    worker_id = worker.wait_registered()["id"]
+    master.wait_state(worker_id, "ALIVE")
+    worker.proc.signal(signal.SIGSTOP)
+    wait_for(lambda: master.json()["workers"] == [], 20, "the worker culled from the list")
+    worker.proc.signal(signal.SIGCONT)
+    master.wait_state(worker_id, "ALIVE", timeout=10)
+
+
+def test_refused_for_a_crashed_predecessor_joins_once_it_times_out(cluster: Cluster) -> None:
+    """The master still lists a worker at this address (its host crashed: no FIN)."""
+    import asyncio
+    import threading
+
+    from toolkit.runtime import messages as m
+    from toolkit.runtime import wire
+
+    master = cluster.master(timeout=2)
+    port = free_port()
+    registered = threading.Event()
+    release = threading.Event()
+
+    async def ghost() -> None:
+        conn = await wire.connect("127.0.0.1", master.port, None)
+        conn.send(m.RegisterWorker("worker-ghost", "127.0.0.1", port, 1, 512, "http://x",
+                                   master.url))
+        async for _ in conn.messages():
+            registered.set()
+            while not release.is_set():
+                await asyncio.sleep(0.05)
+            conn.close()
+            return
+
+    holder = threading.Thread(target=lambda: asyncio.run(ghost()), daemon=True)
+    holder.start()
+    try:
+        assert registered.wait(10)
+        worker = cluster.worker(master.url, "--port", str(port))
+        wait_for(lambda: "Master refused this worker" in worker.proc.log(), 10, "refusal")
+        worker_id = worker.wait_registered(timeout=20)["id"]
+        master.wait_state(worker_id, "ALIVE")
+        assert worker.proc.popen.poll() is None
+    finally:
+        release.set()
+        holder.join(5)

@@ -48,8 +48,8 @@ def test_wrong_secret_is_rejected_and_never_logged(cluster: Cluster) -> None:
     master = cluster.master("--secret-file", secret_file(cluster.tmp / "a", SECRET))
     worker = cluster.worker(master.url, "--secret-file", secret_file(cluster.tmp / "b", OTHER))
     wait_for(lambda: "authentication failed" in master.proc.log(), 10, "master refusal")
-    wait_for(lambda: "does not know the cluster secret" in worker.proc.log(), 10,
-             "worker refusal")
+    wait_for(lambda: "refused the handshake: authentication failed: wrong cluster secret"
+             in worker.proc.log(), 10, "worker refusal")
     assert master.json()["workers"] == []
     for log in (master.proc.log(), worker.proc.log()):
         assert SECRET not in log

@@ -23,7 +23,7 @@ def clock() -> Clock:
 @pytest.fixture
 def master(clock: Clock) -> Master:
     return Master(MasterConfig(host="10.0.0.1", port=7077, webui_port=8080,
-                               worker_timeout=TIMEOUT), clock=clock)
+                               worker_timeout=TIMEOUT), clock=clock, monotonic=clock)
 
 
 def register(master: Master, conn: Any, wid: str = "worker-1", port: int = 4000,
@@ -103,10 +103,17 @@ def test_heartbeat_from_a_dead_worker_asks_it_to_reconnect(master: Master) -> No
     assert conn.last() == m.ReconnectWorker(master.url)
 
 
-def test_heartbeat_from_a_stranger_is_ignored(master: Master) -> None:
+def test_heartbeat_from_a_forgotten_worker_asks_it_to_reconnect(master: Master,
+                                                                 clock: Clock) -> None:
+    """Spark ignores it forever; here a worker culled from the list can still come back."""
     conn = FakeConn()
-    master.handle(m.Heartbeat("worker-never-seen"), conn)
-    assert conn.sent == [] and not conn.closed
+    register(master, conn)
+    master.handle(m.ConnectionClosed("reset"), conn)
+    clock.now += (REAPER_ITERATIONS + 1) * TIMEOUT + 1
+    master.handle(m.CheckForWorkerTimeOut())
+    assert master.workers == {}
+    master.handle(m.Heartbeat("worker-1"), conn)
+    assert conn.last() == m.ReconnectWorker(master.url)
 
 
 def test_silent_worker_is_dead_after_the_timeout_not_before(master: Master, clock: Clock) -> None:

@@ -97,10 +97,53 @@ async def test_handshake_without_secrets_succeeds() -> None:
 
 async def test_wrong_secret_fails_on_both_sides_and_names_no_secret() -> None:
     server_error, client_error = await handshake(b"k" * 32, b"x" * 32)
+    assert isinstance(server_error, AuthError)
+    assert str(server_error) == "authentication failed: wrong cluster secret"
     assert isinstance(client_error, AuthError)
-    assert "does not know the cluster secret" in str(client_error)
-    assert server_error is None or isinstance(server_error, (AuthError, ConnectionError))
-    assert "k" * 32 not in str(client_error) and "x" * 32 not in str(client_error)
+    assert "peer refused the handshake: authentication failed" in str(client_error)
+    for error in (server_error, client_error):
+        assert "k" * 32 not in str(error) and "x" * 32 not in str(error)
+
+
+async def test_stranger_gets_nothing_derived_from_the_secret() -> None:
+    """The server proves itself only after the client did: no offline guessing oracle."""
+    async def on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with pytest.raises(AuthError):
+            await wire.server_handshake(reader, writer, b"k" * 32)
+        writer.close()
+
+    server = await asyncio.start_server(on_accept, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1",
+                                                   server.sockets[0].getsockname()[1])
+    writer.write(wire.encode_frame(m.Hello(wire.PROTOCOL_VERSION, "chosen-nonce")))
+    await writer.drain()
+    challenge = msgspec.json.decode(await wire.read_frame(reader, 4096))
+    assert set(challenge) == {"type", "version", "nonce", "auth"} and challenge["auth"]
+    writer.write(wire.encode_frame(m.Proof("f" * 64)))
+    await writer.drain()
+    refusal = msgspec.json.decode(await wire.read_frame(reader, 4096))
+    assert refusal == {"type": "HandshakeFailed",
+                       "reason": "authentication failed: wrong cluster secret"}
+    writer.close()
+    server.close()
+
+
+async def test_client_detects_a_server_that_fakes_its_welcome() -> None:
+    """Mutual: a server that accepts any proof but cannot prove the secret is refused."""
+    async def impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await wire.read_frame(reader, 4096)
+        writer.write(wire.encode_frame(m.Challenge(wire.PROTOCOL_VERSION, "n", True)))
+        await wire.read_frame(reader, 4096)
+        writer.write(wire.encode_frame(m.Welcome("0" * 64)))
+        await writer.drain()
+
+    server = await asyncio.start_server(impostor, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1",
+                                                   server.sockets[0].getsockname()[1])
+    with pytest.raises(AuthError, match="the peer does not know the cluster secret"):
+        await wire.client_handshake(reader, writer, b"k" * 32)
+    writer.close()
+    server.close()
 
 
 async def test_client_without_secret_is_refused_by_a_server_with_one() -> None:

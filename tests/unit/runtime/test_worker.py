@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from tests.unit.runtime.fakes import Clock, FakeConn
 from toolkit.runtime import messages as m
 from toolkit.runtime.worker import (
+    REFUSED_RETRY,
     REGISTER_MAX_DELAY,
     Worker,
     WorkerConfig,
@@ -27,7 +29,7 @@ def worker(clock: Clock, tmp_path: Path) -> Worker:
     config = WorkerConfig(masters=(("10.0.0.1", 7077), ("10.0.0.9", 7077)), host="10.0.0.2",
                           cores=2, memory=1024, work_dir=tmp_path, port=4000,
                           register_timeout=30)
-    w = Worker(config, clock=clock)
+    w = Worker(config, clock=clock, monotonic=clock)
     w.id = "worker-1"
     return w
 
@@ -90,10 +92,15 @@ async def test_reconnect_request_re_registers_on_the_same_link(worker: Worker) -
     await worker.close_tasks()
 
 
-async def test_registration_refused_before_registering_exits_1(worker: Worker) -> None:
+async def test_refused_registration_is_asked_again_later(worker: Worker) -> None:
+    conn = FakeConn()
+    worker.handle(m.MasterConnected("10.0.0.1:7077"), conn)
     worker.handle(m.RegisterWorkerFailed("Attempted to re-register worker at same address"),
-                  FakeConn())
-    assert worker.stopped.is_set() and worker.exit_code == 1
+                  conn)
+    assert not worker.stopped.is_set()
+    assert len(conn.sent) == 1
+    message, again = await asyncio.wait_for(worker._inbox.get(), REFUSED_RETRY + 1)
+    assert (message, again) == (m.MasterConnected("10.0.0.1:7077"), conn)
 
 
 async def test_gives_up_after_the_register_timeout(worker: Worker, clock: Clock) -> None:

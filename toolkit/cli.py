@@ -124,12 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="spark-daemon.sh for Ember. Settings come from the environment and "
                     "$EMBER_CONF_DIR/ember-env.sh. status exits 0 running, 1 dead with a pid "
                     "file, 3 not running.")
-    daemon.add_argument("action", choices=["start", "stop", "status", "restart",
+    daemon.add_argument("action", choices=["start", "stop", "status", "restart", "logs",
                                            "supervisor-shutdown"])
     daemon.add_argument("role", nargs="?", choices=["master", "worker"])
     daemon.add_argument("instance", nargs="?", default="1", help="instance number (default 1)")
     daemon.add_argument("--backend", choices=["supervisor", "plain"],
                         help="default: $EMBER_DAEMON_BACKEND, else supervisor")
+    daemon.add_argument("--json", action="store_true", help="status: print one JSON object")
+    daemon.add_argument("-n", "--lines", type=int, default=20, help="logs: how many lines")
+    daemon.add_argument("--follow", "-f", action="store_true", help="logs: keep printing")
+    daemon.add_argument("--grep", metavar="REGEX", help="logs: only matching lines")
     daemon.set_defaults(run=run_daemon, role_args=[])
     return parser
 
@@ -207,7 +211,12 @@ def run_daemon(args: argparse.Namespace) -> int:
             return control.stop(settings, args.role, instance)
         if args.action == "restart":
             return control.restart(settings, args.role, instance, args.role_args)
-        return control.status(settings, args.role, instance)
+        if args.action == "logs":
+            from toolkit.daemon.logs import show
+
+            return show(settings.log_file(args.role, instance), args.lines, args.grep,
+                        args.follow, lambda line: print(line, flush=True))
+        return control.status(settings, args.role, instance, as_json=args.json)
     except ConfigError:
         raise
     except EmberError as exc:

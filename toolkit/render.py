@@ -58,7 +58,7 @@ def supervisor_env(env: dict[str, str]) -> str:
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir()),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             autoescape=False)
+                             trim_blocks=True, lstrip_blocks=True, autoescape=False)
     env.filters["shq"] = shell_quote
     env.filters["sv"] = supervisor_escape
     env.filters["svenv"] = supervisor_env

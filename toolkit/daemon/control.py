@@ -6,12 +6,13 @@ Exit codes: start/stop/restart 0 on success, 1 on failure; status follows LSB (0
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from toolkit.daemon.logs import rotate, tail
 from toolkit.daemon.procs import Found, PidState, check, format_uptime
@@ -143,29 +144,41 @@ def stop(settings: DaemonSettings, role: str, instance: int, say: Say = print) -
     return 0
 
 
-def status(settings: DaemonSettings, role: str, instance: int, say: Say = print) -> int:
+def status_info(settings: DaemonSettings, role: str, instance: int) -> dict[str, Any]:
+    """What status reports, as data: code (LSB), state, pid, uptime, message."""
     what = f"{role} {instance}"
     pid_file = settings.pid_file(role, instance)
     state = check(pid_file, role)
     backend = backend_for(settings)
     detail = backend.describe(role, instance)
     suffix = f" [{detail}]" if detail else ""
+    info: dict[str, Any] = {"role": role, "instance": instance, "pid": state.pid,
+                            "uptime": None, "detail": detail}
     if state.found == Found.RUNNING and state.info is not None:
-        say(f"{what} is running as process {state.pid}, up "
-            f"{format_uptime(state.info.uptime())}{suffix}")
-        return LSB_RUNNING
-    if state.found == Found.STALE and state.info is not None:
-        say(f"{what} is not running; pid file {pid_file} is stale (pid {state.pid} is "
-            f"'{state.info.program}'){suffix}")
-        return LSB_DEAD
-    if state.found == Found.DEAD:
-        say(f"{what} is not running, but pid file {pid_file} exists{suffix}")
-        return LSB_DEAD
-    if backend.needs_stop(role, instance):  # supervisor is (re)starting it: not up, not gone
-        say(f"{what} is not running yet{suffix}")
-        return LSB_DEAD
-    say(f"{what} is not running{suffix}")
-    return LSB_NOT_RUNNING
+        uptime = state.info.uptime()
+        info.update(code=LSB_RUNNING, state="running", uptime=round(uptime, 1),
+                    message=f"{what} is running as process {state.pid}, up "
+                            f"{format_uptime(uptime)}{suffix}")
+    elif state.found == Found.STALE and state.info is not None:
+        info.update(code=LSB_DEAD, state="stale",
+                    message=f"{what} is not running; pid file {pid_file} is stale (pid "
+                            f"{state.pid} is '{state.info.program}'){suffix}")
+    elif state.found == Found.DEAD:
+        info.update(code=LSB_DEAD, state="dead",
+                    message=f"{what} is not running, but pid file {pid_file} exists{suffix}")
+    elif backend.needs_stop(role, instance):  # supervisor is (re)starting it
+        info.update(code=LSB_DEAD, state="starting",
+                    message=f"{what} is not running yet{suffix}")
+    else:
+        info.update(code=LSB_NOT_RUNNING, state="stopped", message=f"{what} is not running{suffix}")
+    return info
+
+
+def status(settings: DaemonSettings, role: str, instance: int, say: Say = print,
+           as_json: bool = False) -> int:
+    info = status_info(settings, role, instance)
+    say(json.dumps(info) if as_json else info["message"])
+    return int(info["code"])
 
 
 def restart(settings: DaemonSettings, role: str, instance: int, role_args: list[str],

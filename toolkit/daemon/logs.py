@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -36,5 +39,49 @@ def tail(log: Path, lines: int = 10) -> list[str]:
     try:
         with open(log, errors="replace") as handle:
             return [line.rstrip("\n") for line in deque(handle, maxlen=lines)]
+    except FileNotFoundError:
+        return []
+
+
+def show(log: Path, lines: int, pattern: str | None, follow: bool,
+         say: Callable[[str], None], poll: float = 0.2) -> int:
+    """Print the last ``lines`` (matching ``pattern``), then, with ``follow``, new ones as they
+    come, across rotations (like ``tail -F``). 1 when the log does not exist and not following."""
+    match = re.compile(pattern).search if pattern else (lambda _line: True)
+    if not log.exists() and not follow:
+        say(f"no log at {log}")
+        return 1
+    for line in tail(log, lines) if not pattern else _matching_tail(log, lines, match):
+        say(line)
+    if not follow:
+        return 0
+    position = log.stat().st_size if log.exists() else 0
+    inode = log.stat().st_ino if log.exists() else None
+    pending = ""
+    while True:
+        time.sleep(poll)
+        try:
+            info = log.stat()
+        except FileNotFoundError:
+            continue
+        if info.st_ino != inode or info.st_size < position:  # rotated or truncated
+            inode, position = info.st_ino, 0
+        if info.st_size == position:
+            continue
+        with open(log, errors="replace") as handle:
+            handle.seek(position)
+            pending += handle.read()
+            position = handle.tell()
+        *complete, pending = pending.split("\n")
+        for line in complete:
+            if match(line):
+                say(line)
+
+
+def _matching_tail(log: Path, lines: int, match: Callable[[str], object]) -> list[str]:
+    try:
+        with open(log, errors="replace") as handle:
+            return list(deque((line.rstrip("\n") for line in handle if match(line)),
+                              maxlen=lines))
     except FileNotFoundError:
         return []

@@ -82,6 +82,7 @@ class Master(Endpoint):
         """Every listed worker by id, DEAD ones included until they are culled."""
         self._by_address: dict[str, WorkerInfo] = {}
         """Workers that are not DEAD, by RPC address (Spark's addressToWorker)."""
+        self._next_check: asyncio.TimerHandle | None = None
 
     @property
     def url(self) -> str:
@@ -171,6 +172,7 @@ class Master(Endpoint):
                 self._remove(worker, f"Not receiving heartbeat for {timeout:g} seconds")
             elif worker.last_seen < now - (REAPER_ITERATIONS + 1) * timeout:
                 del self.workers[worker.id]
+        self._schedule_next_check(now)
 
     # Helpers -----------------------------------------------------------------------------
 
@@ -200,6 +202,24 @@ class Master(Endpoint):
         worker.conn = conn
         worker.state = WorkerState.ALIVE
         self._seen(worker)
+
+    def _schedule_next_check(self, now: float) -> None:
+        """Check again when the earliest heartbeat expires, not only on the next tick.
+
+        The periodic tick bounds detection at timeout + one interval; this makes it about the
+        timeout itself. One pending timer at most; it only posts a message.
+        """
+        due = [w.last_seen + self.config.worker_timeout for w in self._by_address.values()]
+        if not due:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # handlers driven directly (unit tests): the tick suffices
+            return
+        if self._next_check is not None:
+            self._next_check.cancel()
+        delay = min(max(min(due) - now, 0.0) + 0.001, self.config.heartbeat_interval)
+        self._next_check = loop.call_later(delay, self.post, m.CheckForWorkerTimeOut())
 
     def _seen(self, worker: WorkerInfo) -> None:
         worker.last_heartbeat = self.clock()

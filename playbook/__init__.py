@@ -1,0 +1,167 @@
+"""Fabric tasks. Each is a few lines: parse options, call toolkit.cluster, print, exit code.
+
+Common options: --inventory FILE (default $EMBER_INVENTORY, else inventory/local.yml),
+--hosts h1,h2 and --roles master,worker to limit, --serial for one host after another.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from invoke import Collection, Exit, task
+
+from toolkit import inventory as inventory_module
+from toolkit.cluster import Cluster, Outcome, format_status, render_all, summary
+from toolkit.errors import EmberError
+
+COMMON = {
+    "inventory": "inventory file: YAML or a Spark-style workers file "
+                 "(default: $EMBER_INVENTORY, else inventory/local.yml)",
+    "hosts": "only these hosts, comma-separated",
+    "roles": "only these roles, comma-separated: master, worker",
+    "serial": "one host after another instead of all at once (like SPARK_SSH_FOREGROUND)",
+}
+
+
+@contextmanager
+def cluster(inventory: str | None, hosts: str | None = None, roles: str | None = None,
+            serial: bool = False) -> Iterator[Cluster]:
+    try:
+        bound = Cluster(inventory_module.load(inventory), _split(hosts), _split(roles), serial,
+                        say=lambda line: print(line, flush=True))
+    except EmberError as exc:
+        raise Exit(f"error: {exc}", code=2) from None
+    try:
+        yield bound
+    finally:
+        bound.close()
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _finish(name: str, outcomes: list[Outcome]) -> None:
+    code, line = summary(name, outcomes)
+    print(line, flush=True)
+    if code:
+        raise Exit(code=code)
+
+
+def _run(name: str, inventory: str | None, hosts: str | None, roles: str | None, serial: bool,
+         operation: Callable[[Cluster], list[Outcome]]) -> None:
+    with cluster(inventory, hosts, roles, serial) as bound:
+        try:
+            outcomes = operation(bound)
+        except EmberError as exc:
+            raise Exit(f"{name}: {exc}", code=1) from None
+    _finish(name, outcomes)
+
+
+@task(help={**COMMON, "wait": "seconds to wait for every worker to be ALIVE (default 60)"})
+def start_all(c: Any, inventory: str | None = None, hosts: str | None = None,
+              roles: str | None = None, serial: bool = False, wait: float = 60) -> None:
+    """Start the masters, then all workers in parallel; wait until every worker is ALIVE."""
+    _run("start-all", inventory, hosts, roles, serial, lambda cl: cl.start_all(wait))
+
+
+@task(help={**COMMON, "wait": "accepted for stop-all.sh compatibility; stop always waits "
+                              "(bounded by each host's stop timeout)"})
+def stop_all(c: Any, inventory: str | None = None, hosts: str | None = None,
+             roles: str | None = None, serial: bool = False, wait: bool = False) -> None:
+    """Stop workers, then masters, then each host's supervisord: nothing is left running."""
+    _run("stop-all", inventory, hosts, roles, serial, lambda cl: cl.stop_all())
+
+
+@task(help=COMMON)
+def restart_all(c: Any, inventory: str | None = None, hosts: str | None = None,
+                roles: str | None = None, serial: bool = False) -> None:
+    """stop-all, then start-all."""
+    _run("restart-all", inventory, hosts, roles, serial,
+         lambda cl: [o for o in cl.stop_all() if o.ok is False] + cl.start_all())
+
+
+@task(help=COMMON)
+def start_master(c: Any, inventory: str | None = None, hosts: str | None = None,
+                 serial: bool = False) -> None:
+    """Start the master(s) and wait until each is ready."""
+    _run("start-master", inventory, hosts, "master", serial, lambda cl: cl.start_masters())
+
+
+@task(help=COMMON)
+def stop_master(c: Any, inventory: str | None = None, hosts: str | None = None,
+                serial: bool = False) -> None:
+    """Stop the master(s)."""
+    _run("stop-master", inventory, hosts, "master", serial, lambda cl: cl.stop_masters())
+
+
+@task(help={**COMMON, "wait": "seconds to wait for every worker to be ALIVE (default 60)"})
+def start_workers(c: Any, inventory: str | None = None, hosts: str | None = None,
+                  serial: bool = False, wait: float = 60) -> None:
+    """Start every worker instance, in parallel; wait until each is ALIVE in the master."""
+    _run("start-workers", inventory, hosts, "worker", serial, lambda cl: cl.start_workers(wait))
+
+
+@task(help=COMMON)
+def stop_workers(c: Any, inventory: str | None = None, hosts: str | None = None,
+                 serial: bool = False) -> None:
+    """Stop every worker instance."""
+    _run("stop-workers", inventory, hosts, "worker", serial, lambda cl: cl.stop_workers())
+
+
+@task(help={**COMMON, "json": "print JSON rows instead of a table"})
+def status(c: Any, inventory: str | None = None, hosts: str | None = None,
+           roles: str | None = None, serial: bool = False, json_: bool = False) -> None:
+    """A table: host, role, instance, daemon state, pid, uptime, and the master's view.
+
+    Exits 1 if anything is not running or not ALIVE in the master's view.
+    """
+    with cluster(inventory, hosts, roles, serial) as bound:
+        rows = bound.status()
+    print(json.dumps(rows, indent=2) if json_ else format_status(rows), flush=True)
+    if not all(row["ok"] for row in rows):
+        raise Exit(code=1)
+
+
+@task(help={**COMMON, "n": "lines per log (default 20)", "follow": "keep streaming new lines",
+            "grep": "only lines matching this regular expression",
+            "role": "only this role: master or worker"})
+def logs(c: Any, inventory: str | None = None, hosts: str | None = None,
+         role: str | None = None, n: int = 20, follow: bool = False,
+         grep: str | None = None) -> None:
+    """Each host's daemon logs, lines prefixed with the host (like workers.sh)."""
+    with cluster(inventory, hosts, role) as bound:
+        failed = bound.logs(n, follow, grep)
+    if failed:
+        raise Exit(code=1)
+
+
+@task(help={"inventory": COMMON["inventory"], "out": "directory to write into (default rendered/)"})
+def render(c: Any, inventory: str | None = None, out: str = "rendered") -> None:
+    """Write what every host would get (ember-env.sh, the commands to run) for review."""
+    with cluster(inventory) as bound:
+        for path in render_all(bound, Path(out)):
+            print(path)
+
+
+@task(help={**COMMON, "python": "the interpreter that creates each host's venv "
+                                "(default: python3 on the host)"})
+def deploy(c: Any, inventory: str | None = None, hosts: str | None = None,
+           serial: bool = False, python: str = "python3") -> None:
+    """Build a wheel here, upload it with its dependencies' wheels, install offline in a venv."""
+    _run("deploy", inventory, hosts, None, serial, lambda cl: cl.deploy(python))
+
+
+@task(help=COMMON)
+def doctor(c: Any, inventory: str | None = None, hosts: str | None = None,
+           serial: bool = False) -> None:
+    """Preflight per host: SSH and host key, python, toolkit version, ports, writable dirs."""
+    _run("doctor", inventory, hosts, None, serial, lambda cl: cl.doctor())
+
+
+ns = Collection(start_all, stop_all, restart_all, start_master, stop_master, start_workers,
+                stop_workers, status, logs, render, deploy, doctor)

@@ -1,0 +1,277 @@
+"""Host transports with one API: ``run`` an argv, ``put`` a file, ``read`` a file.
+
+``LocalHost`` runs here without a shell; ``SSHHost`` goes over Fabric/paramiko with the host key
+verified against the inventory's known_hosts (Fabric's own default silently accepts any key).
+Commands are argv lists, quoted with shlex for the remote shell: no inventory value can inject.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import os
+import shlex
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from toolkit.errors import EmberError
+from toolkit.inventory import HostEntry, SSHSettings
+
+
+class HostError(EmberError, ConnectionError):
+    """A host could not be reached, or refused us; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Result:
+    host: str
+    command: str
+    exited: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+    def tail(self, lines: int = 10) -> str:
+        return "\n".join((self.stdout + self.stderr).strip().splitlines()[-lines:])
+
+
+class Host(Protocol):
+    name: str
+
+    def run(self, argv: list[str], env: Mapping[str, str] | None = None,
+            timeout: float | None = None) -> Result: ...
+    def put(self, path: str, data: bytes, mode: int = 0o644) -> bool: ...
+    def read(self, path: str) -> bytes | None: ...
+    def stream(self, argv: list[str], on_line: Callable[[str], None],
+               stop: threading.Event) -> int: ...
+    def close(self) -> None: ...
+
+
+def command_line(argv: list[str], env: Mapping[str, str] | None = None) -> str:
+    prefix = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
+    return shlex.join([*prefix, *argv])
+
+
+class LocalHost:
+    """The machine running the playbook; no SSH."""
+
+    def __init__(self, name: str = "localhost") -> None:
+        self.name = name
+
+    def run(self, argv: list[str], env: Mapping[str, str] | None = None,
+            timeout: float | None = None) -> Result:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                  env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+                                  check=False)
+        except subprocess.TimeoutExpired as exc:
+            return Result(self.name, command_line(argv, env), 124, _text(exc.stdout),
+                          f"timed out after {timeout} s")
+        except OSError as exc:
+            return Result(self.name, command_line(argv, env), 127, "", str(exc))
+        return Result(self.name, command_line(argv, env), done.returncode, done.stdout,
+                      done.stderr)
+
+    def put(self, path: str, data: bytes, mode: int = 0o644) -> bool:
+        target = Path(path)
+        with contextlib.suppress(FileNotFoundError):
+            if target.read_bytes() == data and (target.stat().st_mode & 0o777) == mode:
+                return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return True
+
+    def read(self, path: str) -> bytes | None:
+        try:
+            return Path(path).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def stream(self, argv: list[str], on_line: Callable[[str], None],
+               stop: threading.Event) -> int:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, stdin=subprocess.DEVNULL)
+        def stop_when_asked() -> None:
+            stop.wait()
+            proc.terminate()
+
+        threading.Thread(target=stop_when_asked, daemon=True).start()
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            on_line(line.rstrip("\n"))
+        return proc.wait()
+
+    def close(self) -> None:
+        pass
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value or ""
+
+
+class _AcceptNew:
+    """Like OpenSSH's StrictHostKeyChecking=accept-new: trust and record unknown hosts only."""
+
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.known_hosts, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+class SSHHost:
+    """A host reached over SSH with its host key verified."""
+
+    def __init__(self, entry: HostEntry, ssh: SSHSettings, port: int | None = None) -> None:
+        user, _, address = entry.address.rpartition("@")
+        self.name = address
+        self._address = address
+        self._user = user or ssh.user
+        self._port = port or ssh.port
+        self._ssh = ssh
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> Any:
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._open()
+            return self._conn
+
+    def _open(self) -> Any:
+        import paramiko
+        from fabric import Connection
+
+        ssh = self._ssh
+        kwargs: dict[str, Any] = {"allow_agent": False, "look_for_keys": ssh.key_file is None}
+        if ssh.key_file is not None:
+            kwargs["key_filename"] = str(ssh.key_file)
+        gateway = None
+        if ssh.jump_host:
+            gateway = Connection(ssh.jump_host, connect_timeout=int(ssh.connect_timeout))
+            self._verify_keys(gateway.client)
+        conn = Connection(self._address, user=self._user, port=self._port,
+                          connect_timeout=int(ssh.connect_timeout), connect_kwargs=kwargs,
+                          gateway=gateway)
+        self._verify_keys(conn.client)
+        try:
+            conn.open()
+        except paramiko.BadHostKeyException as exc:
+            raise HostError(f"{self.name}: HOST KEY CHANGED (expected {exc.expected_key.get_name()}"
+                            f" from {ssh.known_hosts}); refusing to connect") from None
+        except paramiko.SSHException as exc:
+            text = str(exc)
+            if "not found in known_hosts" in text:
+                raise HostError(
+                    f"{self.name}: host key unknown: not in {ssh.known_hosts} and "
+                    f"ssh.host_key_policy is reject. Verify the host's key and add it (for "
+                    f"example with ssh-keyscan), or set host_key_policy: accept-new") from None
+            raise HostError(f"{self.name}: SSH failed: {text}") from None
+        except TimeoutError:
+            raise HostError(f"{self.name}: SSH connect timed out after "
+                            f"{ssh.connect_timeout:g} s") from None
+        except OSError as exc:
+            raise HostError(f"{self.name}: cannot connect to port {self._port}: "
+                            f"{exc.strerror or exc}") from None
+        return conn
+
+    def _verify_keys(self, client: Any) -> None:
+        import paramiko
+
+        client.get_host_keys().clear()
+        if self._ssh.known_hosts.exists():
+            client.load_host_keys(str(self._ssh.known_hosts))
+        policy = (_AcceptNew(self._ssh.known_hosts) if self._ssh.host_key_policy == "accept-new"
+                  else paramiko.RejectPolicy())
+        client.set_missing_host_key_policy(policy)
+
+    def run(self, argv: list[str], env: Mapping[str, str] | None = None,
+            timeout: float | None = None) -> Result:
+        line = command_line(argv, env)
+        conn = self._connection()
+        try:
+            done = conn.run(line, hide=True, warn=True, timeout=timeout, in_stream=False)
+        except Exception as exc:  # invoke's CommandTimedOut and transport failures
+            return Result(self.name, line, 124, "", f"{exc.__class__.__name__}: {exc}")
+        return Result(self.name, line, done.exited, done.stdout, done.stderr)
+
+    def put(self, path: str, data: bytes, mode: int = 0o644) -> bool:
+        if self.read(path) == data:
+            self._connection().sftp().chmod(path, mode)
+            return False
+        sftp = self._connection().sftp()
+        directory, _, name = path.rpartition("/")
+        self.run(["mkdir", "-p", directory or "/"])
+        tmp = f"{directory}/.{name}.tmp"
+        with sftp.open(tmp, "wb") as handle:
+            sftp.chmod(tmp, mode)
+            handle.write(data)
+        sftp.posix_rename(tmp, path)
+        return True
+
+    def read(self, path: str) -> bytes | None:
+        try:
+            with self._connection().sftp().open(path, "rb") as handle:
+                return bytes(handle.read())
+        except OSError:
+            return None
+
+    def stream(self, argv: list[str], on_line: Callable[[str], None],
+               stop: threading.Event) -> int:
+        out = _LineWriter(on_line)
+        conn = self._connection()
+        promise = conn.run(command_line(argv), hide=True, warn=True, asynchronous=True,
+                           out_stream=out, err_stream=out, in_stream=False)
+        stop.wait()
+        with contextlib.suppress(Exception):
+            promise.runner.kill()
+        return 0
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class _LineWriter(io.TextIOBase):
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self._on_line = on_line
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        *lines, self._buffer = self._buffer.split("\n")
+        for line in lines:
+            self._on_line(line)
+        return len(text)
+
+
+def host_for(entry: HostEntry, ssh: SSHSettings, port: int | None = None) -> Host:
+    if entry.local:
+        return LocalHost(entry.address)
+    return SSHHost(entry, ssh, port)

@@ -12,19 +12,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from invoke import Collection, Exit, task
+from invoke.collection import Collection
+from invoke.exceptions import Exit
+from invoke.tasks import task
 
 from toolkit import inventory as inventory_module
 from toolkit.cluster import Cluster, Outcome, format_status, render_all, summary
 from toolkit.errors import EmberError
 
-COMMON = {
+HOSTS = {
     "inventory": "inventory file: YAML or a Spark-style workers file "
                  "(default: $EMBER_INVENTORY, else inventory/local.yml)",
     "hosts": "only these hosts, comma-separated",
-    "roles": "only these roles, comma-separated: master, worker",
     "serial": "one host after another instead of all at once (like SPARK_SSH_FOREGROUND)",
 }
+COMMON = {**HOSTS, "roles": "only these roles, comma-separated: master, worker"}
 
 
 @contextmanager
@@ -85,28 +87,28 @@ def restart_all(c: Any, inventory: str | None = None, hosts: str | None = None,
          lambda cl: [o for o in cl.stop_all() if o.ok is False] + cl.start_all())
 
 
-@task(help=COMMON)
+@task(help=HOSTS)
 def start_master(c: Any, inventory: str | None = None, hosts: str | None = None,
                  serial: bool = False) -> None:
     """Start the master(s) and wait until each is ready."""
     _run("start-master", inventory, hosts, "master", serial, lambda cl: cl.start_masters())
 
 
-@task(help=COMMON)
+@task(help=HOSTS)
 def stop_master(c: Any, inventory: str | None = None, hosts: str | None = None,
                 serial: bool = False) -> None:
     """Stop the master(s)."""
     _run("stop-master", inventory, hosts, "master", serial, lambda cl: cl.stop_masters())
 
 
-@task(help={**COMMON, "wait": "seconds to wait for every worker to be ALIVE (default 60)"})
+@task(help={**HOSTS, "wait": "seconds to wait for every worker to be ALIVE (default 60)"})
 def start_workers(c: Any, inventory: str | None = None, hosts: str | None = None,
                   serial: bool = False, wait: float = 60) -> None:
     """Start every worker instance, in parallel; wait until each is ALIVE in the master."""
     _run("start-workers", inventory, hosts, "worker", serial, lambda cl: cl.start_workers(wait))
 
 
-@task(help=COMMON)
+@task(help=HOSTS)
 def stop_workers(c: Any, inventory: str | None = None, hosts: str | None = None,
                  serial: bool = False) -> None:
     """Stop every worker instance."""
@@ -127,7 +129,8 @@ def status(c: Any, inventory: str | None = None, hosts: str | None = None,
         raise Exit(code=1)
 
 
-@task(help={**COMMON, "n": "lines per log (default 20)", "follow": "keep streaming new lines",
+@task(help={"inventory": HOSTS["inventory"], "hosts": HOSTS["hosts"],
+            "n": "lines per log (default 20)", "follow": "keep streaming new lines",
             "grep": "only lines matching this regular expression",
             "role": "only this role: master or worker"})
 def logs(c: Any, inventory: str | None = None, hosts: str | None = None,
@@ -148,7 +151,7 @@ def render(c: Any, inventory: str | None = None, out: str = "rendered") -> None:
             print(path)
 
 
-@task(help={**COMMON, "python": "the interpreter that creates each host's venv "
+@task(help={**HOSTS, "python": "the interpreter that creates each host's venv "
                                 "(default: python3 on the host)"})
 def deploy(c: Any, inventory: str | None = None, hosts: str | None = None,
            serial: bool = False, python: str = "python3") -> None:
@@ -156,7 +159,7 @@ def deploy(c: Any, inventory: str | None = None, hosts: str | None = None,
     _run("deploy", inventory, hosts, None, serial, lambda cl: cl.deploy(python))
 
 
-@task(help=COMMON)
+@task(help=HOSTS)
 def doctor(c: Any, inventory: str | None = None, hosts: str | None = None,
            serial: bool = False) -> None:
     """Preflight per host: SSH and host key, python, toolkit version, ports, writable dirs."""

@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--backend", choices=["supervisor", "plain"],
                         help="default: $EMBER_DAEMON_BACKEND, else supervisor")
     daemon.add_argument("--json", action="store_true", help="status: print one JSON object")
+    daemon.add_argument("--if-stopped", action="store_true",
+                        help="start: exit 0, doing nothing, when the instance already runs")
     daemon.add_argument("-n", "--lines", type=int, default=20, help="logs: how many lines")
     daemon.add_argument("--follow", "-f", action="store_true", help="logs: keep printing")
     daemon.add_argument("--grep", metavar="REGEX", help="logs: only matching lines")
@@ -206,7 +208,8 @@ def run_daemon(args: argparse.Namespace) -> int:
     instance = _resolve(args.instance, "INSTANCE", "", _positive_int, lambda: 1)
     try:
         if args.action == "start":
-            return control.start(settings, args.role, instance, args.role_args)
+            return control.start(settings, args.role, instance, args.role_args,
+                                 if_stopped=args.if_stopped)
         if args.action == "stop":
             return control.stop(settings, args.role, instance)
         if args.action == "restart":

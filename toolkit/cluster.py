@@ -151,6 +151,8 @@ class Cluster:
                 env["EMBER_MASTER_HOST"] = inv.advertised(entry)
                 env["EMBER_MASTER_PORT"] = str(inv.setting(entry, "port"))
                 env["EMBER_MASTER_WEBUI_PORT"] = str(inv.setting(entry, "webui_port"))
+                if inv.setting(entry, "worker_timeout") is not None:
+                    env["EMBER_WORKER_TIMEOUT"] = str(inv.setting(entry, "worker_timeout"))
             else:
                 env["EMBER_MASTER_URL"] = inv.master_url()
                 env["EMBER_WORKER_HOST"] = inv.advertised(entry)
@@ -206,26 +208,21 @@ class Cluster:
         return info
 
     def _start_roles(self, target: Target, role: str, secret: bytes) -> list[Outcome]:
+        """Upload the host's files, then start its instances of ``role`` (in parallel)."""
         self.upload(target, secret)
-        outcomes = []
-        for r, instance in target.roles:
-            if r != role:
-                continue
-            info = self.status_of(target, role, instance)
-            if info["code"] == 0:
-                outcomes.append(Outcome(target.address, role, instance, True,
-                                        f"already running as process {info['pid']}", info))
-                continue
-            result = self.daemon(target, "start", role, str(instance))
+
+        def start_one(instance: int) -> Outcome:
+            result = self.daemon(target, "start", role, str(instance), "--if-stopped")
             if result.ok:
-                info = self.status_of(target, role, instance)
-                outcomes.append(Outcome(target.address, role, instance, True,
-                                        f"started as process {info['pid']}", info))
-            else:
-                outcomes.append(Outcome(target.address, role, instance, False,
-                                        f"failed to start (exit {result.exited})\n"
-                                        f"{result.tail(12)}"))
-        return outcomes
+                last = result.stdout.strip().splitlines()[-1]
+                return Outcome(target.address, role, instance, True,
+                               last.removeprefix(f"{role} {instance} "))
+            return Outcome(target.address, role, instance, False,
+                           f"failed to start (exit {result.exited})\n{result.tail(12)}")
+
+        instances = [i for r, i in target.roles if r == role]
+        with ThreadPoolExecutor(max_workers=max(1, len(instances))) as pool:
+            return list(pool.map(start_one, instances))
 
     def _stop_roles(self, target: Target, role: str) -> list[Outcome]:
         outcomes = []
@@ -249,10 +246,17 @@ class Cluster:
         secret = self.secret()
         outcomes = self.each(self.with_role("worker"),
                              lambda t: self._start_roles(t, "worker", secret))
-        started = [o for o in outcomes if o.ok]
-        if started:
-            outcomes += self.wait_alive(len(started), wait)
+        expected = {self.worker_address(self.targets[o.host], o.instance)
+                    for o in outcomes if o.ok}
+        if expected:
+            outcomes += self.wait_alive(expected, wait)
         return outcomes
+
+    def worker_address(self, target: Target, instance: int) -> tuple[str, int]:
+        """(advertised host, web UI port) by which the master's /json lists this instance."""
+        entry = next(e for e in target.entries if e.group == "workers")
+        port = int(self.inventory.setting(entry, "worker_webui_port")) + instance - 1
+        return self.inventory.advertised(entry), port
 
     def start_all(self, wait: float = 60.0) -> list[Outcome]:
         outcomes = self.start_masters()
@@ -295,27 +299,29 @@ class Cluster:
                 continue
         return None
 
-    def expected_workers(self) -> list[tuple[str, int]]:
-        """(advertised host, web UI port) of every worker instance in the inventory."""
-        inv = self.inventory
-        return [(inv.advertised(e), int(inv.setting(e, "worker_webui_port")) + i)
-                for e in inv.workers for i in range(int(inv.setting(e, "instances")))]
+    def alive_in_master(self) -> set[tuple[str, int]]:
+        state = self.master_state() or {}
+        return {(w["host"], int(w["webuiaddress"].rpartition(":")[2] or 0))
+                for w in state.get("workers", []) if w["state"] == "ALIVE"}
 
-    def wait_alive(self, count: int, timeout: float) -> list[Outcome]:
+    def wait_alive(self, expected: set[tuple[str, int]], timeout: float) -> list[Outcome]:
+        """Wait until each expected worker instance is ALIVE in the master's /json."""
         deadline = time.monotonic() + timeout
-        alive = 0
         shown = -1
+        missing = expected
         while time.monotonic() < deadline:
-            state = self.master_state()
-            alive = state["aliveworkers"] if state else 0
+            missing = expected - self.alive_in_master()
+            alive = len(expected) - len(missing)
             if alive != shown:
-                self.say(f"waiting for workers: {alive} of {count} ALIVE in the master's view")
+                self.say(f"waiting for workers: {alive} of {len(expected)} ALIVE in the "
+                         f"master's view")
                 shown = alive
-            if alive >= count:
+            if not missing:
                 return []
-            time.sleep(0.2)
+            time.sleep(0.1)
+        names = ", ".join(f"{h} (web UI port {p})" for h, p in sorted(missing))
         outcome = Outcome("master", "view", 0, False,
-                          f"only {alive} of {count} workers ALIVE after {timeout:g} s")
+                          f"not ALIVE after {timeout:g} s: {names}")
         self.report(outcome)
         return [outcome]
 
@@ -364,6 +370,142 @@ class Cluster:
             row["ok"] = outcome.ok
             rows.append(row)
         return rows
+
+    # Logs ------------------------------------------------------------------------------------
+
+    def logs(self, lines: int, follow: bool, grep: str | None) -> bool:
+        """Print every role instance's log, host-prefixed; True if any could not be read."""
+        extra = ["-n", str(lines)] + (["--grep", grep] if grep else [])
+        stop = threading.Event()
+        failed = threading.Event()
+
+        def show(target: Target) -> list[Outcome]:
+            for role, instance in target.roles:
+                prefix = f"{target.address}: {role} {instance}: "
+                argv = self.daemon_argv(target, "logs", role, str(instance), *extra)
+                if follow:
+                    env = f"EMBER_CONF_DIR={shlex.quote(target.home + '/conf')}"
+                    line = ["sh", "-c", f"{env} exec {shlex.join([*argv, '--follow'])}"]
+                    threading.Thread(target=target.host.stream, daemon=True, args=(
+                        line, lambda text, p=prefix: self._emit(p + text), stop)).start()
+                    continue
+                result = self.daemon(target, "logs", role, str(instance), *extra)
+                if not result.ok:
+                    failed.set()
+                for text in (result.stdout + result.stderr).splitlines():
+                    self._emit(prefix + text)
+            return []
+
+        self.each(list(self.targets.values()), show)
+        if follow:
+            try:
+                stop.wait()
+            except KeyboardInterrupt:
+                stop.set()
+        return failed.is_set()
+
+    def _emit(self, line: str) -> None:
+        with self._lock:
+            self.say(line)
+
+    # Deploy and doctor ---------------------------------------------------------------------
+
+    def deploy(self, system_python: str = "python3") -> list[Outcome]:
+        """Build the wheels here once; on each host: upload, create the venv, install offline."""
+        import subprocess
+        import sys
+        import tempfile
+
+        from toolkit import __version__
+
+        with tempfile.TemporaryDirectory(prefix="ember-wheels-") as tmp:
+            root = Path(__file__).resolve().parent.parent
+            built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", tmp,
+                                    str(root)], capture_output=True, text=True, check=False)
+            if built.returncode != 0:
+                raise EmberError(f"building wheels failed:\n{built.stderr[-2000:]}")
+            wheels = {p.name: p.read_bytes() for p in Path(tmp).glob("*.whl")}
+        self.say(f"built {len(wheels)} wheels (ember-toolkit {__version__} and dependencies)")
+
+        def install(target: Target) -> list[Outcome]:
+            folder = f"{target.home}/wheels"
+            for name, data in wheels.items():
+                target.host.put(f"{folder}/{name}", data)
+            venv = target.python.rpartition("/bin/")[0]
+            steps = [[system_python, "-m", "venv", venv],
+                     [target.python, "-m", "pip", "install", "-q", "--no-index",
+                      "--disable-pip-version-check", "--find-links", folder,
+                      f"ember-toolkit=={__version__}"]]
+            for argv in steps:
+                result = target.host.run(argv, timeout=600)
+                if not result.ok:
+                    return [Outcome(target.address, "deploy", 0, False,
+                                    f"{shlex.join(argv)} failed (exit {result.exited})\n"
+                                    f"{result.tail(8)}")]
+            return [Outcome(target.address, "deploy", 0, True,
+                            f"ember-toolkit {__version__} installed in {venv}")]
+
+        return self.each(list(self.targets.values()), install)
+
+    def doctor(self) -> list[Outcome]:
+        """Preflight checks per host; every problem is named."""
+        from toolkit import __version__
+
+        probe = (
+            "import json, os, socket, sys\n"
+            "out = {'python': sys.version.split()[0]}\n"
+            "try:\n import toolkit; out['toolkit'] = toolkit.__version__\n"
+            "except ImportError: out['toolkit'] = None\n"
+            "home = sys.argv[1]; os.makedirs(home, exist_ok=True)\n"
+            "out['writable'] = os.access(home, os.W_OK)\n"
+            "busy = []\n"
+            "for spec in sys.argv[2:]:\n"
+            " host, port = spec.rsplit(':', 1); s = socket.socket()\n"
+            " try: s.bind((host, int(port)))\n"
+            " except OSError: busy.append(spec)\n"
+            " finally: s.close()\n"
+            "out['busy'] = busy\n"
+            "print(json.dumps(out))\n")
+
+        def check(target: Target) -> list[Outcome]:
+            ports = []
+            for entry in target.entries:
+                bind = self.inventory.advertised(entry)
+                if entry.group == "masters":
+                    ports += [f"{bind}:{self.inventory.setting(entry, k)}"
+                              for k in ("port", "webui_port")]
+                else:
+                    base = int(self.inventory.setting(entry, "worker_webui_port"))
+                    count = int(self.inventory.setting(entry, "instances"))
+                    ports += [f"{bind}:{base + i}" for i in range(count)]
+            result = target.host.run([target.python, "-c", probe, target.home, *ports],
+                                     timeout=60)
+            if not result.ok:
+                return [Outcome(target.address, "doctor", 0, False,
+                                f"{target.python} does not run here (exit {result.exited}): "
+                                f"{result.tail(3)}; run fab deploy")]
+            facts = json.loads(result.stdout.strip().splitlines()[-1])
+            problems = []
+            if tuple(int(x) for x in facts["python"].split(".")[:2]) < (3, 11):
+                problems.append(f"python {facts['python']} is older than 3.11")
+            if facts["toolkit"] is None:
+                problems.append("the toolkit is not installed (run fab deploy)")
+            elif facts["toolkit"] != __version__:
+                problems.append(f"toolkit {facts['toolkit']} differs from this {__version__} "
+                                f"(run fab deploy)")
+            if not facts["writable"]:
+                problems.append(f"{target.home} is not writable")
+            running = {r for r, i in target.roles
+                       if self.status_of(target, r, i)["code"] == 0} if facts["busy"] else set()
+            if facts["busy"] and not running:
+                problems.append(f"ports in use: {', '.join(facts['busy'])}")
+            ok_line = (f"ssh ok, host key verified, python {facts['python']}, toolkit "
+                       f"{facts['toolkit']}, {target.home} writable, "
+                       + ("ports in use by running ember roles" if running else "ports free"))
+            return [Outcome(target.address, "doctor", 0, not problems,
+                            "; ".join(problems) if problems else ok_line)]
+
+        return self.each(list(self.targets.values()), check)
 
     def _is_answering(self, entry: HostEntry) -> bool:
         url = (f"http://{self.inventory.advertised(entry)}:"

@@ -26,7 +26,7 @@ HOST_KEYS = {
     "ember_home", "python", "log_dir", "pid_dir", "nice", "log_max_files", "stop_timeout",
     "bind_host", "user", "ssh_port",
     # masters
-    "port", "webui_port",
+    "port", "webui_port", "worker_timeout",
     # workers
     "cores", "memory", "instances", "work_dir", "worker_webui_port",
 }
@@ -236,7 +236,8 @@ def _vars(path: Path, where: str, value: Any) -> dict[str, Any]:
                 parse_memory_mb(str(item))
             except ConfigError as exc:
                 raise ConfigError(f"{path}: {where_key}: {exc}") from None
-        if key in ("stop_timeout",) and not (isinstance(item, (int, float)) and item > 0):
+        if key in ("stop_timeout", "worker_timeout") and not (
+                isinstance(item, (int, float)) and not isinstance(item, bool) and item > 0):
             raise ConfigError(f"{path}: {where_key} must be a number above 0, not {item!r}")
     return data
 

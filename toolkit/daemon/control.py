@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from toolkit.daemon.logs import rotate, tail
+from toolkit.daemon.pidfile import read_pid_file
 from toolkit.daemon.procs import Found, PidState, check, format_uptime
 from toolkit.daemon.settings import DaemonSettings
 
@@ -75,7 +76,7 @@ def _clear_leftover(state: PidState, pid_file: Path, what: str, say: Say) -> Non
 
 
 def start(settings: DaemonSettings, role: str, instance: int, role_args: list[str],
-          say: Say = print) -> int:
+          say: Say = print, if_stopped: bool = False) -> int:
     from toolkit.daemon.readiness import ReadinessListener
 
     what = f"{role} {instance}"
@@ -87,6 +88,9 @@ def start(settings: DaemonSettings, role: str, instance: int, role_args: list[st
     with ReadinessListener(env["NOTIFY_SOCKET"], what) as listener:
         state = check(pid_file, role)
         if state.found == Found.RUNNING:
+            if if_stopped:
+                say(f"{what} already running as process {state.pid}")
+                return 0
             say(f"{what} running as process {state.pid}. Stop it first.")
             return 1
         _clear_leftover(state, pid_file, what, say)
@@ -101,6 +105,7 @@ def start(settings: DaemonSettings, role: str, instance: int, role_args: list[st
         failure = backend.launch(role, instance, command, env, log)
         problem = listener.wait(settings.start_timeout, failure)
     if problem is None:
+        say(f"{what} ready as process {read_pid_file(pid_file)}")
         return 0
     say(f"failed to launch {what}: {problem}")
     now = check(pid_file, role)

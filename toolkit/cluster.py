@@ -332,27 +332,35 @@ class Cluster:
         for worker in (state or {}).get("workers", []):
             port = int(worker["webuiaddress"].rpartition(":")[2] or 0)
             workers[(worker["host"], port)] = worker
-        inv = self.inventory
+        masters_up = {e.address for e in self.inventory.masters if self._is_answering(e)}
+
+        def view(target: Target, role: str, instance: int) -> dict[str, Any]:
+            """The master's view of one instance; needs no SSH to the instance's host."""
+            if role == "master":
+                up = state is not None and target.address in masters_up
+                return {"master_view": state["status"] if up and state else "missing",
+                        "cores": None, "memory": None}
+            seen = workers.get(self.worker_address(target, instance))
+            if seen is None:
+                return {"master_view": "missing", "cores": None, "memory": None}
+            return {"master_view": seen["state"],
+                    "cores": f"{seen['coresused']}/{seen['cores']}",
+                    "memory": f"{seen['memoryused']}/{seen['memory']}m"}
 
         def rows_for(target: Target) -> list[Outcome]:
             outcomes = []
             for role, instance in target.roles:
-                info = self.status_of(target, role, instance)
-                entry = next(e for e in target.entries
-                             if (e.group == "masters") == (role == "master"))
-                if role == "master":
-                    view = state["status"] if state and self._is_answering(entry) else "missing"
-                    cores = memory = None
-                else:
-                    port = int(inv.setting(entry, "worker_webui_port")) + instance - 1
-                    seen = workers.get((inv.advertised(entry), port))
-                    view = seen["state"] if seen else "missing"
-                    cores = f"{seen['coresused']}/{seen['cores']}" if seen else None
-                    memory = f"{seen['memoryused']}/{seen['memory']}m" if seen else None
+                try:
+                    info = self.status_of(target, role, instance)
+                except (EmberError, OSError) as exc:
+                    info = {"state": "unreachable", "pid": None, "uptime": None, "code": None,
+                            "error": str(exc)}
                 row = {"host": target.address, "role": role, "instance": instance,
                        "daemon": info["state"], "pid": info["pid"], "uptime": info["uptime"],
-                       "master_view": view, "cores": cores, "memory": memory}
-                ok = info["code"] == 0 and view == "ALIVE"
+                       **view(target, role, instance)}
+                if "error" in info:
+                    row["error"] = info["error"]
+                ok = info["code"] == 0 and row["master_view"] == "ALIVE"
                 outcomes.append(Outcome(target.address, role, instance, ok, "", row))
             return outcomes
 
@@ -363,10 +371,7 @@ class Cluster:
             self.say = quiet
         rows = []
         for outcome in outcomes:
-            row = outcome.data or {"host": outcome.host, "role": outcome.role,
-                                   "instance": outcome.instance, "daemon": "unreachable",
-                                   "pid": None, "uptime": None, "master_view": "?",
-                                   "cores": None, "memory": None, "error": outcome.message}
+            row = dict(outcome.data)
             row["ok"] = outcome.ok
             rows.append(row)
         return rows
@@ -432,10 +437,12 @@ class Cluster:
             for name, data in wheels.items():
                 target.host.put(f"{folder}/{name}", data)
             venv = target.python.rpartition("/bin/")[0]
+            pip = [target.python, "-m", "pip", "install", "-q", "--no-index",
+                   "--disable-pip-version-check", "--find-links", folder]
             steps = [[system_python, "-m", "venv", venv],
-                     [target.python, "-m", "pip", "install", "-q", "--no-index",
-                      "--disable-pip-version-check", "--find-links", folder,
-                      f"ember-toolkit=={__version__}"]]
+                     [*pip, f"ember-toolkit=={__version__}"],
+                     # the same version number may be a newer build: always replace the toolkit
+                     [*pip, "--force-reinstall", "--no-deps", f"ember-toolkit=={__version__}"]]
             for argv in steps:
                 result = target.host.run(argv, timeout=600)
                 if not result.ok:

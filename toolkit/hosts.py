@@ -154,12 +154,20 @@ class SSHHost:
         self._port = port or ssh.port
         self._ssh = ssh
         self._conn: Any = None
+        self._failure: HostError | None = None
         self._lock = threading.Lock()
 
     def _connection(self) -> Any:
+        """The open connection; a host that failed once is not retried by this object."""
         with self._lock:
+            if self._failure is not None:
+                raise self._failure
             if self._conn is None:
-                self._conn = self._open()
+                try:
+                    self._conn = self._open()
+                except HostError as exc:
+                    self._failure = exc
+                    raise
             return self._conn
 
     def _open(self) -> Any:

@@ -1,0 +1,212 @@
+"""The playbook against real hosts: network namespaces with their own sshd (see netlab.py).
+
+One master host and three worker hosts, key-only SSH with verified host keys. The toolkit is
+installed on each host by `fab deploy` once per module; the tests then run the real fab tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.lab.netlab import Lab, missing_requirements
+from tests.procs import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+FAB = Path(sys.executable).parent / "fab"
+BASE_PYTHON = str(Path(sys.base_prefix) / "bin" / "python3")
+
+pytestmark = pytest.mark.skipif(missing_requirements() is not None,
+                                reason=str(missing_requirements()))
+
+
+@dataclass
+class Deployed:
+    lab: Lab
+    inventory: Path
+    workdir: Path
+
+    def fab(self, *args: str, inventory: Path | None = None,
+            timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        argv = [str(FAB), "-r", str(ROOT), *args, "--inventory", str(inventory or self.inventory)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+    @property
+    def master(self) -> str:
+        return self.lab.hosts[0].address
+
+    @property
+    def workers(self) -> list[str]:
+        return [h.address for h in self.lab.hosts[1:]]
+
+    def master_json(self) -> dict:  # type: ignore[type-arg]
+        from tests.procs import get_json
+
+        return get_json(f"http://{self.master}:8080/json")  # type: ignore[no-any-return]
+
+
+def write_inventory(lab: Lab, path: Path, known_hosts: Path | None = None,
+                    workers: str | None = None) -> Path:
+    worker_lines = workers or "\n".join(f"    - {h.address}" for h in lab.hosts[1:])
+    path.write_text(f"""
+cluster:
+  name: lab
+  backend: supervisor
+  secret_file: {lab.workdir}/secret
+ssh:
+  user: root
+  key_file: {lab.key}
+  known_hosts: {known_hosts or lab.known_hosts}
+  connect_timeout: 3
+defaults:
+  ember_home: {lab.common}/ember
+  stop_timeout: 5
+masters:
+  - host: {lab.hosts[0].address}
+    worker_timeout: 2
+workers:
+  vars:
+    cores: 1
+    memory: 512m
+  hosts:
+{worker_lines}
+""")
+    return path
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Deployed]:
+    workdir = Path(tempfile.mkdtemp(prefix="ember-lab-"))
+    with Lab(workdir, 4) as running:
+        deployed = Deployed(running, write_inventory(running, workdir / "lab.yml"), workdir)
+        result = deployed.fab("deploy", "--python", BASE_PYTHON, timeout=900)
+        assert result.returncode == 0, result.stdout + result.stderr
+        yield deployed
+
+
+@pytest.fixture
+def stopped(lab: Deployed) -> Iterator[Deployed]:
+    """Each test starts from, and leaves, a cluster with nothing running."""
+    yield lab
+    lab.fab("stop-all")
+
+
+def test_deploy_installed_the_toolkit_everywhere(lab: Deployed) -> None:
+    result = lab.fab("doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for address in [lab.master, *lab.workers]:
+        assert f"{address}: doctor: ssh ok, host key verified, python 3." in result.stdout
+    assert "toolkit 0.1.0" in result.stdout and "ports free" in result.stdout
+
+
+def test_start_all_status_logs_and_stop_all(stopped: Deployed) -> None:
+    lab = stopped
+    before = {host.name: set(lab.lab.pids(host)) for host in lab.lab.hosts}  # sshd and unshare
+    started = lab.fab("start-all")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert f"{lab.master}: master 1: ready as process" in started.stdout
+    for address in lab.workers:
+        assert f"{address}: worker 1: ready as process" in started.stdout
+    assert "start-all: all 4 succeeded" in started.stdout
+    state = lab.master_json()
+    assert state["aliveworkers"] == 3
+    assert sorted(w["host"] for w in state["workers"]) == sorted(lab.workers)
+
+    status = lab.fab("status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    rows = json.loads(status.stdout)
+    assert [(r["host"], r["role"], r["daemon"], r["master_view"]) for r in rows] == [
+        (lab.master, "master", "running", "ALIVE"),
+        *[(a, "worker", "running", "ALIVE") for a in lab.workers]]
+    assert all(isinstance(r["pid"], int) for r in rows)
+    table = lab.fab("status").stdout
+    assert table.splitlines()[0].split()[:4] == ["HOST", "ROLE", "INST", "DAEMON"]
+
+    logs = lab.fab("logs", "-n", "50", "--grep", "Successfully registered")
+    assert logs.returncode == 0, logs.stdout + logs.stderr
+    for address in lab.workers:
+        assert f"{address}: worker 1: " in logs.stdout
+    assert f"ember://{lab.master}:7077" in logs.stdout
+
+    again = lab.fab("start-all")  # idempotent
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("already running as process") == 4
+
+    stopped_all = lab.fab("stop-all")
+    assert stopped_all.returncode == 0, stopped_all.stdout + stopped_all.stderr
+    for host in lab.lab.hosts:  # nothing but the host's sshd is left
+        left = set(lab.lab.pids(host)) - before[host.name]
+        assert not left, f"{host.name} still runs {left}"
+    assert lab.fab("status").returncode == 1
+
+
+def test_a_down_host_is_reported_and_the_others_start(stopped: Deployed) -> None:
+    lab = stopped
+    down = lab.lab.hosts[3]
+    lab.lab.stop_host(down)
+    try:
+        result = lab.fab("start-all", "--wait", "10")
+        assert result.returncode == 1
+        assert f"{down.address}: worker 1: {down.address}: cannot connect" in result.stdout
+        assert f"failed on {down.address}" in result.stdout
+        assert lab.master_json()["aliveworkers"] == 2
+    finally:
+        lab.lab.start_sshd(down)
+        lab.lab.wait_ssh(down)
+
+
+def test_unknown_host_key_is_refused_clearly(stopped: Deployed) -> None:
+    lab = stopped
+    partial = lab.workdir / "partial_known_hosts"
+    strange = lab.workers[0]
+    partial.write_text("".join(line for line in lab.lab.known_hosts.read_text().splitlines(True)
+                               if not line.startswith(strange + " ")))
+    inventory = write_inventory(lab.lab, lab.workdir / "partial.yml", known_hosts=partial)
+    result = lab.fab("start-all", "--wait", "10", inventory=inventory)
+    assert result.returncode == 1
+    assert f"{strange}: worker 1: {strange}: host key unknown: not in {partial}" in result.stdout
+    assert lab.master_json()["aliveworkers"] == 2
+    lab.fab("stop-all", inventory=inventory)
+
+
+def test_spark_style_workers_file(stopped: Deployed) -> None:
+    lab = stopped
+    workers = lab.workdir / "workers"
+    workers.write_text("# Spark-style\n" + "".join(f"root@{a}\n" for a in lab.workers[:2]))
+    inventory = lab.workdir / "with-workers-file.yml"
+    text = write_inventory(lab.lab, inventory).read_text()
+    inventory.write_text(text.split("workers:\n  vars:")[0] + "workers_file: workers\n")
+    result = lab.fab("start-all", inventory=inventory)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(w["host"] for w in lab.master_json()["workers"]) == sorted(lab.workers[:2])
+    lab.fab("stop-all", inventory=inventory)
+
+
+def test_cut_off_worker_shows_dead_in_the_masters_view(stopped: Deployed) -> None:
+    lab = stopped
+    assert lab.fab("start-all").returncode == 0
+    cut = lab.lab.hosts[2]
+    lab.lab.cut(cut)
+    try:
+        def dead() -> bool:
+            return any(w["host"] == cut.address and w["state"] == "DEAD"
+                       for w in lab.master_json()["workers"])
+        wait_for(dead, 15, "the cut-off worker DEAD in the master's view")
+        status = lab.fab("status", "--json", timeout=60)
+        assert status.returncode == 1
+        rows = {r["host"]: r for r in json.loads(status.stdout)}
+        assert rows[cut.address]["master_view"] == "DEAD"
+        assert rows[cut.address]["daemon"] == "unreachable"
+        assert all(rows[a]["master_view"] == "ALIVE" for a in lab.workers if a != cut.address)
+    finally:
+        lab.lab.mend(cut)
+    wait_for(lambda: lab.master_json()["aliveworkers"] == 3, 20, "the worker back after mend")
+    time.sleep(0.1)

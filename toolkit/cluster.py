@@ -506,7 +506,9 @@ class Cluster:
                        if self.status_of(target, r, i)["code"] == 0} if facts["busy"] else set()
             if facts["busy"] and not running:
                 problems.append(f"ports in use: {', '.join(facts['busy'])}")
-            ok_line = (f"ssh ok, host key verified, python {facts['python']}, toolkit "
+            reach = ("local host (no SSH)" if target.entries[0].local
+                     else "ssh ok, host key verified")
+            ok_line = (f"{reach}, python {facts['python']}, toolkit "
                        f"{facts['toolkit']}, {target.home} writable, "
                        + ("ports in use by running ember roles" if running else "ports free"))
             return [Outcome(target.address, "doctor", 0, not problems,

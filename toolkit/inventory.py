@@ -31,7 +31,7 @@ HOST_KEYS = {
     "cores", "memory", "instances", "work_dir", "worker_webui_port",
 }
 BUILTIN: dict[str, Any] = {
-    "ember_home": "~/.ember", "nice": 0, "log_max_files": 5, "stop_timeout": 10,
+    "nice": 0, "log_max_files": 5, "stop_timeout": 10,
     "port": 7077, "webui_port": 8080, "instances": 1, "worker_webui_port": 8081,
 }
 _INT_KEYS = {"nice", "log_max_files", "port", "webui_port", "instances", "worker_webui_port",
@@ -82,6 +82,8 @@ class Inventory:
                 return scope[key]
         if key == "python":
             return sys.executable if host.local else f"{self.home(host)}/venv/bin/python"
+        if key == "ember_home":
+            return "~/.ember" if host.local else "/opt/ember"
         return BUILTIN.get(key)
 
     def home(self, host: HostEntry) -> str:

@@ -1,0 +1,154 @@
+"""The fab tasks with a local inventory: no SSH, no root, real daemons under supervisor."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.procs import free_port, get_json
+
+ROOT = Path(__file__).resolve().parents[3]
+FAB = Path(sys.executable).parent / "fab"
+
+
+@dataclass
+class Local:
+    inventory: Path
+    home: Path
+    webui: int
+
+    def fab(self, *args: str, inventory: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(FAB), "-r", str(ROOT), *args, "--inventory",
+                               str(inventory or self.inventory)], capture_output=True,
+                              text=True, timeout=180, check=False)
+
+    def json(self) -> dict:  # type: ignore[type-arg]
+        return get_json(f"http://127.0.0.1:{self.webui}/json")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[Local]:
+    home = Path(tempfile.mkdtemp(prefix="el-", dir="/tmp"))  # short: supervisor's socket
+    webui = free_port()
+    inventory = tmp_path / "local.yml"
+    inventory.write_text(f"""
+cluster: {{name: t, backend: supervisor, secret_file: {tmp_path}/secret}}
+defaults: {{ember_home: {home}, stop_timeout: 5}}
+masters: [{{host: localhost, port: {free_port()}, webui_port: {webui}}}]
+workers:
+  - {{host: localhost, instances: 2, cores: 1, memory: 512m,
+     worker_webui_port: {free_port()}}}
+""")
+    running = Local(inventory, home, webui)
+    try:
+        yield running
+    finally:
+        running.fab("stop-all")
+
+
+def test_start_all_status_logs_stop_all(local: Local) -> None:
+    started = local.fab("start-all")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "localhost: master 1: ready as process" in started.stdout
+    assert "localhost: worker 2: ready as process" in started.stdout
+    assert "waiting for workers: 2 of 2 ALIVE in the master's view" in started.stdout
+    assert local.json()["aliveworkers"] == 2
+    secret = Path(local.inventory.parent / "secret")
+    assert (secret.stat().st_mode & 0o777) == 0o600
+    conf = local.home / "conf"
+    assert ((conf / "secret").stat().st_mode & 0o777) == 0o600
+    env_file = (conf / "ember-env.sh").read_text()
+    assert "EMBER_MASTER_URL=ember://127.0.0.1:" in env_file
+    assert secret.read_text().strip() not in started.stdout + env_file
+
+    status = local.fab("status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    rows = json.loads(status.stdout)
+    assert [(r["role"], r["instance"], r["daemon"], r["master_view"]) for r in rows] == [
+        ("master", 1, "running", "ALIVE"), ("worker", 1, "running", "ALIVE"),
+        ("worker", 2, "running", "ALIVE")]
+    assert rows[1]["cores"] == "0/1" and rows[1]["memory"] == "0/512m"
+
+    logs = local.fab("logs", "-n", "2", "--role", "worker")
+    assert logs.returncode == 0
+    assert logs.stdout.count("localhost: worker 1: ") == 2
+    assert "master 1" not in logs.stdout
+
+    again = local.fab("start-all")
+    assert again.returncode == 0 and again.stdout.count("already running") == 3
+
+    stopped = local.fab("stop-all")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert local.fab("status").returncode == 1
+    assert not list((local.home / "run").glob("*.pid"))
+
+
+def test_limit_to_hosts_and_roles(local: Local) -> None:
+    assert local.fab("start-master").returncode == 0
+    status = local.fab("status", "--roles", "master")
+    assert status.returncode == 0 and "worker" not in status.stdout
+    unknown = local.fab("status", "--hosts", "nowhere")
+    assert unknown.returncode == 2 and "no host 'nowhere' in the inventory" in unknown.stderr
+
+
+def test_start_failure_is_reported_with_the_log_tail(local: Local) -> None:
+    import socket
+
+    port = int(local.inventory.read_text().split("port: ")[1].split(",")[0])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = local.fab("start-all")
+    assert result.returncode == 1
+    assert "localhost: master 1: failed to start" in result.stdout
+    assert f"master cannot listen on 127.0.0.1:{port}" in result.stdout
+    assert "localhost: worker 1: not started: no master is up" in result.stdout
+
+
+def test_render_writes_what_hosts_would_get(local: Local, tmp_path: Path) -> None:
+    out = tmp_path / "rendered"
+    result = subprocess.run([str(FAB), "-r", str(ROOT), "render", "--inventory",
+                             str(local.inventory), "--out", str(out)], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    env_file = (out / "localhost" / "ember-env.sh").read_text()
+    assert f"EMBER_HOME={local.home}" in env_file
+    commands = (out / "localhost" / "commands.txt").read_text().splitlines()
+    assert len(commands) == 3 and commands[0].endswith("daemon start master 1")
+    assert not (local.home / "conf").exists()  # render touches no host
+
+
+def test_doctor_on_a_local_host(local: Local) -> None:
+    result = local.fab("doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "localhost: doctor: local host (no SSH), python 3." in result.stdout
+    assert "toolkit 0.1.0" in result.stdout and "ports free" in result.stdout
+    assert local.fab("start-master").returncode == 0
+    busy = local.fab("doctor")
+    assert busy.returncode == 0 and "ports in use by running ember roles" in busy.stdout
+
+
+def test_bad_inventory_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("masters: [localhost]\nworkers: [{host: localhost, memory: lots}]\n")
+    result = subprocess.run([str(FAB), "-r", str(ROOT), "start-all", "--inventory", str(bad)],
+                            capture_output=True, text=True, check=False,
+                            env={**os.environ})
+    assert result.returncode == 2
+    assert f"{bad}: workers host localhost.memory: memory 'lots'" in result.stderr
+
+
+def test_fab_help_documents_task_options() -> None:
+    result = subprocess.run([str(FAB), "-r", str(ROOT), "--help", "logs"], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0
+    for option in ("--follow", "--grep", "--hosts", "--inventory", "-n"):
+        assert option in result.stdout

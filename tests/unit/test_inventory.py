@@ -1,0 +1,100 @@
+"""Inventories: lookup order, the embedded default, Spark's workers file, and named errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from toolkit import inventory
+from toolkit.errors import ConfigError
+
+
+def load(tmp_path: Path, text: str, name: str = "inv.yml") -> inventory.Inventory:
+    path = tmp_path / name
+    path.write_text(text)
+    return inventory.load(path)
+
+
+GOOD = """
+cluster: {name: prod}
+ssh: {user: ops}
+defaults: {ember_home: /opt/ember, nice: 1, cores: 2}
+masters: [{host: m1}]
+workers:
+  vars: {cores: 4, memory: 8g}
+  hosts:
+    - w1
+    - {host: w2, cores: 16, instances: 2}
+    - admin@w3
+"""
+
+
+def test_lookup_is_host_then_group_then_defaults_then_builtin(tmp_path: Path) -> None:
+    inv = load(tmp_path, GOOD)
+    w1, w2, w3 = inv.workers
+    assert inv.setting(w2, "cores") == 16       # host
+    assert inv.setting(w1, "cores") == 4        # group vars
+    assert inv.setting(inv.masters[0], "cores") == 2   # defaults
+    assert inv.setting(w1, "nice") == 1         # defaults
+    assert inv.setting(w1, "log_max_files") == 5  # built-in
+    assert inv.setting(w1, "python") == "/opt/ember/venv/bin/python"
+    assert w3.address == "admin@w3" and inv.advertised(w3) == "w3"
+    assert inv.master_url() == "ember://m1:7077"
+
+
+def test_embedded_local_inventory(tmp_path: Path) -> None:
+    inv = inventory.load(inventory.default_inventory())
+    (master,), (workers,) = inv.masters, inv.workers
+    assert master.local and workers.local
+    assert inv.setting(workers, "instances") == 2
+    assert inv.setting(master, "python") == sys.executable
+    assert Path(inv.home(master)).is_absolute()
+    assert inv.master_url() == "ember://127.0.0.1:7077"
+
+
+def test_spark_workers_file(tmp_path: Path) -> None:
+    path = tmp_path / "workers"
+    path.write_text("# comment\nw1  w2 # trailing\n\nops@w3\n")
+    inv = inventory.load(path)
+    assert [w.address for w in inv.workers] == ["w1", "w2", "ops@w3"]
+    assert [m.address for m in inv.masters] == ["localhost"]
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("masters: [m1]\nworkerz: []", "unknown key 'workerz' in top level"),
+    ("masters: [{host: m1, cpus: 3}]", "unknown key 'cpus' in masters host m1"),
+    ("masters: [m1]\nworkers: [{host: w1, cores: many}]",
+     "workers host w1.cores must be a whole number, not 'many'"),
+    ("masters: [m1]\nworkers: [{host: w1, memory: 2048}]",
+     "workers host w1.memory: memory '2048' has no unit"),
+    ("workers: [w1]", "no masters"),
+    ("masters: [m1, m1]", "clashes with m1 masters port"),
+    ("masters: [m1]\nworkers: {vars: {instances: 2, worker_webui_port: 9000}, hosts: [w1, w1]}",
+     "clashes with w1 workers worker_webui_port"),
+    ("masters: [m1]\ndefaults: {ember_home: ~/ember}",
+     "ember_home '~/ember' for host m1 must be an absolute path"),
+    ("masters: [m1]\nssh: {host_key_policy: yolo}", "ssh.host_key_policy 'yolo'"),
+    ("masters: [m1]\nssh: {key_file: /nonexistent/key}", "ssh.key_file /nonexistent/key cannot"),
+    ("masters: [m1]\ncluster: {backend: docker}", "cluster.backend 'docker'"),
+    ("masters: [ 'bad host' ]", "'bad host' is not a host"),
+    ("masters: [m1\n", "not valid YAML"),
+])
+def test_bad_inventories_name_file_and_key(tmp_path: Path, text: str, error: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    assert str(tmp_path / "inv.yml") in str(caught.value)
+    assert error in str(caught.value)
+
+
+def test_bad_workers_file_line_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "workers"
+    path.write_text("w1\nw2;rm -rf /\n")
+    with pytest.raises(ConfigError, match=r"workers line 2: 'w2;rm' is not a host"):
+        inventory.load(path)
+
+
+def test_missing_inventory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="No such file"):
+        inventory.load(tmp_path / "nope.yml")

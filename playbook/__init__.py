@@ -130,14 +130,15 @@ def status(c: Any, inventory: str | None = None, hosts: str | None = None,
 
 
 @task(help={"inventory": HOSTS["inventory"], "hosts": HOSTS["hosts"],
+            "host": "only this host (same as --hosts with one host)",
             "n": "lines per log (default 20)", "follow": "keep streaming new lines",
             "grep": "only lines matching this regular expression",
             "role": "only this role: master or worker"})
 def logs(c: Any, inventory: str | None = None, hosts: str | None = None,
-         role: str | None = None, n: int = 20, follow: bool = False,
+         host: str | None = None, role: str | None = None, n: int = 20, follow: bool = False,
          grep: str | None = None) -> None:
     """Each host's daemon logs, lines prefixed with the host (like workers.sh)."""
-    with cluster(inventory, hosts, role) as bound:
+    with cluster(inventory, host or hosts, role) as bound:
         failed = bound.logs(n, follow, grep)
     if failed:
         raise Exit(code=1)

@@ -120,17 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
         "daemon", help="start, stop or check a master/worker in the background",
         usage="ember daemon (start|stop|status|restart) (master|worker) [INSTANCE] "
               "[--backend supervisor|plain] [-- ROLE_ARGS...]\n"
-              "       ember daemon supervisor-shutdown",
+              "       ember daemon (supervisor-start|supervisor-shutdown)",
         description="spark-daemon.sh for Ember. Settings come from the environment and "
                     "$EMBER_CONF_DIR/ember-env.sh. status exits 0 running, 1 dead with a pid "
                     "file, 3 not running.")
     daemon.add_argument("action", choices=["start", "stop", "status", "restart", "logs",
-                                           "supervisor-shutdown"])
+                                           "supervisor-start", "supervisor-shutdown"])
     daemon.add_argument("role", nargs="?", choices=["master", "worker"])
-    daemon.add_argument("instance", nargs="?", default="1", help="instance number (default 1)")
+    daemon.add_argument("instance", nargs="?", default="1",
+                        help="instance number (default 1); stop and status take a list: 1,2")
     daemon.add_argument("--backend", choices=["supervisor", "plain"],
                         help="default: $EMBER_DAEMON_BACKEND, else supervisor")
     daemon.add_argument("--json", action="store_true", help="status: print one JSON object")
+    daemon.add_argument("--shutdown-supervisor", action="store_true",
+                        help="stop: then shut supervisord down if it runs nothing else")
     daemon.add_argument("--if-stopped", action="store_true",
                         help="start: exit 0, doing nothing, when the instance already runs")
     daemon.add_argument("-n", "--lines", type=int, default=20, help="logs: how many lines")
@@ -203,15 +206,25 @@ def run_daemon(args: argparse.Namespace) -> int:
     settings = load_settings(backend=args.backend)
     if args.action == "supervisor-shutdown":
         return control.supervisor_shutdown(settings)
+    if args.action == "supervisor-start":
+        return control.supervisor_start(settings)
     if args.role is None:
         raise ConfigError(f"daemon {args.action} needs a role: master or worker")
-    instance = _resolve(args.instance, "INSTANCE", "", _positive_int, lambda: 1)
+    instances = [_resolve(part, "INSTANCE", "", _positive_int, lambda: 1)
+                 for part in args.instance.split(",")]
+    if len(instances) > 1 and args.action not in ("stop", "status"):
+        raise ConfigError(f"daemon {args.action} takes one instance; stop and status take "
+                          f"several (1,2,3)")
+    instance = instances[0]
     try:
         if args.action == "start":
             return control.start(settings, args.role, instance, args.role_args,
                                  if_stopped=args.if_stopped)
         if args.action == "stop":
-            return control.stop(settings, args.role, instance)
+            code = max(control.stop(settings, args.role, i) for i in instances)
+            if args.shutdown_supervisor:
+                control.supervisor_shutdown(settings, only_if_idle=True)
+            return code
         if args.action == "restart":
             return control.restart(settings, args.role, instance, args.role_args)
         if args.action == "logs":
@@ -219,7 +232,8 @@ def run_daemon(args: argparse.Namespace) -> int:
 
             return show(settings.log_file(args.role, instance), args.lines, args.grep,
                         args.follow, lambda line: print(line, flush=True))
-        return control.status(settings, args.role, instance, as_json=args.json)
+        return max(control.status(settings, args.role, i, as_json=args.json)
+                   for i in instances)
     except ConfigError:
         raise
     except EmberError as exc:

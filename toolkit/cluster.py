@@ -7,6 +7,7 @@ result per host and role instance, and never lets one host's failure hide anothe
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -72,6 +73,8 @@ class Cluster:
         if unknown:
             raise ConfigError(f"unknown role {sorted(unknown)[0]!r}: use master or worker")
         self.targets: dict[str, Target] = {}
+        self._prepared: set[str] = set()
+        self._unusable: set[str] = set()
         for entry in inventory.hosts:
             name = entry.address.rpartition("@")[2]
             if wanted_hosts is not None and name not in wanted_hosts:
@@ -200,16 +203,37 @@ class Cluster:
                                env={"EMBER_CONF_DIR": f"{target.home}/conf"}, timeout=timeout)
 
     def status_of(self, target: Target, role: str, instance: int) -> dict[str, Any]:
-        result = self.daemon(target, "status", role, str(instance), "--json", timeout=30)
+        return self.statuses(target, role, [instance])[instance]
+
+    def statuses(self, target: Target, role: str, instances: list[int]
+                 ) -> dict[int, dict[str, Any]]:
+        """`ember daemon status` of several instances in one remote call."""
+        result = self.daemon(target, "status", role, ",".join(map(str, instances)), "--json",
+                             timeout=30)
         try:
-            info: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
+            infos = [json.loads(line) for line in result.stdout.strip().splitlines()]
+            return {int(info["instance"]): info for info in infos}
+        except (ValueError, KeyError):
             raise EmberError(f"status failed (exit {result.exited}): {result.tail(5)}") from None
-        return info
+
+    def _prepare(self, target: Target, secret: bytes) -> list[Outcome]:
+        """Connect, upload the host's files and start its supervisord: ready for its roles."""
+        if target.address in self._prepared:
+            return []
+        self.upload(target, secret)
+        result = self.daemon(target, "supervisor-start")
+        if not result.ok:
+            return [Outcome(target.address, r, i, False,
+                            f"cannot start supervisord (exit {result.exited})\n{result.tail(8)}")
+                    for r, i in target.roles]
+        self._prepared.add(target.address)
+        return []
 
     def _start_roles(self, target: Target, role: str, secret: bytes) -> list[Outcome]:
-        """Upload the host's files, then start its instances of ``role`` (in parallel)."""
-        self.upload(target, secret)
+        """Prepare the host, then start its instances of ``role`` (in parallel)."""
+        failed = self._prepare(target, secret)
+        if failed:
+            return [o for o in failed if o.role == role]
 
         def start_one(instance: int) -> Outcome:
             result = self.daemon(target, "start", role, str(instance), "--if-stopped")
@@ -224,16 +248,33 @@ class Cluster:
         with ThreadPoolExecutor(max_workers=max(1, len(instances))) as pool:
             return list(pool.map(start_one, instances))
 
-    def _stop_roles(self, target: Target, role: str) -> list[Outcome]:
+    def _stop_roles(self, target: Target, role: str, shutdown: bool = False) -> list[Outcome]:
+        """Stop every instance of ``role`` on the host in one remote call."""
+        instances = [i for r, i in target.roles if r == role]
+        if not instances:
+            return []
+        extra = ["--shutdown-supervisor"] if shutdown else []
+        result = self.daemon(target, "stop", role, ",".join(map(str, instances)), *extra)
+        lines = result.stdout.strip().splitlines()
         outcomes = []
-        for r, instance in target.roles:
-            if r != role:
-                continue
-            result = self.daemon(target, "stop", role, str(instance))
-            last = (result.stdout.strip().splitlines() or ["stopped"])[-1]
+        for instance in instances:
+            said = [line for line in lines if f"{role} {instance}" in line]
+            message = said[-1] if said else "stopped"
             outcomes.append(Outcome(target.address, role, instance, result.ok,
-                                    last if result.ok else f"failed to stop: {result.tail(5)}"))
+                                    message if result.ok else
+                                    f"failed to stop: {result.tail(5)}"))
         return outcomes
+
+    def connect_all(self) -> None:
+        """Open every host's connection at once; a failure is kept and reported later."""
+        with ThreadPoolExecutor(max_workers=min(32, max(1, len(self.targets)))) as pool:
+            for target in self.targets.values():
+                pool.submit(self._try_connect, target)
+
+    @staticmethod
+    def _try_connect(target: Target) -> None:
+        with contextlib.suppress(EmberError, OSError):
+            target.host.connect()
 
     # Operations ----------------------------------------------------------------------------
 
@@ -244,8 +285,8 @@ class Cluster:
 
     def start_workers(self, wait: float = 60.0) -> list[Outcome]:
         secret = self.secret()
-        outcomes = self.each(self.with_role("worker"),
-                             lambda t: self._start_roles(t, "worker", secret))
+        targets = [t for t in self.with_role("worker") if t.address not in self._unusable]
+        outcomes = self.each(targets, lambda t: self._start_roles(t, "worker", secret))
         expected = {self.worker_address(self.targets[o.host], o.instance)
                     for o in outcomes if o.ok}
         if expected:
@@ -259,14 +300,22 @@ class Cluster:
         return self.inventory.advertised(entry), port
 
     def start_all(self, wait: float = 60.0) -> list[Outcome]:
-        outcomes = self.start_masters()
+        """Masters first; meanwhile every worker-only host is connected and prepared."""
+        secret = self.secret()
+        others = [t for t in self.with_role("worker") if t not in self.with_role("master")]
+        with ThreadPoolExecutor(max_workers=1) as side:
+            preparing = side.submit(self.each, others, lambda t: self._prepare(t, secret))
+            outcomes = self.start_masters()
+            unprepared = preparing.result()
+        self._unusable = {o.host for o in unprepared}
         if outcomes and not any(o.ok for o in outcomes):
             skipped = [Outcome(t.address, "worker", i, False, "not started: no master is up")
-                       for t in self.with_role("worker") for r, i in t.roles if r == "worker"]
+                       for t in self.with_role("worker") if t.address not in self._unusable
+                       for r, i in t.roles if r == "worker"]
             for outcome in skipped:
                 self.report(outcome)
-            return outcomes + skipped
-        return outcomes + self.start_workers(wait)
+            return outcomes + unprepared + skipped
+        return outcomes + unprepared + self.start_workers(wait)
 
     def stop_workers(self) -> list[Outcome]:
         return self.each(self.with_role("worker"), lambda t: self._stop_roles(t, "worker"))
@@ -275,14 +324,12 @@ class Cluster:
         return self.each(self.with_role("master"), lambda t: self._stop_roles(t, "master"))
 
     def stop_all(self) -> list[Outcome]:
-        outcomes = self.stop_workers() + self.stop_masters()
-        if self.inventory.backend == "supervisor":
-            def shutdown(target: Target) -> list[Outcome]:
-                result = self.daemon(target, "supervisor-shutdown")
-                return [] if result.ok else [Outcome(target.address, "supervisord", 0, False,
-                                                     result.tail(5))]
-            outcomes += self.each(list(self.targets.values()), shutdown)
-        return outcomes
+        """Workers, then masters; each host's supervisord goes with its last role."""
+        self.connect_all()
+        masters = self.with_role("master")
+        outcomes = self.each(self.with_role("worker"),
+                             lambda t: self._stop_roles(t, "worker", t not in masters))
+        return outcomes + self.each(masters, lambda t: self._stop_roles(t, "master", True))
 
     # Master's view -------------------------------------------------------------------------
 
@@ -327,12 +374,16 @@ class Cluster:
 
     def status(self) -> list[dict[str, Any]]:
         """One row per role instance: daemon state and the master's view of it."""
-        state = self.master_state()
+        with ThreadPoolExecutor(max_workers=2) as side:  # the master's view, while SSH works
+            fetched = side.submit(self.master_state)
+            answering = side.submit(lambda: {e.address for e in self.inventory.masters
+                                             if self._is_answering(e)})
+            self.connect_all()
+            state, masters_up = fetched.result(), answering.result()
         workers = {}
         for worker in (state or {}).get("workers", []):
             port = int(worker["webuiaddress"].rpartition(":")[2] or 0)
             workers[(worker["host"], port)] = worker
-        masters_up = {e.address for e in self.inventory.masters if self._is_answering(e)}
 
         def view(target: Target, role: str, instance: int) -> dict[str, Any]:
             """The master's view of one instance; needs no SSH to the instance's host."""
@@ -349,12 +400,19 @@ class Cluster:
 
         def rows_for(target: Target) -> list[Outcome]:
             outcomes = []
-            for role, instance in target.roles:
+            infos: dict[tuple[str, int], dict[str, Any]] = {}
+            for role in ("master", "worker"):
+                instances = [i for r, i in target.roles if r == role]
+                if not instances:
+                    continue
                 try:
-                    info = self.status_of(target, role, instance)
+                    found = self.statuses(target, role, instances)
                 except (EmberError, OSError) as exc:
-                    info = {"state": "unreachable", "pid": None, "uptime": None, "code": None,
-                            "error": str(exc)}
+                    found = {i: {"state": "unreachable", "pid": None, "uptime": None,
+                                 "code": None, "error": str(exc)} for i in instances}
+                infos.update({(role, i): info for i, info in found.items()})
+            for role, instance in target.roles:
+                info = infos[(role, instance)]
                 row = {"host": target.address, "role": role, "instance": instance,
                        "daemon": info["state"], "pid": info["pid"], "uptime": info["uptime"],
                        **view(target, role, instance)}

@@ -47,6 +47,7 @@ class Result:
 class Host(Protocol):
     name: str
 
+    def connect(self) -> None: ...
     def run(self, argv: list[str], env: Mapping[str, str] | None = None,
             timeout: float | None = None) -> Result: ...
     def put(self, path: str, data: bytes, mode: int = 0o644) -> bool: ...
@@ -66,6 +67,9 @@ class LocalHost:
 
     def __init__(self, name: str = "localhost") -> None:
         self.name = name
+
+    def connect(self) -> None:
+        pass
 
     def run(self, argv: list[str], env: Mapping[str, str] | None = None,
             timeout: float | None = None) -> Result:
@@ -157,6 +161,9 @@ class SSHHost:
         self._failure: HostError | None = None
         self._lock = threading.Lock()
 
+    def connect(self) -> None:
+        self._connection()
+
     def _connection(self) -> Any:
         """The open connection; a host that failed once is not retried by this object."""
         with self._lock:
@@ -233,13 +240,28 @@ class SSHHost:
             return False
         sftp = self._connection().sftp()
         directory, _, name = path.rpartition("/")
-        self.run(["mkdir", "-p", directory or "/"])
+        self._makedirs(sftp, directory)
         tmp = f"{directory}/.{name}.tmp"
         with sftp.open(tmp, "wb") as handle:
             sftp.chmod(tmp, mode)
             handle.write(data)
         sftp.posix_rename(tmp, path)
         return True
+
+    @staticmethod
+    def _makedirs(sftp: Any, directory: str) -> None:
+        """mkdir -p over SFTP: no remote shell (each costs a login's rc files)."""
+        missing = []
+        while directory and directory != "/":
+            try:
+                sftp.stat(directory)
+                break
+            except OSError:
+                missing.append(directory)
+                directory = directory.rpartition("/")[0]
+        for folder in reversed(missing):
+            with contextlib.suppress(OSError):  # made meanwhile by a parallel upload
+                sftp.mkdir(folder)
 
     def read(self, path: str) -> bytes | None:
         try:

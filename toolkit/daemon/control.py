@@ -192,11 +192,30 @@ def restart(settings: DaemonSettings, role: str, instance: int, role_args: list[
     return code or start(settings, role, instance, role_args, say)
 
 
-def supervisor_shutdown(settings: DaemonSettings, say: Say = print) -> int:
+def supervisor_shutdown(settings: DaemonSettings, say: Say = print,
+                        only_if_idle: bool = False) -> int:
     from toolkit.daemon.supervisor import SupervisorBackend
 
-    if SupervisorBackend(settings).shutdown():
+    if settings.backend != "supervisor":
+        return 0
+    backend = SupervisorBackend(settings)
+    if only_if_idle and not backend.idle():
+        say("supervisord still runs other programs; left running")
+    elif backend.shutdown():
         say("supervisord stopped, with every program it ran")
     else:
         say("no supervisord running")
+    return 0
+
+
+def supervisor_start(settings: DaemonSettings, say: Say = print) -> int:
+    """Start this host's supervisord ahead of the programs (the playbook overlaps this)."""
+    if settings.backend != "supervisor":
+        return 0
+    from toolkit.daemon.supervisor import SupervisorBackend
+
+    backend = SupervisorBackend(settings)
+    with backend.locked():
+        backend.ensure_running()
+    say("supervisord running")
     return 0

@@ -58,8 +58,11 @@ def show(log: Path, lines: int, pattern: str | None, follow: bool,
     position = log.stat().st_size if log.exists() else 0
     inode = log.stat().st_ino if log.exists() else None
     pending = ""
+    parent = os.getppid()
     while True:
         time.sleep(poll)
+        if os.getppid() != parent:  # whoever asked (fab, an ssh session) is gone
+            return 0
         try:
             info = log.stat()
         except FileNotFoundError:

@@ -21,7 +21,6 @@ from toolkit.daemon.pidfile import read_pid_file
 from toolkit.daemon.procs import wait_gone
 from toolkit.daemon.settings import DaemonSettings, check_socket_path
 from toolkit.errors import EmberError
-from toolkit.render import render
 
 RUNNING_STATES = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")
 FAILED_STATES = ("BACKOFF", "FATAL", "EXITED", "STOPPED", "UNKNOWN")
@@ -54,8 +53,15 @@ class SupervisorBackend:
             return False
         return True
 
+    def idle(self) -> bool:
+        """True when supervisord runs no program (or is not running)."""
+        if not self.running():
+            return True
+        infos = self._proxy().supervisor.getAllProcessInfo()
+        return not any(info["statename"] in RUNNING_STATES for info in infos)
+
     @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
+    def locked(self) -> Iterator[None]:
         self.settings.supervisor_dir.mkdir(parents=True, exist_ok=True)
         with open(self.settings.supervisor_dir / "supervisor.lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -72,6 +78,8 @@ class SupervisorBackend:
         s = self.settings
         for folder in (s.supervisor_dir, s.supervisor_programs, s.log_dir, s.home):
             folder.mkdir(parents=True, exist_ok=True)
+        from toolkit.render import render
+
         conf = render("supervisor/supervisord.conf.j2", socket=s.supervisor_socket,
                       log_file=self._log_file(), pid_file=s.supervisor_pid_file,
                       log_dir=s.log_dir, home=s.home, ident=s.ident,
@@ -140,12 +148,14 @@ class SupervisorBackend:
                log: Path) -> Callable[[], str | None]:
         s = self.settings
         name = s.name(role, instance)
+        from toolkit.render import render
+
         program = render("supervisor/program.conf.j2", name=name, role=role, instance=instance,
                          command=shlex.join(command), home=s.home,
                          stop_timeout=math.ceil(s.stop_timeout),
                          log_file=log, log_max_files=s.log_max_files,
                          log_max_bytes=s.log_max_bytes, env=dict(env))
-        with self._lock():
+        with self.locked():
             self.ensure_running()
             self._install(name, program, s.program_file(role, instance))
         try:

@@ -152,3 +152,37 @@ def test_fab_help_documents_task_options() -> None:
     assert result.returncode == 0
     for option in ("--follow", "--grep", "--hosts", "--inventory", "-n"):
         assert option in result.stdout
+
+
+def test_logs_follow_streams_new_lines_and_serial_start(local: Local) -> None:
+    started = local.fab("start-all", "--serial")
+    assert started.returncode == 0, started.stdout + started.stderr
+    follower = subprocess.Popen([str(FAB), "-r", str(ROOT), "logs", "--follow", "-n", "1",
+                                 "--role", "worker", "--inventory", str(local.inventory)],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        lines: list[str] = []
+        import threading
+
+        reader = threading.Thread(target=lambda: lines.extend(follower.stdout or []),
+                                  daemon=True)
+        reader.start()
+        from tests.procs import wait_for
+
+        wait_for(lambda: len(lines) >= 2, 15, "the last line of each worker log")
+        assert local.fab("stop-workers").returncode == 0
+        wait_for(lambda: any("worker 1: " in x and "Received SIGTERM" in x for x in lines), 15,
+                 "the stop streamed from worker 1's log")
+    finally:
+        follower.terminate()
+        follower.wait(10)
+
+
+def test_inventory_from_the_environment(local: Local) -> None:
+    result = subprocess.run([str(FAB), "-r", str(ROOT), "render", "--out",
+                             str(local.home / "r")], capture_output=True, text=True,
+                            env={**os.environ, "EMBER_INVENTORY": str(local.inventory)},
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert f"EMBER_HOME={local.home}" in (local.home / "r" / "localhost" /
+                                           "ember-env.sh").read_text()

@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import shlex
 import threading
@@ -108,9 +109,11 @@ class Cluster:
         def guarded(target: Target) -> list[Outcome]:
             try:
                 outcomes = work(target)
-            except (EmberError, OSError) as exc:
+            except Exception as exc:  # one host's failure, whatever it is, stays that host's
+                text = str(exc) if isinstance(exc, (EmberError, OSError)) else (
+                    f"{exc.__class__.__name__}: {exc}")
                 roles = target.roles or [("host", 0)]
-                outcomes = [Outcome(target.address, r, i, False, str(exc)) for r, i in roles]
+                outcomes = [Outcome(target.address, r, i, False, text) for r, i in roles]
             for outcome in outcomes:
                 self.report(outcome)
             return outcomes
@@ -258,11 +261,12 @@ class Cluster:
         lines = result.stdout.strip().splitlines()
         outcomes = []
         for instance in instances:
-            said = [line for line in lines if f"{role} {instance}" in line]
-            message = said[-1] if said else "stopped"
-            outcomes.append(Outcome(target.address, role, instance, result.ok,
-                                    message if result.ok else
-                                    f"failed to stop: {result.tail(5)}"))
+            mine = re.compile(rf"\b{role} {instance}\b")
+            said = [line for line in lines if mine.search(line)]
+            stuck = any("still running" in line for line in said)
+            message = said[-1] if said else ("stopped" if result.ok else result.tail(5))
+            outcomes.append(Outcome(target.address, role, instance, not stuck and (
+                result.ok or bool(said)), message))
         return outcomes
 
     def connect_all(self) -> None:
@@ -290,7 +294,9 @@ class Cluster:
         expected = {self.worker_address(self.targets[o.host], o.instance)
                     for o in outcomes if o.ok}
         if expected:
-            outcomes += self.wait_alive(expected, wait)
+            late = self.wait_alive(expected, wait)
+            late_keys = {(o.host, o.instance) for o in late}
+            outcomes = [o for o in outcomes if (o.host, o.instance) not in late_keys] + late
         return outcomes
 
     def worker_address(self, target: Target, instance: int) -> tuple[str, int]:
@@ -333,18 +339,20 @@ class Cluster:
 
     # Master's view -------------------------------------------------------------------------
 
+    def master_json(self, entry: HostEntry) -> dict[str, Any] | None:
+        url = (f"http://{self.inventory.advertised(entry)}:"
+               f"{self.inventory.setting(entry, 'webui_port')}/json")
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:
+                state: dict[str, Any] = json.load(response)
+                return state
+        except (OSError, ValueError):
+            return None
+
     def master_state(self) -> dict[str, Any] | None:
-        """The first master's /json that answers, fetched from here."""
-        for entry in self.inventory.masters:
-            url = (f"http://{self.inventory.advertised(entry)}:"
-                   f"{self.inventory.setting(entry, 'webui_port')}/json")
-            try:
-                with urllib.request.urlopen(url, timeout=3) as response:
-                    state: dict[str, Any] = json.load(response)
-                    return state
-            except (OSError, ValueError):
-                continue
-        return None
+        """The view of the first master that answers and is ALIVE (not standby)."""
+        answers = [s for s in map(self.master_json, self.inventory.masters) if s]
+        return _first_alive(answers)
 
     def alive_in_master(self) -> set[tuple[str, int]]:
         state = self.master_state() or {}
@@ -366,20 +374,25 @@ class Cluster:
             if not missing:
                 return []
             time.sleep(0.1)
-        names = ", ".join(f"{h} (web UI port {p})" for h, p in sorted(missing))
-        outcome = Outcome("master", "view", 0, False,
-                          f"not ALIVE after {timeout:g} s: {names}")
-        self.report(outcome)
-        return [outcome]
+        failures = []
+        for target in self.with_role("worker"):
+            for role, instance in target.roles:
+                if role == "worker" and self.worker_address(target, instance) in missing:
+                    failures.append(Outcome(target.address, "worker", instance, False,
+                                            f"not ALIVE in the master's view after "
+                                            f"{timeout:g} s"))
+        for outcome in failures:
+            self.report(outcome)
+        return failures
 
     def status(self) -> list[dict[str, Any]]:
         """One row per role instance: daemon state and the master's view of it."""
-        with ThreadPoolExecutor(max_workers=2) as side:  # the master's view, while SSH works
-            fetched = side.submit(self.master_state)
-            answering = side.submit(lambda: {e.address for e in self.inventory.masters
-                                             if self._is_answering(e)})
+        with ThreadPoolExecutor(max_workers=4) as side:  # the masters' views, while SSH works
+            views = {e.address: side.submit(self.master_json, e)
+                     for e in self.inventory.masters}
             self.connect_all()
-            state, masters_up = fetched.result(), answering.result()
+            by_master = {address: view.result() for address, view in views.items()}
+        state = _first_alive([s for s in by_master.values() if s])
         workers = {}
         for worker in (state or {}).get("workers", []):
             port = int(worker["webuiaddress"].rpartition(":")[2] or 0)
@@ -388,8 +401,9 @@ class Cluster:
         def view(target: Target, role: str, instance: int) -> dict[str, Any]:
             """The master's view of one instance; needs no SSH to the instance's host."""
             if role == "master":
-                up = state is not None and target.address in masters_up
-                return {"master_view": state["status"] if up and state else "missing",
+                own = next((v for e in target.entries if e.group == "masters"
+                            for v in [by_master.get(e.address)]), None)
+                return {"master_view": own["status"] if own else "missing",
                         "cores": None, "memory": None}
             seen = workers.get(self.worker_address(target, instance))
             if seen is None:
@@ -449,8 +463,9 @@ class Cluster:
                 if follow:
                     env = f"EMBER_CONF_DIR={shlex.quote(target.home + '/conf')}"
                     line = ["sh", "-c", f"{env} exec {shlex.join([*argv, '--follow'])}"]
-                    threading.Thread(target=target.host.stream, daemon=True, args=(
-                        line, lambda text, p=prefix: self._emit(p + text), stop)).start()
+                    target.host.connect()  # an unreachable host fails here, per host
+                    threading.Thread(target=self._follow, daemon=True, args=(
+                        target, line, prefix, stop, failed)).start()
                     continue
                 result = self.daemon(target, "logs", role, str(instance), *extra)
                 if not result.ok:
@@ -459,13 +474,22 @@ class Cluster:
                     self._emit(prefix + text)
             return []
 
-        self.each(list(self.targets.values()), show)
+        if any(not o.ok for o in self.each(list(self.targets.values()), show)):
+            failed.set()
         if follow:
             try:
                 stop.wait()
             except KeyboardInterrupt:
                 stop.set()
         return failed.is_set()
+
+    def _follow(self, target: Target, argv: list[str], prefix: str, stop: threading.Event,
+                failed: threading.Event) -> None:
+        try:
+            target.host.stream(argv, lambda text: self._emit(prefix + text), stop)
+        except Exception as exc:
+            failed.set()
+            self._emit(f"{prefix}cannot follow: {exc}")
 
     def _emit(self, line: str) -> None:
         with self._lock:
@@ -490,7 +514,19 @@ class Cluster:
             wheels = {p.name: p.read_bytes() for p in Path(tmp).glob("*.whl")}
         self.say(f"built {len(wheels)} wheels (ember-toolkit {__version__} and dependencies)")
 
+        here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+
         def install(target: Target) -> list[Outcome]:
+            if target.entries[0].local:
+                return [Outcome(target.address, "deploy", 0, True,
+                                f"local host: uses this installation ({sys.executable})")]
+            probe = target.host.run([system_python, "-c",
+                                     "import sys; print('%d.%d' % sys.version_info[:2])"])
+            there = probe.stdout.strip()
+            if not probe.ok or there != here:
+                return [Outcome(target.address, "deploy", 0, False,
+                                f"{system_python} there is {there or 'missing'}; the wheels "
+                                f"are built for Python {here} (pass --python)")]
             folder = f"{target.home}/wheels"
             for name, data in wheels.items():
                 target.host.put(f"{folder}/{name}", data)
@@ -521,8 +557,10 @@ class Cluster:
             "out = {'python': sys.version.split()[0]}\n"
             "try:\n import toolkit; out['toolkit'] = toolkit.__version__\n"
             "except ImportError: out['toolkit'] = None\n"
-            "home = sys.argv[1]; os.makedirs(home, exist_ok=True)\n"
-            "out['writable'] = os.access(home, os.W_OK)\n"
+            "home = sys.argv[1]\n"
+            "try: os.makedirs(home, exist_ok=True)\n"
+            "except OSError: pass\n"
+            "out['writable'] = os.path.isdir(home) and os.access(home, os.W_OK)\n"
             "busy = []\n"
             "for spec in sys.argv[2:]:\n"
             " host, port = spec.rsplit(':', 1); s = socket.socket()\n"
@@ -574,14 +612,11 @@ class Cluster:
 
         return self.each(list(self.targets.values()), check)
 
-    def _is_answering(self, entry: HostEntry) -> bool:
-        url = (f"http://{self.inventory.advertised(entry)}:"
-               f"{self.inventory.setting(entry, 'webui_port')}/readyz")
-        try:
-            with urllib.request.urlopen(url, timeout=3):
-                return True
-        except OSError:
-            return False
+
+def _first_alive(answers: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The active master's view: the first ALIVE one, else any that answered."""
+    alive = [s for s in answers if s.get("status") == "ALIVE"]
+    return (alive or answers)[0] if answers else None
 
 
 def format_status(rows: list[dict[str, Any]]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import math
 import os
 import shlex
 import subprocess
@@ -75,8 +76,8 @@ class LocalHost:
             timeout: float | None = None) -> Result:
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                  env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
-                                  check=False)
+                                  env={**_clean_environ(), **(env or {})},
+                                  stdin=subprocess.DEVNULL, check=False)
         except subprocess.TimeoutExpired as exc:
             return Result(self.name, command_line(argv, env), 124, _text(exc.stdout),
                           f"timed out after {timeout} s")
@@ -112,7 +113,7 @@ class LocalHost:
     def stream(self, argv: list[str], on_line: Callable[[str], None],
                stop: threading.Event) -> int:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, stdin=subprocess.DEVNULL)
+                                text=True, stdin=subprocess.DEVNULL, env=_clean_environ())
         def stop_when_asked() -> None:
             stop.wait()
             proc.terminate()
@@ -125,6 +126,11 @@ class LocalHost:
 
     def close(self) -> None:
         pass
+
+
+def _clean_environ() -> dict[str, str]:
+    """This process's environment without EMBER_*: the inventory decides those, as on SSH."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
 
 
 def _text(value: Any) -> str:
@@ -158,6 +164,7 @@ class SSHHost:
         self._port = port or ssh.port
         self._ssh = ssh
         self._conn: Any = None
+        self._gateway: Any = None
         self._failure: HostError | None = None
         self._lock = threading.Lock()
 
@@ -175,24 +182,37 @@ class SSHHost:
                 except HostError as exc:
                     self._failure = exc
                     raise
+                except Exception as exc:  # paramiko raises many kinds
+                    self._failure = HostError(f"{self.name}: SSH failed: {exc}")
+                    raise self._failure from None
             return self._conn
 
-    def _open(self) -> Any:
+    def _connection_to(self, address: str, user: str | None, port: int,
+                       gateway: Any = None) -> Any:
+        """A Fabric Connection that reads no ~/.ssh/config (whose hops would skip our host-key
+        checks) and verifies the host key against the inventory's known_hosts."""
         import paramiko
-        from fabric import Connection
+        from fabric import Config, Connection
 
         ssh = self._ssh
         kwargs: dict[str, Any] = {"allow_agent": False, "look_for_keys": ssh.key_file is None}
         if ssh.key_file is not None:
             kwargs["key_filename"] = str(ssh.key_file)
-        gateway = None
-        if ssh.jump_host:
-            gateway = Connection(ssh.jump_host, connect_timeout=int(ssh.connect_timeout))
-            self._verify_keys(gateway.client)
-        conn = Connection(self._address, user=self._user, port=self._port,
-                          connect_timeout=int(ssh.connect_timeout), connect_kwargs=kwargs,
-                          gateway=gateway)
+        conn = Connection(address, user=user, port=port,
+                          connect_timeout=max(1, math.ceil(ssh.connect_timeout)),
+                          connect_kwargs=kwargs, gateway=gateway,
+                          config=Config(ssh_config=paramiko.SSHConfig()))
         self._verify_keys(conn.client)
+        return conn
+
+    def _open(self) -> Any:
+        import paramiko
+
+        ssh = self._ssh
+        if ssh.jump_host:
+            jump_user, _, jump = ssh.jump_host.rpartition("@")
+            self._gateway = self._connection_to(jump, jump_user or ssh.user, ssh.port)
+        conn = self._connection_to(self._address, self._user, self._port, self._gateway)
         try:
             conn.open()
         except paramiko.BadHostKeyException as exc:
@@ -235,17 +255,28 @@ class SSHHost:
         return Result(self.name, line, done.exited, done.stdout, done.stderr)
 
     def put(self, path: str, data: bytes, mode: int = 0o644) -> bool:
-        if self.read(path) == data:
-            self._connection().sftp().chmod(path, mode)
-            return False
-        sftp = self._connection().sftp()
-        directory, _, name = path.rpartition("/")
-        self._makedirs(sftp, directory)
-        tmp = f"{directory}/.{name}.tmp"
-        with sftp.open(tmp, "wb") as handle:
-            sftp.chmod(tmp, mode)
-            handle.write(data)
-        sftp.posix_rename(tmp, path)
+        """Atomic (temp file + rename), only when changed. A private file (mode 0600) goes in
+        a directory made 0700 first, so nobody can open its temp file while it is written."""
+        import paramiko
+
+        try:
+            sftp = self._connection().sftp()
+            directory, _, name = path.rpartition("/")
+            self._makedirs(sftp, directory)
+            if not mode & 0o077:
+                sftp.chmod(directory, 0o700)
+            if self.read(path) == data:
+                sftp.chmod(path, mode)
+                return False
+            tmp = f"{directory}/.{name}.tmp"
+            with sftp.open(tmp, "wb") as handle:
+                sftp.chmod(tmp, mode)
+                handle.write(data)
+            sftp.posix_rename(tmp, path)
+        except HostError:
+            raise
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise HostError(f"{self.name}: cannot write {path}: {exc}") from None
         return True
 
     @staticmethod
@@ -283,9 +314,10 @@ class SSHHost:
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            for conn in (self._conn, self._gateway):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._gateway = None
 
 
 class _LineWriter(io.TextIOBase):

@@ -24,7 +24,7 @@ SSH_KEYS = {"user", "port", "key_file", "known_hosts", "host_key_policy", "conne
 HOST_KEYS = {
     # shared by every host
     "ember_home", "python", "log_dir", "pid_dir", "nice", "log_max_files", "stop_timeout",
-    "bind_host", "user", "ssh_port",
+    "bind_host", "ssh_port",
     # masters
     "port", "webui_port", "worker_timeout",
     # workers
@@ -36,6 +36,10 @@ BUILTIN: dict[str, Any] = {
 }
 _INT_KEYS = {"nice", "log_max_files", "port", "webui_port", "instances", "worker_webui_port",
              "ssh_port", "cores"}
+_RANGES = {"nice": (-20, 19), "log_max_files": (0, 1000), "port": (1, 65535),
+           "webui_port": (1, 65535), "worker_webui_port": (1, 65535), "ssh_port": (1, 65535),
+           "instances": (1, 64), "cores": (1, 100_000)}
+_STR_KEYS = {"ember_home", "python", "log_dir", "pid_dir", "work_dir", "bind_host"}
 _HOST = re.compile(r"^(?:([A-Za-z0-9._-]+)@)?([A-Za-z0-9._:-]+|\[[0-9a-fA-F:]+\])$")
 
 
@@ -186,12 +190,24 @@ def _from_yaml(path: Path, text: str) -> Inventory:
 
 
 def _from_workers_file(path: Path, text: str) -> Inventory:
-    """Spark's conf/workers: the master runs here (EMBER_MASTER_HOST or this host's name)."""
+    """Spark's conf/workers: the master runs here and binds $EMBER_MASTER_HOST, else this
+    machine's FQDN, as start-master.sh does. SSH settings come from EMBER_SSH_USER,
+    EMBER_SSH_KEY_FILE and EMBER_SSH_KNOWN_HOSTS; EMBER_HOME (absolute) is every host's home."""
+    import socket
+
     workers = tuple(HostEntry(a, "workers", {}) for a in _parse_workers(path, text))
-    master_host = os.environ.get("EMBER_MASTER_HOST", "localhost")
+    bind = os.environ.get("EMBER_MASTER_HOST") or socket.getfqdn()
+    master = HostEntry("localhost", "masters", {"bind_host": bind})
+    env = os.environ
+    key_file = Path(env["EMBER_SSH_KEY_FILE"]).expanduser() if env.get("EMBER_SSH_KEY_FILE") \
+        else None
+    ssh = SSHSettings(user=env.get("EMBER_SSH_USER") or None, key_file=key_file,
+                      known_hosts=Path(env.get("EMBER_SSH_KNOWN_HOSTS")
+                                       or "~/.ssh/known_hosts").expanduser())
+    defaults = {"ember_home": env["EMBER_HOME"]} if env.get("EMBER_HOME") else {}
     inventory = Inventory(path, "ember", "supervisor",
-                          Path("~/.ember/secrets/ember.secret").expanduser(), SSHSettings(), {},
-                          {}, (HostEntry(master_host, "masters", {}),), workers)
+                          Path("~/.ember/secrets/ember.secret").expanduser(), ssh, defaults,
+                          {}, (master,), workers)
     _validate(inventory)
     return inventory
 
@@ -201,7 +217,7 @@ def _parse_workers(path: Path, text: str) -> list[str]:
     hosts = []
     for number, line in enumerate(text.splitlines(), 1):
         for token in line.split("#", 1)[0].split():
-            if not _HOST.match(token):
+            if not _HOST.fullmatch(token):
                 raise ConfigError(f"{path} line {number}: {token!r} is not a host or user@host")
             hosts.append(token)
     if not hosts:
@@ -231,6 +247,12 @@ def _vars(path: Path, where: str, value: Any) -> dict[str, Any]:
         where_key = f"{where}.{key}"
         if key in _INT_KEYS and (not isinstance(item, int) or isinstance(item, bool)):
             raise ConfigError(f"{path}: {where_key} must be a whole number, not {item!r}")
+        if key in _RANGES and not _RANGES[key][0] <= item <= _RANGES[key][1]:
+            low, high = _RANGES[key]
+            raise ConfigError(f"{path}: {where_key} must be from {low} to {high}, not {item}")
+        if key in _STR_KEYS and (not isinstance(item, str) or not item
+                                 or "\n" in item or "\0" in item):
+            raise ConfigError(f"{path}: {where_key} must be a one-line text, not {item!r}")
         if key == "memory":
             from toolkit.runtime.config import parse_memory_mb
 
@@ -261,7 +283,7 @@ def _group(path: Path, group: str, value: Any, groups: dict[str, dict[str, Any]]
         if not isinstance(item, dict) or "host" not in item:
             raise ConfigError(f"{path}: {group}[{n}] must be a host name or a mapping with host")
         address = str(item["host"])
-        if not _HOST.match(address):
+        if not _HOST.fullmatch(address):
             raise ConfigError(f"{path}: {group}[{n}]: {address!r} is not a host or user@host")
         rest = {k: v for k, v in item.items() if k != "host"}
         entries.append(HostEntry(address, group, _vars(path, f"{group} host {address}", rest)))
@@ -280,11 +302,14 @@ def _ssh(path: Path, value: Any) -> SSHSettings:
         if not os.access(key_file, os.R_OK):
             raise ConfigError(f"{path}: ssh.key_file {key_file} cannot be read")
     port = data.get("port", 22)
-    if not isinstance(port, int) or not 0 < port < 65536:
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ConfigError(f"{path}: ssh.port must be a port number, not {port!r}")
     timeout = data.get("connect_timeout", 10)
     if not isinstance(timeout, (int, float)) or timeout <= 0:
         raise ConfigError(f"{path}: ssh.connect_timeout must be a number above 0")
+    for key in ("user", "jump_host"):
+        if key in data and not (isinstance(data[key], str) and _HOST.fullmatch(data[key])):
+            raise ConfigError(f"{path}: ssh.{key} {data[key]!r} is not a user or host name")
     return SSHSettings(
         user=data.get("user"), port=port, key_file=key_file,
         known_hosts=_local_path(path, data.get("known_hosts", "~/.ssh/known_hosts")),
@@ -301,6 +326,13 @@ def _validate(inventory: Inventory) -> None:
     path = inventory.path
     if not inventory.masters:
         raise ConfigError(f"{path}: no masters: name at least one host under masters")
+    for group in (inventory.masters, inventory.workers):
+        names = [h.address.rpartition("@")[2] for h in group]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"{path}: host {twice[0]} is listed twice under "
+                              f"{group[0].group}; give it one entry (use instances for more "
+                              f"workers on one host)")
     seen: dict[tuple[str, int], str] = {}
     for host in inventory.hosts:
         ports = ([("port", inventory.setting(host, "port")),

@@ -54,12 +54,20 @@ def test_embedded_local_inventory(tmp_path: Path) -> None:
     assert inv.master_url() == "ember://127.0.0.1:7077"
 
 
-def test_spark_workers_file(tmp_path: Path) -> None:
+def test_spark_workers_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "workers"
     path.write_text("# comment\nw1  w2 # trailing\n\nops@w3\n")
+    monkeypatch.setenv("EMBER_MASTER_HOST", "10.1.2.3")
+    monkeypatch.setenv("EMBER_HOME", "/srv/ember")
+    monkeypatch.setenv("EMBER_SSH_USER", "ops")
+    monkeypatch.setenv("EMBER_SSH_KNOWN_HOSTS", str(tmp_path / "kh"))
     inv = inventory.load(path)
     assert [w.address for w in inv.workers] == ["w1", "w2", "ops@w3"]
-    assert [m.address for m in inv.masters] == ["localhost"]
+    (master,) = inv.masters
+    assert master.local and inv.advertised(master) == "10.1.2.3"
+    assert inv.master_url() == "ember://10.1.2.3:7077"  # what remote workers are told
+    assert inv.home(inv.workers[0]) == "/srv/ember"
+    assert (inv.ssh.user, inv.ssh.known_hosts) == ("ops", tmp_path / "kh")
 
 
 @pytest.mark.parametrize(("text", "error"), [
@@ -70,9 +78,15 @@ def test_spark_workers_file(tmp_path: Path) -> None:
     ("masters: [m1]\nworkers: [{host: w1, memory: 2048}]",
      "workers host w1.memory: memory '2048' has no unit"),
     ("workers: [w1]", "no masters"),
-    ("masters: [m1, m1]", "clashes with m1 masters port"),
-    ("masters: [m1]\nworkers: {vars: {instances: 2, worker_webui_port: 9000}, hosts: [w1, w1]}",
-     "clashes with w1 workers worker_webui_port"),
+    ("masters: [m1, m1]", "host m1 is listed twice under masters"),
+    ("masters: [m1]\nworkers: {vars: {instances: 2}, hosts: [w1, ops@w1]}",
+     "host w1 is listed twice under workers"),
+    ("masters: [{host: m1, webui_port: 7077}]", "clashes with m1 masters port"),
+    ("masters: [{host: m1, port: 70000}]", "masters host m1.port must be from 1 to 65535"),
+    ("masters: [m1]\nworkers: [{host: w1, cores: -3}]", "w1.cores must be from 1 to"),
+    ("masters: [m1]\nssh: {port: true}", "ssh.port must be a port number"),
+    ("masters: [{host: m1, python: [1, 2]}]", "m1.python must be a one-line text"),
+    ("masters: [m1]\nworkers: [\"w1\\n\"]", "is not a host"),
     ("masters: [m1]\ndefaults: {ember_home: ~/ember}",
      "ember_home '~/ember' for host m1 must be an absolute path"),
     ("masters: [m1]\nssh: {host_key_policy: yolo}", "ssh.host_key_policy 'yolo'"),

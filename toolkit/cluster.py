@@ -220,16 +220,10 @@ class Cluster:
             raise EmberError(f"status failed (exit {result.exited}): {result.tail(5)}") from None
 
     def _prepare(self, target: Target, secret: bytes) -> list[Outcome]:
-        """Connect, upload the host's files and start its supervisord: ready for its roles."""
-        if target.address in self._prepared:
-            return []
-        self.upload(target, secret)
-        result = self.daemon(target, "supervisor-start")
-        if not result.ok:
-            return [Outcome(target.address, r, i, False,
-                            f"cannot start supervisord (exit {result.exited})\n{result.tail(8)}")
-                    for r, i in target.roles]
-        self._prepared.add(target.address)
+        """Connect and upload the host's files (SFTP only: no remote shell)."""
+        if target.address not in self._prepared:
+            self.upload(target, secret)
+            self._prepared.add(target.address)
         return []
 
     def _start_roles(self, target: Target, role: str, secret: bytes) -> list[Outcome]:

@@ -50,7 +50,7 @@ class Endpoint:
         self._pending_by_host: dict[str, int] = {}
         self._connections = 0
         self._stopped: asyncio.Event | None = None
-        self.http_up = False
+        self.serving = False
         self._announced_ready = False
 
     # Dispatch ----------------------------------------------------------------------------
@@ -128,8 +128,9 @@ class Endpoint:
         return True
 
     def announce_if_ready(self) -> None:
-        """Send READY=1 once, when the HTTP side is up and the role is ready."""
-        if not self._announced_ready and self.http_up and self.is_ready():
+        """Send READY=1 once, when the RPC port accepts and the role is ready (a worker:
+        registered). The web UI follows about 0.2 s later; readiness does not wait for it."""
+        if not self._announced_ready and self.serving and self.is_ready():
             self._announced_ready = True
             sd_notify("READY=1", f"STATUS={self.role} ready", f"MAINPID={os.getpid()}")
 

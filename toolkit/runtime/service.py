@@ -46,12 +46,12 @@ async def _serve(endpoint: Endpoint, http: HttpServer, webui_host: str,
     preload = asyncio.ensure_future(asyncio.to_thread(http.preload))
     try:
         await endpoint.start()
+        endpoint.serving = True
+        endpoint.announce_if_ready()
         await preload
         endpoint.webui_port = await http.start(webui_host, endpoint.webui_port)
         logger.info("%s web UI at http://%s:%d", endpoint.role.capitalize(), webui_host,
                     endpoint.webui_port)
-        endpoint.http_up = True
-        endpoint.announce_if_ready()
         await endpoint.stopped.wait()
         sd_notify("STOPPING=1")
         try:

@@ -117,7 +117,9 @@ def test_master_start_status_stop(daemons: Daemons) -> None:
     started = daemons.run("start", "master")
     assert started.returncode == 0, started.stdout + started.stderr
     assert f"starting master 1, logging to {daemons.log('master')}" in started.stdout
-    assert daemons.master_json()["status"] == "ALIVE"  # ready means ready
+    with socket.create_connection(("127.0.0.1", int(daemons.env["EMBER_MASTER_PORT"])), 1):
+        pass  # ready means the RPC port accepts
+    wait_for(lambda: daemons.master_json()["status"] == "ALIVE", 5, "the web UI")
     pid = daemons.pid("master")
 
     status = daemons.run("status", "master")
@@ -348,7 +350,7 @@ def test_restart_replaces_the_process_and_starts_when_stopped(daemons: Daemons) 
     assert daemons.run("stop", "master").returncode == 0
     result = daemons.run("restart", "master")
     assert result.returncode == 0 and "no master 1 to stop" in result.stdout
-    assert daemons.master_json()["status"] == "ALIVE"
+    wait_for(lambda: daemons.master_json()["status"] == "ALIVE", 5, "the restarted master")
 
 
 def test_relative_home_still_finds_its_files(daemons: Daemons, tmp_path: Path) -> None:

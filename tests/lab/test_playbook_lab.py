@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,4 +208,3 @@ def test_cut_off_worker_shows_dead_in_the_masters_view(stopped: Deployed) -> Non
     finally:
         lab.lab.mend(cut)
     wait_for(lambda: lab.master_json()["aliveworkers"] == 3, 20, "the worker back after mend")
-    time.sleep(0.1)

@@ -23,7 +23,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import fmt, print_table, summary, until
+from common import compare, print_table, save, until
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -137,26 +137,10 @@ def main() -> int:
             results["ember"].append(ember_cycle(lab, inventory))
             if spark:
                 results["spark"].append(spark.cycle())
-    names = list(results)
-    header = ["measurement"] + [f"{n} {k}" for n in names for k in ("min", "median")]
-    header += ["spark/ember"] if "spark" in names else []
-    header += ["target (ember)", "met"]
-    lines = []
-    table = {}
-    for key in results["ember"][0]:
-        stats = {n: summary([r[key] for r in results[n]]) for n in names}
-        table[key] = stats
-        line = [key] + [fmt(stats[n][k]) for n in names for k in ("min", "median")]
-        if "spark" in names:
-            line.append(f"{stats['spark']['median'] / stats['ember']['median']:.1f}x")
-        met = stats["ember"]["median"] <= TARGETS[key]
-        line += [f"<= {TARGETS[key]}", "yes" if met else "NO"]
-        lines.append(line)
+    table, header, lines = compare(results, TARGETS, ["ember"])
     print(f"\n1 master + {WORKERS} worker hosts over SSH, {args.runs} runs, min / median\n")
     print_table(header, lines)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"runs": results, "summary": table}, indent=2))
+    save(args.json, runs=results, summary=table)
     return 0
 
 

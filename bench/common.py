@@ -66,3 +66,37 @@ def print_table(header: list[str], lines: list[list[str]]) -> None:
         print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
         if n == 0:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def compare(results: dict[str, list[dict[str, float]]], targets: dict[str, float],
+            judged: list[str]) -> tuple[dict[str, Any], list[str], list[list[str]]]:
+    """min/median per system and measurement; Spark/Ember ratios; each target checked
+    against the median of every system in ``judged``. Returns (figures, header, lines)."""
+    names = list(results)
+    header = ["measurement"] + [f"{n} {k}" for n in names for k in ("min", "median")]
+    if "spark" in names:
+        header += [f"spark/{n}" for n in judged]
+    header += ["target", "met"]
+    figures: dict[str, Any] = {}
+    lines = []
+    for key in results[judged[0]][0]:
+        stats = {n: summary([r[key] for r in results[n]]) for n in names}
+        figures[key] = stats
+        line = [key] + [fmt(stats[n][k]) for n in names for k in ("min", "median")]
+        if "spark" in names:
+            line += [f"{stats['spark']['median'] / stats[n]['median']:.1f}x" for n in judged]
+        target = targets.get(key)
+        if target is None:
+            line += ["", ""]
+        else:
+            met = all(stats[n]["median"] <= target for n in judged)
+            line += [f"<= {target:g}", "yes" if met else "NO"]
+        lines.append(line)
+    return figures, header, lines
+
+
+def save(path: Path | None, **payload: Any) -> None:
+    """Write the raw figures as JSON when --json was given."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2))

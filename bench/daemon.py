@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import subprocess
 import sys
@@ -23,9 +22,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from common import accepts, fmt, free_port, pid_gone, print_table, summary, until
+from common import accepts, compare, fmt, free_port, pid_gone, print_table, save, until
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 TARGETS = {"start -> ready (s)": 1.0, "stop -> process gone (s)": 0.5}
@@ -117,32 +115,13 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "toolkit", "daemon", "supervisor-shutdown"],
                        env={**os.environ, **daemons[1].env}, capture_output=True, check=False)
 
-    names = [d.name for d in daemons]
-    header = ["measurement"] + [f"{n} {k}" for n in names for k in ("min", "median")]
-    if "spark" in names:
-        header += [f"spark/{n} median" for n in names[:2]]
-    header += ["target", "met"]
-    lines: list[list[str]] = []
-    table: dict[str, Any] = {}
-    for key in results[names[0]][0]:
-        stats = {n: summary([r[key] for r in results[n]]) for n in names}
-        table[key] = stats
-        line = [key] + [fmt(stats[n][k]) for n in names for k in ("min", "median")]
-        if "spark" in names:
-            line += [f"{stats['spark']['median'] / stats[n]['median']:.1f}x" for n in names[:2]]
-        target = TARGETS.get(key)
-        met = all(stats[n]["median"] <= target for n in names[:2]) if target else None
-        line += [f"<= {target}" if target else "", {True: "yes", False: "NO", None: ""}[met]]
-        lines.append(line)
+    table, header, lines = compare(results, TARGETS, [d.name for d in daemons[:2]])
     print(f"\n{args.runs} runs each (after one warm-up), min / median\n")
     print_table(header, lines)
     print("\nfirst start (warm-up run), start -> ready: "
           + ", ".join(f"{n} {fmt(v)} s" for n, v in cold.items())
           + "  (ember supervisor's includes starting supervisord)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"runs": results, "summary": table, "cold": cold},
-                                        indent=2))
+    save(args.json, runs=results, summary=table, cold=cold)
     return 0
 
 

@@ -15,7 +15,6 @@ Prints min/median per system and the Spark/Ember ratio; never asserts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -25,9 +24,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from common import accepts, fmt, free_port, get_json, print_table, summary, until
+from common import accepts, compare, free_port, get_json, print_table, save, until
 
 
 def rss_mb(pid: int) -> float:
@@ -157,52 +155,12 @@ def measure(system: System, timeout: float, idle: float, log_dir: Path) -> dict[
 
 
 TARGETS = {
-    "master launch -> port accepts (s)": ("<=", 0.5),
-    "worker launch -> ALIVE in master (s)": ("<=", 0.5),
-    "master RSS after idle (MB)": ("<=", 40),
-    "worker RSS after idle (MB)": ("<=", 40),
-    "kill -9 worker -> DEAD (s)": ("<=", 0.1),
+    "master launch -> port accepts (s)": 0.5,
+    "worker launch -> ALIVE in master (s)": 0.5,
+    "master RSS after idle (MB)": 40,
+    "worker RSS after idle (MB)": 40,
+    "kill -9 worker -> DEAD (s)": 0.1,
 }
-
-
-def summarise(results: dict[str, list[dict[str, float]]], timeout: float) -> list[dict[str, Any]]:
-    rows = []
-    keys = list(next(iter(results.values()))[0])
-    for key in keys:
-        row: dict[str, Any] = {"measurement": key}
-        for name, runs in results.items():
-            values = [r[key] for r in runs if key in r]
-            row[name] = summary(values)
-        target = TARGETS.get(key)
-        if key.startswith("SIGSTOP"):
-            target = ("<=", round(timeout * 1.3, 2))
-        row["target"] = target
-        rows.append(row)
-    return rows
-
-
-def show(rows: list[dict[str, Any]], systems: list[str]) -> None:
-    header = ["measurement"]
-    for name in systems:
-        header += [f"{name} min", f"{name} median"]
-    if "spark" in systems:
-        header.append("spark/ember")
-    header += ["target (ember)", "met"]
-    lines = []
-    for row in rows:
-        line = [row["measurement"]]
-        for name in systems:
-            line += [fmt(row[name]["min"]), fmt(row[name]["median"])]
-        if "spark" in systems:
-            line.append(f"{row['spark']['median'] / row['ember']['median']:.1f}x")
-        target = row["target"]
-        if target:
-            line += [f"{target[0]} {target[1]}",
-                     "yes" if row["ember"]["median"] <= target[1] else "NO"]
-        else:
-            line += ["", ""]
-        lines.append(line)
-    print_table(header, lines)
 
 
 def main() -> int:
@@ -227,12 +185,12 @@ def main() -> int:
         for system in systems:
             print(f"run {n + 1}/{args.runs}: {system.name} ...", file=sys.stderr, flush=True)
             results[system.name].append(measure(system, args.timeout, args.idle, log_dir))
-    rows = summarise(results, args.timeout)
+    targets = {**TARGETS, f"SIGSTOP worker -> DEAD, timeout {args.timeout:g} s (s)":
+               round(args.timeout * 1.3, 2)}
+    table, header, lines = compare(results, targets, ["ember"])
     print(f"\n{args.runs} runs each, min / median; logs in {log_dir}\n")
-    show(rows, [s.name for s in systems])
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"runs": results, "summary": rows}, indent=2))
+    print_table(header, lines)
+    save(args.json, runs=results, summary=table)
     return 0
 
 

@@ -158,6 +158,12 @@ class MasterProc:
     def worker_entry(self, worker_id: str) -> dict[str, Any] | None:
         return next((w for w in self.json()["workers"] if w["id"] == worker_id), None)
 
+    def wait_joined(self, worker: WorkerProc) -> str:
+        """Wait until ``worker`` has registered and this master lists it ALIVE; its id."""
+        worker_id = str(worker.wait_registered()["id"])
+        self.wait_state(worker_id, "ALIVE")
+        return worker_id
+
     def wait_state(self, worker_id: str, state: str, timeout: float = 15) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             entry = self.worker_entry(worker_id)

@@ -120,12 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         "daemon", help="start, stop or check a master/worker in the background",
         usage="ember daemon (start|stop|status|restart) (master|worker) [INSTANCE] "
               "[--backend supervisor|plain] [-- ROLE_ARGS...]\n"
-              "       ember daemon (supervisor-start|supervisor-shutdown)",
+              "       ember daemon supervisor-shutdown",
         description="spark-daemon.sh for Ember. Settings come from the environment and "
                     "$EMBER_CONF_DIR/ember-env.sh. status exits 0 running, 1 dead with a pid "
                     "file, 3 not running.")
     daemon.add_argument("action", choices=["start", "stop", "status", "restart", "logs",
-                                           "supervisor-start", "supervisor-shutdown"])
+                                           "supervisor-shutdown"])
     daemon.add_argument("role", nargs="?", choices=["master", "worker"])
     daemon.add_argument("instance", nargs="?", default="1",
                         help="instance number (default 1); stop and status take a list: 1,2")
@@ -206,8 +206,6 @@ def run_daemon(args: argparse.Namespace) -> int:
     settings = load_settings(backend=args.backend)
     if args.action == "supervisor-shutdown":
         return control.supervisor_shutdown(settings)
-    if args.action == "supervisor-start":
-        return control.supervisor_start(settings)
     if args.role is None:
         raise ConfigError(f"daemon {args.action} needs a role: master or worker")
     instances = [_resolve(part, "INSTANCE", "", _positive_int, lambda: 1)

@@ -220,7 +220,8 @@ class Cluster:
             raise EmberError(f"status failed (exit {result.exited}): {result.tail(5)}") from None
 
     def _prepare(self, target: Target, secret: bytes) -> list[Outcome]:
-        """Connect and upload the host's files (SFTP only: no remote shell)."""
+        """Connect and upload the host's files once (SFTP only: no remote shell). A failure
+        raises, and `each` reports it for every role of that host."""
         if target.address not in self._prepared:
             self.upload(target, secret)
             self._prepared.add(target.address)
@@ -228,9 +229,7 @@ class Cluster:
 
     def _start_roles(self, target: Target, role: str, secret: bytes) -> list[Outcome]:
         """Prepare the host, then start its instances of ``role`` (in parallel)."""
-        failed = self._prepare(target, secret)
-        if failed:
-            return [o for o in failed if o.role == role]
+        self._prepare(target, secret)
 
         def start_one(instance: int) -> Outcome:
             result = self.daemon(target, "start", role, str(instance), "--if-stopped")

@@ -30,8 +30,7 @@ class Backend(Protocol):
     def launch(self, role: str, instance: int, command: list[str], env: dict[str, str],
                log: Path) -> Callable[[], str | None]: ...
     def stop(self, role: str, instance: int, pid: int | None) -> bool: ...
-    def describe(self, role: str, instance: int) -> str | None: ...
-    def needs_stop(self, role: str, instance: int) -> bool: ...
+    def program(self, role: str, instance: int) -> tuple[str | None, bool]: ...
 
 
 def backend_for(settings: DaemonSettings) -> Backend:
@@ -135,7 +134,7 @@ def stop(settings: DaemonSettings, role: str, instance: int, say: Say = print) -
     pid_file = settings.pid_file(role, instance)
     state = check(pid_file, role)
     backend = backend_for(settings)
-    if state.found != Found.RUNNING and not backend.needs_stop(role, instance):
+    if state.found != Found.RUNNING and not backend.program(role, instance)[1]:
         _clear_leftover(state, pid_file, what, say)
         say(f"no {what} to stop")
         return 0
@@ -154,8 +153,7 @@ def status_info(settings: DaemonSettings, role: str, instance: int) -> dict[str,
     what = f"{role} {instance}"
     pid_file = settings.pid_file(role, instance)
     state = check(pid_file, role)
-    backend = backend_for(settings)
-    detail = backend.describe(role, instance)
+    detail, supervised = backend_for(settings).program(role, instance)
     suffix = f" [{detail}]" if detail else ""
     info: dict[str, Any] = {"role": role, "instance": instance, "pid": state.pid,
                             "uptime": None, "detail": detail}
@@ -171,7 +169,7 @@ def status_info(settings: DaemonSettings, role: str, instance: int) -> dict[str,
     elif state.found == Found.DEAD:
         info.update(code=LSB_DEAD, state="dead",
                     message=f"{what} is not running, but pid file {pid_file} exists{suffix}")
-    elif backend.needs_stop(role, instance):  # supervisor is (re)starting it
+    elif supervised:  # supervisor is (re)starting it
         info.update(code=LSB_DEAD, state="starting",
                     message=f"{what} is not running yet{suffix}")
     else:
@@ -205,17 +203,4 @@ def supervisor_shutdown(settings: DaemonSettings, say: Say = print,
         say("supervisord stopped, with every program it ran")
     else:
         say("no supervisord running")
-    return 0
-
-
-def supervisor_start(settings: DaemonSettings, say: Say = print) -> int:
-    """Start this host's supervisord ahead of the programs (the playbook overlaps this)."""
-    if settings.backend != "supervisor":
-        return 0
-    from toolkit.daemon.supervisor import SupervisorBackend
-
-    backend = SupervisorBackend(settings)
-    with backend.locked():
-        backend.ensure_running()
-    say("supervisord running")
     return 0

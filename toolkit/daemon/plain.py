@@ -44,8 +44,5 @@ class PlainBackend:
         kill_group(pid)
         return wait_gone(pid, 5.0)
 
-    def describe(self, role: str, instance: int) -> str | None:
-        return None
-
-    def needs_stop(self, role: str, instance: int) -> bool:
-        return False
+    def program(self, role: str, instance: int) -> tuple[str | None, bool]:
+        return None, False

@@ -19,7 +19,6 @@ from pathlib import Path
 from toolkit.daemon.envfile import parse_env_file
 from toolkit.errors import ConfigError
 
-ROLES = ("master", "worker")
 BACKENDS = ("supervisor", "plain")
 AF_UNIX_PATH_MAX = 107  # sun_path is 108 bytes, one of them the terminating NUL
 _IDENT = re.compile(r"^[A-Za-z0-9_.-]+$")

@@ -196,18 +196,16 @@ class SupervisorBackend:
             return PlainBackend(self.settings).stop(role, instance, pid)
         return pid is None or wait_gone(pid, 5.0)
 
-    def describe(self, role: str, instance: int) -> str | None:
-        if not self.running():
-            return "supervisord is not running"
-        info = self._info(self.settings.name(role, instance))
-        return f"supervisor: {info['statename']}" if info else "supervisor: not configured"
-
-    def needs_stop(self, role: str, instance: int) -> bool:
-        """A program supervisord is (re)starting must be stopped even without a live pid."""
-        if not self.running():
-            return False
-        info = self._info(self.settings.name(role, instance))
-        return bool(info) and info["statename"] in RUNNING_STATES  # type: ignore[index]
+    def program(self, role: str, instance: int) -> tuple[str | None, bool]:
+        """supervisord's view of the program, and whether it is (re)starting or running it
+        (then stop must go through supervisord even without a live pid). One RPC."""
+        try:
+            info = self._info(self.settings.name(role, instance))
+        except (OSError, xmlrpc.client.Error):
+            return "supervisord is not running", False
+        if info is None:
+            return "supervisor: not configured", False
+        return f"supervisor: {info['statename']}", info["statename"] in RUNNING_STATES
 
 
 def _write_if_changed(path: Path, text: str) -> bool:

@@ -31,10 +31,6 @@ def parse_memory_mb(text: str, what: str = "memory") -> int:
     return mb
 
 
-def format_memory(mb: int) -> str:
-    return f"{mb // 1024}g" if mb % 1024 == 0 else f"{mb}m"
-
-
 def default_cores() -> int:
     return len(os.sched_getaffinity(0)) or 1
 

@@ -122,8 +122,6 @@ class Connection:
         self._reader = reader
         self._writer = writer
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._drained = asyncio.Event()
-        self._drained.set()
         self._write_task = asyncio.create_task(self._write_loop(), name=f"write {peer}")
 
     def __repr__(self) -> str:
@@ -137,14 +135,8 @@ class Connection:
             logger.warning("closing connection to %s: send queue full", self.peer)
             self.close()
             return False
-        self._drained.clear()
         self._queue.put_nowait(encode_frame(message))
         return True
-
-    async def flush(self, timeout: float) -> None:
-        """Wait until everything queued so far was handed to the socket, or the timeout."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), timeout)
 
     def close(self) -> None:
         if self.closed:
@@ -178,11 +170,9 @@ class Connection:
                 self._writer.write(frame)
                 if self._queue.empty():
                     await self._writer.drain()
-                    self._drained.set()
         except (ConnectionError, OSError):
             self.closed = True
         finally:
-            self._drained.set()
             self._writer.close()
 
 

@@ -77,10 +77,6 @@ class Worker(Endpoint):
         self._heartbeat: asyncio.Task[Any] | None = None
 
     @property
-    def master_addresses(self) -> list[str]:
-        return [f"{host}:{port}" for host, port in self.config.masters]
-
-    @property
     def webui_url(self) -> str:
         return f"http://{self.config.host}:{self.webui_port}"
 

@@ -62,8 +62,7 @@ def test_worker_readyz_is_503_until_registered(cluster: Cluster) -> None:
 def test_kill_9_marks_worker_dead_long_before_the_timeout(cluster: Cluster) -> None:
     master = cluster.master(timeout=60)
     worker = cluster.worker(master.url)
-    worker_id = worker.wait_registered()["id"]
-    master.wait_state(worker_id, "ALIVE")
+    worker_id = master.wait_joined(worker)
     worker.proc.signal(signal.SIGKILL)
     master.wait_state(worker_id, "DEAD", timeout=10)
     state = master.json()
@@ -75,8 +74,7 @@ def test_sigstop_is_dead_after_the_timeout_and_sigcont_brings_it_back(cluster: C
     timeout = 2.0
     master = cluster.master(timeout=timeout)
     worker = cluster.worker(master.url)
-    worker_id = worker.wait_registered()["id"]
-    master.wait_state(worker_id, "ALIVE")
+    worker_id = master.wait_joined(worker)
 
     worker.proc.signal(signal.SIGSTOP)
     stopped_at = time.monotonic()
@@ -97,8 +95,7 @@ def test_worker_started_before_its_master_joins_when_it_comes_up(cluster: Cluste
              "the worker's first failed attempt")
     time.sleep(1.5)
     master = cluster.master(port=port)
-    worker_id = worker.wait_registered()["id"]
-    master.wait_state(worker_id, "ALIVE")
+    master.wait_joined(worker)
 
 
 def test_worker_with_two_masters_registers_with_the_live_one_and_fails_over(
@@ -106,8 +103,7 @@ def test_worker_with_two_masters_registers_with_the_live_one_and_fails_over(
     down = free_port()
     first = cluster.master()
     worker = cluster.worker(f"ember://127.0.0.1:{down},127.0.0.1:{first.port}")
-    worker_id = worker.wait_registered()["id"]
-    first.wait_state(worker_id, "ALIVE")
+    worker_id = first.wait_joined(worker)
     assert worker.json()["masterurl"] == first.url
 
     second = cluster.master(port=down)
@@ -186,8 +182,7 @@ def test_worker_culled_from_the_list_rejoins_after_sigcont(cluster: Cluster) -> 
     """A worker frozen longer than 16 x timeout is forgotten; it must still come back."""
     master = cluster.master(timeout=0.5)
     worker = cluster.worker(master.url)
-    worker_id = worker.wait_registered()["id"]
-    master.wait_state(worker_id, "ALIVE")
+    worker_id = master.wait_joined(worker)
     worker.proc.signal(signal.SIGSTOP)
     wait_for(lambda: master.json()["workers"] == [], 20, "the worker culled from the list")
     worker.proc.signal(signal.SIGCONT)

@@ -12,10 +12,13 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from toolkit import __version__
 from toolkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from toolkit.daemon.settings import DaemonSettings
 
 T = TypeVar("T")
 
@@ -128,14 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
                                            "supervisor-shutdown"])
     daemon.add_argument("role", nargs="?", choices=["master", "worker"])
     daemon.add_argument("instance", nargs="?", default="1",
-                        help="instance number (default 1); stop and status take a list: 1,2")
+                        help="instance number (default 1); start, stop and status take a list: 1,2")
     daemon.add_argument("--backend", choices=["supervisor", "plain"],
                         help="default: $EMBER_DAEMON_BACKEND, else supervisor")
-    daemon.add_argument("--json", action="store_true", help="status: print one JSON object")
+    daemon.add_argument("--json", action="store_true",
+                        help="start, stop, status: print one JSON object per instance")
     daemon.add_argument("--shutdown-supervisor", action="store_true",
                         help="stop: then shut supervisord down if it runs nothing else")
     daemon.add_argument("--if-stopped", action="store_true",
                         help="start: exit 0, doing nothing, when the instance already runs")
+    daemon.add_argument("--files-from-stdin", action="store_true",
+                        help="first install the files bundled on the first line of standard "
+                             "input (how the playbook ships ember-env.sh and the secret)")
+    daemon.add_argument("--when-told", action="store_true",
+                        help="start, stop: get ready, then wait for a line on standard input: "
+                             "`go`, or `skip REASON`")
     daemon.add_argument("-n", "--lines", type=int, default=20, help="logs: how many lines")
     daemon.add_argument("--follow", "-f", action="store_true", help="logs: keep printing")
     daemon.add_argument("--grep", metavar="REGEX", help="logs: only matching lines")
@@ -203,6 +213,10 @@ def run_daemon(args: argparse.Namespace) -> int:
     from toolkit.daemon.settings import load_settings
     from toolkit.errors import EmberError
 
+    if args.files_from_stdin:
+        from toolkit.files import install_bundle
+
+        install_bundle(sys.stdin.buffer.readline())
     settings = load_settings(backend=args.backend)
     if args.action == "supervisor-shutdown":
         return control.supervisor_shutdown(settings)
@@ -210,33 +224,59 @@ def run_daemon(args: argparse.Namespace) -> int:
         raise ConfigError(f"daemon {args.action} needs a role: master or worker")
     instances = [_resolve(part, "INSTANCE", "", _positive_int, lambda: 1)
                  for part in args.instance.split(",")]
-    if len(instances) > 1 and args.action not in ("stop", "status"):
-        raise ConfigError(f"daemon {args.action} takes one instance; stop and status take "
-                          f"several (1,2,3)")
-    instance = instances[0]
+    if len(instances) > 1 and args.action not in ("start", "stop", "status"):
+        raise ConfigError(f"daemon {args.action} takes one instance; start, stop and status "
+                          f"take several (1,2,3)")
+    instance, role = instances[0], args.role
     try:
+        if args.when_told:
+            refused = _wait_until_told(args, settings, instances)
+            if refused is not None:
+                return refused
         if args.action == "start":
-            return control.start(settings, args.role, instance, args.role_args,
-                                 if_stopped=args.if_stopped)
+            return control.each_instance(role, instances, lambda i, say: control.start(
+                settings, role, i, args.role_args, say, if_stopped=args.if_stopped), args.json)
         if args.action == "stop":
-            code = max(control.stop(settings, args.role, i) for i in instances)
+            code = control.each_instance(
+                role, instances, lambda i, say: control.stop(settings, role, i, say), args.json)
             if args.shutdown_supervisor:
                 control.supervisor_shutdown(settings, only_if_idle=True)
             return code
         if args.action == "restart":
-            return control.restart(settings, args.role, instance, args.role_args)
+            return control.restart(settings, role, instance, args.role_args)
         if args.action == "logs":
             from toolkit.daemon.logs import show
 
-            return show(settings.log_file(args.role, instance), args.lines, args.grep,
+            return show(settings.log_file(role, instance), args.lines, args.grep,
                         args.follow, lambda line: print(line, flush=True))
-        return max(control.status(settings, args.role, i, as_json=args.json)
-                   for i in instances)
+        return max(control.status(settings, role, i, as_json=args.json) for i in instances)
     except ConfigError:
         raise
     except EmberError as exc:
         print(f"ember daemon {args.action}: {exc}", file=sys.stderr)
         return 1
+
+
+def _wait_until_told(args: argparse.Namespace, settings: DaemonSettings,
+                     instances: list[int]) -> int | None:
+    """--when-told: get ready, then read one line. `go` carries on (None). Otherwise nothing
+    is done and exit is 1: `skip REASON` says REASON; end of input means the caller is gone."""
+    from toolkit.daemon import control
+
+    if args.action == "start":
+        control.prepare(settings)
+    order = sys.stdin.readline().strip()
+    if order == "go":
+        return None
+    done = "started" if args.action == "start" else "stopped"
+    reason = order.removeprefix("skip").strip() if order.startswith("skip") else (
+        "nobody said to go ahead")
+
+    def refuse(instance: int, say: Callable[[str], None]) -> int:
+        say(f"{args.role} {instance} not {done}: {reason}")
+        return 1
+
+    return control.each_instance(args.role, instances, refuse, args.json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,6 @@ import base64
 import contextlib
 import json
 import os
-import re
 import secrets
 import shlex
 import threading
@@ -23,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ConfigError, EmberError
-from toolkit.hosts import Host, host_for
+from toolkit.files import bundle
+from toolkit.hosts import Host, Result, Session, host_for
 from toolkit.inventory import HostEntry, Inventory
 from toolkit.render import render
 
@@ -46,6 +46,9 @@ class Target:
 
     def secret_file(self) -> str:
         return f"{self.home}/conf/secret"
+
+    def instances(self, role: str) -> list[int]:
+        return [i for r, i in self.roles if r == role]
 
 
 @dataclass(frozen=True)
@@ -189,10 +192,10 @@ class Cluster:
         read_secret_file(path)  # same checks as the daemons apply
         return path.read_bytes()
 
-    def upload(self, target: Target, secret: bytes) -> bool:
-        """Put ember-env.sh and the secret on the host; True if anything changed."""
-        changed = target.host.put(target.conf_file(), self.env_file(target).encode(), 0o644)
-        return target.host.put(target.secret_file(), secret, 0o600) or changed
+    def files(self, target: Target, secret: bytes) -> bytes:
+        """The host's ember-env.sh and the secret, bundled for `--files-from-stdin`."""
+        return bundle([(target.conf_file(), self.env_file(target).encode(), 0o644),
+                       (target.secret_file(), secret, 0o600)])
 
     # Daemon commands -----------------------------------------------------------------------
 
@@ -219,48 +222,75 @@ class Cluster:
         except (ValueError, KeyError):
             raise EmberError(f"status failed (exit {result.exited}): {result.tail(5)}") from None
 
-    def _prepare(self, target: Target, secret: bytes) -> list[Outcome]:
-        """Connect and upload the host's files once (SFTP only: no remote shell). A failure
-        raises, and `each` reports it for every role of that host."""
-        if target.address not in self._prepared:
-            self.upload(target, secret)
-            self._prepared.add(target.address)
-        return []
+    def begin(self, target: Target, action: str, role: str, *flags: str,
+              files: bytes | None = None) -> Session:
+        """`ember daemon ACTION ROLE 1,2 --json FLAGS` for the host's instances of ``role``,
+        as one remote command whose standard input stays open (for --when-told). With
+        ``files``, the host's files travel on that input: one SSH session does it all."""
+        argv = self.daemon_argv(target, action, role, ",".join(map(str, target.instances(role))),
+                                "--json", *flags, *(["--files-from-stdin"] if files else []))
+        session = target.host.start(argv, env={"EMBER_CONF_DIR": f"{target.home}/conf"})
+        if files:
+            session.send(files)
+        return session
 
-    def _start_roles(self, target: Target, role: str, secret: bytes) -> list[Outcome]:
-        """Prepare the host, then start its instances of ``role`` (in parallel)."""
-        self._prepare(target, secret)
-
-        def start_one(instance: int) -> Outcome:
-            result = self.daemon(target, "start", role, str(instance), "--if-stopped")
-            if result.ok:
-                last = result.stdout.strip().splitlines()[-1]
-                return Outcome(target.address, role, instance, True,
-                               last.removeprefix(f"{role} {instance} "))
-            return Outcome(target.address, role, instance, False,
-                           f"failed to start (exit {result.exited})\n{result.tail(12)}")
-
-        instances = [i for r, i in target.roles if r == role]
-        with ThreadPoolExecutor(max_workers=max(1, len(instances))) as pool:
-            return list(pool.map(start_one, instances))
-
-    def _stop_roles(self, target: Target, role: str, shutdown: bool = False) -> list[Outcome]:
-        """Stop every instance of ``role`` on the host in one remote call."""
-        instances = [i for r, i in target.roles if r == role]
-        if not instances:
-            return []
-        extra = ["--shutdown-supervisor"] if shutdown else []
-        result = self.daemon(target, "stop", role, ",".join(map(str, instances)), *extra)
-        lines = result.stdout.strip().splitlines()
+    @staticmethod
+    def outcomes(target: Target, action: str, role: str, result: Result) -> list[Outcome]:
+        """One outcome per instance from the command's JSON lines; an instance it did not
+        report on failed with the command's exit code and the tail of its output."""
+        said: dict[int, dict[str, Any]] = {}
+        for line in result.stdout.splitlines():
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                report = json.loads(line)
+                if report["role"] == role:
+                    said[int(report["instance"])] = report
         outcomes = []
-        for instance in instances:
-            mine = re.compile(rf"\b{role} {instance}\b")
-            said = [line for line in lines if mine.search(line)]
-            stuck = any("still running" in line for line in said)
-            message = said[-1] if said else ("stopped" if result.ok else result.tail(5))
-            outcomes.append(Outcome(target.address, role, instance, not stuck and (
-                result.ok or bool(said)), message))
+        for instance in target.instances(role):
+            report = said.get(instance)
+            if report is None:
+                outcomes.append(Outcome(target.address, role, instance, False,
+                                        f"failed to {action} (exit {result.exited})\n"
+                                        f"{result.tail(12)}"))
+                continue
+            lines = [str(line).removeprefix(f"{role} {instance} ") for line in report["lines"]]
+            if report["code"] == 0:
+                outcomes.append(Outcome(target.address, role, instance, True,
+                                        lines[-1] if lines else "done"))
+            elif lines and lines[-1].startswith("not "):  # told not to go ahead
+                outcomes.append(Outcome(target.address, role, instance, False, lines[-1]))
+            else:
+                outcomes.append(Outcome(target.address, role, instance, False, "\n".join(
+                    [f"failed to {action} (exit {report['code']})", *lines])))
         return outcomes
+
+    def _do(self, target: Target, action: str, role: str, *flags: str,
+            secret: bytes | None = None) -> list[Outcome]:
+        """ACTION on every instance of ``role`` on the host, in one remote command."""
+        if not target.instances(role):
+            return []
+        files = self.files(target, secret) if secret is not None else None
+        result = self.begin(target, action, role, *flags, files=files).finish(timeout=120)
+        return self.outcomes(target, action, role, result)
+
+    def _gated(self, targets: list[Target], action: str, role: str, *flags: str,
+               secret: bytes | None = None) -> Callable[[bytes], list[Outcome]]:
+        """Open ACTION --when-told on every target now, in the background: each host gets
+        ready (connects, receives its files, starts supervisord) while something else runs.
+        The returned function sends the order (`go` or `skip REASON`) and collects outcomes."""
+        def open_one(target: Target) -> Session:
+            files = self.files(target, secret) if secret is not None else None
+            return self.begin(target, action, role, *flags, "--when-told", files=files)
+
+        pool = ThreadPoolExecutor(max_workers=min(32, max(1, len(targets))))
+        opening = {t.address: pool.submit(open_one, t) for t in targets}
+        pool.shutdown(wait=False)
+
+        def order(line: bytes) -> list[Outcome]:
+            def finish(target: Target) -> list[Outcome]:
+                result = opening[target.address].result().finish(line, timeout=120)
+                return self.outcomes(target, action, role, result)
+            return self.each(targets, finish)
+        return order
 
     def connect_all(self) -> None:
         """Open every host's connection at once; a failure is kept and reported later."""
@@ -278,14 +308,17 @@ class Cluster:
     def start_masters(self) -> list[Outcome]:
         secret = self.secret()
         return self.each(self.with_role("master"),
-                         lambda t: self._start_roles(t, "master", secret))
+                         lambda t: self._do(t, "start", "master", "--if-stopped", secret=secret))
 
     def start_workers(self, wait: float = 60.0) -> list[Outcome]:
         secret = self.secret()
-        targets = [t for t in self.with_role("worker") if t.address not in self._unusable]
-        outcomes = self.each(targets, lambda t: self._start_roles(t, "worker", secret))
+        return self._until_alive(self.each(self.with_role("worker"), lambda t: self._do(
+            t, "start", "worker", "--if-stopped", secret=secret)), wait)
+
+    def _until_alive(self, outcomes: list[Outcome], wait: float) -> list[Outcome]:
+        """Wait until every worker started is ALIVE in the master's view; late ones fail."""
         expected = {self.worker_address(self.targets[o.host], o.instance)
-                    for o in outcomes if o.ok}
+                    for o in outcomes if o.ok and o.role == "worker"}
         if expected:
             late = self.wait_alive(expected, wait)
             late_keys = {(o.host, o.instance) for o in late}
@@ -299,36 +332,38 @@ class Cluster:
         return self.inventory.advertised(entry), port
 
     def start_all(self, wait: float = 60.0) -> list[Outcome]:
-        """Masters first; meanwhile every worker-only host is connected and prepared."""
+        """Masters first, workers once a master is ready. Meanwhile every worker host gets
+        ready: connected, files installed, supervisord started; its workers wait for `go`."""
+        if self.serial:
+            return self.start_masters() + self.start_workers(wait)
         secret = self.secret()
-        others = [t for t in self.with_role("worker") if t not in self.with_role("master")]
-        with ThreadPoolExecutor(max_workers=1) as side:
-            preparing = side.submit(self.each, others, lambda t: self._prepare(t, secret))
-            outcomes = self.start_masters()
-            unprepared = preparing.result()
-        self._unusable = {o.host for o in unprepared}
+        workers = self._gated(self.with_role("worker"), "start", "worker", "--if-stopped",
+                              secret=secret)
+        outcomes = self.start_masters()
         if outcomes and not any(o.ok for o in outcomes):
-            skipped = [Outcome(t.address, "worker", i, False, "not started: no master is up")
-                       for t in self.with_role("worker") if t.address not in self._unusable
-                       for r, i in t.roles if r == "worker"]
-            for outcome in skipped:
-                self.report(outcome)
-            return outcomes + unprepared + skipped
-        return outcomes + unprepared + self.start_workers(wait)
+            return outcomes + workers(b"skip no master is up\n")
+        return self._until_alive(outcomes + workers(b"go\n"), wait)
 
     def stop_workers(self) -> list[Outcome]:
-        return self.each(self.with_role("worker"), lambda t: self._stop_roles(t, "worker"))
+        return self.each(self.with_role("worker"), lambda t: self._do(t, "stop", "worker"))
 
     def stop_masters(self) -> list[Outcome]:
-        return self.each(self.with_role("master"), lambda t: self._stop_roles(t, "master"))
+        return self.each(self.with_role("master"), lambda t: self._do(t, "stop", "master"))
 
     def stop_all(self) -> list[Outcome]:
-        """Workers, then masters; each host's supervisord goes with its last role."""
-        self.connect_all()
+        """Workers, then masters; each host's supervisord goes with its last role. The
+        masters' commands are opened at once and told to go when the workers are done."""
         masters = self.with_role("master")
-        outcomes = self.each(self.with_role("worker"),
-                             lambda t: self._stop_roles(t, "worker", t not in masters))
-        return outcomes + self.each(masters, lambda t: self._stop_roles(t, "master", True))
+
+        def stop_workers(target: Target) -> list[Outcome]:
+            last = target not in masters
+            return self._do(target, "stop", "worker", *(["--shutdown-supervisor"] * last))
+
+        if self.serial:
+            return self.each(self.with_role("worker"), stop_workers) + self.each(
+                masters, lambda t: self._do(t, "stop", "master", "--shutdown-supervisor"))
+        stop_masters = self._gated(masters, "stop", "master", "--shutdown-supervisor")
+        return self.each(self.with_role("worker"), stop_workers) + stop_masters(b"go\n")
 
     # Master's view -------------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ import math
 import os
 import shlex
 import subprocess
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from toolkit.errors import EmberError
+from toolkit.files import write_atomic
 from toolkit.inventory import HostEntry, SSHSettings
 
 
@@ -45,12 +45,20 @@ class Result:
         return "\n".join((self.stdout + self.stderr).strip().splitlines()[-lines:])
 
 
+class Session(Protocol):
+    """A command that is still running: more input can be sent before it is finished."""
+
+    def send(self, data: bytes) -> None: ...
+    def finish(self, data: bytes = b"", timeout: float | None = None) -> Result: ...
+
+
 class Host(Protocol):
     name: str
 
     def connect(self) -> None: ...
     def run(self, argv: list[str], env: Mapping[str, str] | None = None,
             timeout: float | None = None) -> Result: ...
+    def start(self, argv: list[str], env: Mapping[str, str] | None = None) -> Session: ...
     def put(self, path: str, data: bytes, mode: int = 0o644) -> bool: ...
     def read(self, path: str) -> bytes | None: ...
     def stream(self, argv: list[str], on_line: Callable[[str], None],
@@ -86,23 +94,11 @@ class LocalHost:
         return Result(self.name, command_line(argv, env), done.returncode, done.stdout,
                       done.stderr)
 
+    def start(self, argv: list[str], env: Mapping[str, str] | None = None) -> Session:
+        return _LocalSession(self.name, argv, env)
+
     def put(self, path: str, data: bytes, mode: int = 0o644) -> bool:
-        target = Path(path)
-        with contextlib.suppress(FileNotFoundError):
-            if target.read_bytes() == data and (target.stat().st_mode & 0o777) == mode:
-                return False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        try:
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return True
+        return write_atomic(Path(path), data, mode)
 
     def read(self, path: str) -> bytes | None:
         try:
@@ -126,6 +122,38 @@ class LocalHost:
 
     def close(self) -> None:
         pass
+
+
+class _LocalSession:
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str] | None) -> None:
+        self._name = name
+        self._command = command_line(argv, env)
+        self._failure: str | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        try:
+            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE,
+                                          env={**_clean_environ(), **(env or {})})
+        except OSError as exc:
+            self._failure = str(exc)
+
+    def send(self, data: bytes) -> None:
+        if self._proc is not None and self._proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self._proc.stdin.write(data)
+                self._proc.stdin.flush()
+
+    def finish(self, data: bytes = b"", timeout: float | None = None) -> Result:
+        if self._proc is None:
+            return Result(self._name, self._command, 127, "", self._failure or "")
+        try:
+            out, err = self._proc.communicate(data, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            out, err = self._proc.communicate()
+            return Result(self._name, self._command, 124, _text(out),
+                          _text(err) + f"timed out after {timeout} s")
+        return Result(self._name, self._command, self._proc.returncode, _text(out), _text(err))
 
 
 def _clean_environ() -> dict[str, str]:
@@ -254,6 +282,17 @@ class SSHHost:
             return Result(self.name, line, 124, "", f"{exc.__class__.__name__}: {exc}")
         return Result(self.name, line, done.exited, done.stdout, done.stderr)
 
+    def start(self, argv: list[str], env: Mapping[str, str] | None = None) -> Session:
+        """The command on its own channel of the open connection, its stdin kept open."""
+        line = command_line(argv, env)
+        transport = self._connection().client.get_transport()
+        try:
+            channel = transport.open_session(timeout=self._ssh.connect_timeout)
+            channel.exec_command(line)
+        except Exception as exc:  # paramiko raises many kinds
+            raise HostError(f"{self.name}: cannot run a command: {exc}") from None
+        return _SSHSession(self.name, line, channel)
+
     def put(self, path: str, data: bytes, mode: int = 0o644) -> bool:
         """Atomic (temp file + rename), only when changed. A private file (mode 0600) goes in
         a directory made 0700 first, so nobody can open its temp file while it is written."""
@@ -318,6 +357,45 @@ class SSHHost:
                 if conn is not None:
                     conn.close()
             self._conn = self._gateway = None
+
+
+class _SSHSession:
+    def __init__(self, name: str, line: str, channel: Any) -> None:
+        self._name = name
+        self._line = line
+        self._channel = channel
+        self._out: list[bytes] = []
+        self._err: list[bytes] = []
+        self._readers = [threading.Thread(target=self._drain, args=(read, into), daemon=True)
+                         for read, into in ((channel.recv, self._out),
+                                            (channel.recv_stderr, self._err))]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _drain(read: Callable[[int], bytes], into: list[bytes]) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            while chunk := read(65536):
+                into.append(chunk)
+
+    def send(self, data: bytes) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            self._channel.sendall(data)
+
+    def finish(self, data: bytes = b"", timeout: float | None = None) -> Result:
+        self.send(data)
+        with contextlib.suppress(OSError, EOFError):
+            self._channel.shutdown_write()
+        if not self._channel.status_event.wait(timeout):
+            self._channel.close()
+            return Result(self._name, self._line, 124, _text(b"".join(self._out)),
+                          _text(b"".join(self._err)) + f"timed out after {timeout} s")
+        for reader in self._readers:
+            reader.join(5)
+        code = self._channel.recv_exit_status()
+        self._channel.close()
+        return Result(self._name, self._line, 255 if code == -1 else code,
+                      _text(b"".join(self._out)), _text(b"".join(self._err)))
 
 
 class _LineWriter(io.TextIOBase):

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ Say = Callable[[str], None]
 class Backend(Protocol):
     name: str
 
+    def prepare(self) -> None: ...
     def launch(self, role: str, instance: int, command: list[str], env: dict[str, str],
                log: Path) -> Callable[[], str | None]: ...
     def stop(self, role: str, instance: int, pid: int | None) -> bool: ...
@@ -62,6 +64,48 @@ def instance_env(settings: DaemonSettings, role: str, instance: int) -> dict[str
             env["EMBER_WORKER_PORT"] = str(int(env["EMBER_WORKER_PORT"]) + instance - 1)
     env["NOTIFY_SOCKET"] = settings.notify_name(role, instance)
     return env
+
+
+def prepare(settings: DaemonSettings) -> None:
+    """Do ahead what a start would do first (start supervisord), so the start itself is quick."""
+    if not settings.no_daemonize:
+        backend_for(settings).prepare()
+
+
+def each_instance(role: str, instances: list[int], action: Callable[[int, Say], int],
+                  as_json: bool = False, say: Say = print) -> int:
+    """Run ``action`` for every instance at once; the highest exit code.
+
+    One instance in text mode prints as it goes. Otherwise each instance's lines are printed
+    together when it is done, or as one JSON object per instance: role, instance, code, lines.
+    """
+    if len(instances) == 1 and not as_json:
+        return action(instances[0], say)
+    lock = threading.Lock()
+    codes: dict[int, int] = {}
+
+    def one(instance: int) -> None:
+        lines: list[str] = []
+        try:
+            code = action(instance, lines.append)
+        except Exception as exc:  # reported with the instance it belongs to
+            lines.append(f"{role} {instance}: {exc}")
+            code = 1
+        with lock:
+            codes[instance] = code
+            if as_json:
+                say(json.dumps({"role": role, "instance": instance, "code": code,
+                                "lines": lines}))
+            else:
+                for line in lines:
+                    say(line)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in instances]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return max(codes.values())
 
 
 def _clear_leftover(state: PidState, pid_file: Path, what: str, say: Say) -> None:

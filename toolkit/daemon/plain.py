@@ -18,6 +18,9 @@ class PlainBackend:
     def __init__(self, settings: DaemonSettings) -> None:
         self.settings = settings
 
+    def prepare(self) -> None:
+        """Nothing to get ready ahead of a launch."""
+
     def launch(self, role: str, instance: int, command: list[str], env: Mapping[str, str],
                log: Path) -> Callable[[], str | None]:
         """Start the process; return a check that says why it died, or None while it lives."""

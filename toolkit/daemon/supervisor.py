@@ -21,6 +21,7 @@ from toolkit.daemon.pidfile import read_pid_file
 from toolkit.daemon.procs import wait_gone
 from toolkit.daemon.settings import DaemonSettings, check_socket_path
 from toolkit.errors import EmberError
+from toolkit.files import write_atomic
 
 RUNNING_STATES = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")
 FAILED_STATES = ("BACKOFF", "FATAL", "EXITED", "STOPPED", "UNKNOWN")
@@ -85,7 +86,7 @@ class SupervisorBackend:
                       log_dir=s.log_dir, home=s.home, ident=s.ident,
                       programs_dir=s.supervisor_programs,
                       user=getpass.getuser() if os.geteuid() == 0 else None)
-        _write_if_changed(s.supervisor_conf, conf)
+        write_atomic(s.supervisor_conf, conf.encode())
         # Programs inherit supervisord's environment: keep this caller's EMBER_* out of it, so
         # each program gets exactly the settings its own `ember daemon start` gave it.
         clean = {k: v for k, v in os.environ.items()
@@ -101,6 +102,11 @@ class SupervisorBackend:
                 raise SupervisorError("supervisord did not start:\n  " + "\n  ".join(lines))
             time.sleep(0.02)
 
+    def prepare(self) -> None:
+        """Have supervisord running ahead of a launch (the slow part of a first start)."""
+        with self.locked():
+            self.ensure_running()
+
     def shutdown(self) -> bool:
         """Stop supervisord and everything under it; False when none was running."""
         if not self.running():
@@ -115,7 +121,7 @@ class SupervisorBackend:
 
     def _install(self, name: str, program: str, path: Path) -> None:
         """Write the program file and make supervisord's running config match it."""
-        _write_if_changed(path, program)
+        write_atomic(path, program.encode())
         proxy = self._proxy()
         try:
             added, modified, removed = proxy.supervisor.reloadConfig()[0]
@@ -207,16 +213,3 @@ class SupervisorBackend:
             return "supervisor: not configured", False
         return f"supervisor: {info['statename']}", info["statename"] in RUNNING_STATES
 
-
-def _write_if_changed(path: Path, text: str) -> bool:
-    """Write atomically (temp file + rename) unless the content is already there."""
-    try:
-        if path.read_text() == text:
-            return False
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return True

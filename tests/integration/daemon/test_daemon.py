@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -34,10 +35,11 @@ class Daemons:
         return {k: v for k, v in full.items() if k not in unset}
 
     def run(self, *args: str, env: dict[str, str] | None = None, unset: tuple[str, ...] = (),
-            cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+            cwd: Path | None = None, timeout: float = 60,
+            stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "toolkit", "daemon", *args],
                               capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                              env=self.environ(env, unset), check=False)
+                              env=self.environ(env, unset), check=False, input=stdin)
 
     def pid_file(self, role: str, instance: int = 1) -> Path:
         return self.home / "run" / f"ember-test-{role}-{instance}.pid"
@@ -151,6 +153,60 @@ def test_worker_start_waits_for_registration_and_steps_ports(daemons: Daemons) -
     assert daemons.run("status", "worker", "2").returncode == 0
     assert daemons.run("stop", "worker", "2").returncode == 0
     wait_for(lambda: daemons.master_json()["aliveworkers"] == 0, 10, "worker gone")
+
+
+def test_several_instances_start_and_stop_together_reporting_each(daemons: Daemons) -> None:
+    assert daemons.run("start", "master").returncode == 0
+    started = daemons.run("start", "worker", "1,2", "--json", "--", daemons.master_url)
+    assert started.returncode == 0, started.stdout + started.stderr
+    reports = sorted((json.loads(line) for line in started.stdout.splitlines()),
+                     key=lambda r: r["instance"])
+    assert [(r["role"], r["instance"], r["code"]) for r in reports] == [
+        ("worker", 1, 0), ("worker", 2, 0)]
+    assert reports[1]["lines"][-1] == f"worker 2 ready as process {daemons.pid('worker', 2)}"
+    assert daemons.master_json()["aliveworkers"] == 2
+    pids = [daemons.pid("worker", i) for i in (1, 2)]
+    stopped = daemons.run("stop", "worker", "1,2", "--json")
+    assert stopped.returncode == 0
+    assert sorted(json.loads(line)["code"] for line in stopped.stdout.splitlines()) == [0, 0]
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_files_from_stdin_are_installed_before_settings_are_read(daemons: Daemons) -> None:
+    from toolkit.files import bundle
+
+    conf = Path(daemons.env["EMBER_CONF_DIR"])
+    webui = free_port()
+    files = bundle([(str(conf / "ember-env.sh"), f"EMBER_MASTER_WEBUI_PORT={webui}\n"
+                     f"EMBER_SECRET_FILE={conf}/secret\n".encode(), 0o644),
+                    (str(conf / "secret"), b"s" * 32, 0o600)])
+    started = daemons.run("start", "master", "--files-from-stdin", stdin=files.decode(),
+                          unset=("EMBER_MASTER_WEBUI_PORT",))
+    assert started.returncode == 0, started.stdout + started.stderr
+    wait_for(lambda: get_json(f"http://127.0.0.1:{webui}/json")["status"] == "ALIVE", 5,
+             "the web UI on the port ember-env.sh names")
+    assert (conf / "secret").stat().st_mode & 0o777 == 0o600
+    assert conf.stat().st_mode & 0o777 == 0o700  # the secret's directory is private
+    bad = daemons.run("status", "master", "--files-from-stdin", stdin='[{"path": "x"}]\n')
+    assert bad.returncode == 2 and "not a valid bundle" in bad.stderr
+
+
+def test_when_told_gets_ready_then_waits_for_go(daemons: Daemons) -> None:
+    assert daemons.run("start", "master").returncode == 0
+    args = ("start", "worker", "1", "--when-told", "--", daemons.master_url)
+    skipped = daemons.run(*args, stdin="skip no master is up\n")
+    assert skipped.returncode == 1
+    assert skipped.stdout.strip() == "worker 1 not started: no master is up"
+    status = daemons.run("status", "worker")
+    assert status.returncode == 3
+    if daemons.env["EMBER_DAEMON_BACKEND"] == "supervisor":  # got ready: supervisord is up
+        assert "[supervisor: not configured]" in status.stdout
+    gone = daemons.run(*args)  # end of input: the caller went away
+    assert gone.returncode == 1 and "not started: nobody said to go ahead" in gone.stdout
+    assert daemons.run(*args, stdin="go\n").returncode == 0
+    assert daemons.master_json()["aliveworkers"] == 1
+    stopped = daemons.run("stop", "worker", "--when-told", stdin="go\n")
+    assert stopped.returncode == 0 and "stopping worker 1" in stopped.stdout
 
 
 def test_double_start_is_refused(daemons: Daemons) -> None:

@@ -1,0 +1,44 @@
+"""Atomic writes and the file bundle that travels on `ember daemon`'s standard input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from toolkit.errors import ConfigError
+from toolkit.files import bundle, install_bundle, write_atomic
+
+
+def test_bundle_round_trip_writes_contents_and_modes(tmp_path: Path) -> None:
+    env, secret = tmp_path / "conf" / "ember-env.sh", tmp_path / "conf" / "secret"
+    line = bundle([(str(env), b"EMBER_X=1\n", 0o644), (str(secret), b"\x00\xffkey", 0o600)])
+    assert line.endswith(b"\n") and line.count(b"\n") == 1  # one line: the rest is orders
+    assert install_bundle(line) == [env, secret]
+    assert env.read_bytes() == b"EMBER_X=1\n" and secret.read_bytes() == b"\x00\xffkey"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert secret.parent.stat().st_mode & 0o777 == 0o700
+    assert install_bundle(line) == []  # unchanged: nothing rewritten
+
+
+def test_write_atomic_fixes_a_changed_mode_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    assert write_atomic(path, b"a", 0o644)
+    path.chmod(0o666)
+    assert write_atomic(path, b"a", 0o644)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+@pytest.mark.parametrize("entries, problem", [
+    ("not json", "not a valid bundle"),
+    (json.dumps([{"path": "/tmp/x", "mode": 420}]), "not a valid bundle"),
+    (json.dumps([{"path": "/tmp/x", "mode": 420, "data": "***"}]), "not a valid bundle"),
+    (json.dumps([{"path": "relative", "mode": 420, "data": ""}]), "paths must be absolute"),
+    (json.dumps([{"path": "/tmp/../etc/x", "mode": 420, "data": ""}]), "paths must be absolute"),
+    (json.dumps([{"path": "/tmp/x", "mode": 0o4755, "data": ""}]), "plain permission bits"),
+])
+def test_bad_bundles_are_refused_before_anything_is_written(entries: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        install_bundle(entries.encode())

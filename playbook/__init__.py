@@ -167,5 +167,36 @@ def doctor(c: Any, inventory: str | None = None, hosts: str | None = None,
     _run("doctor", inventory, hosts, None, serial, lambda cl: cl.doctor())
 
 
+SCOPE = "systemd's system manager (/etc/systemd/system) or the SSH user's own (~/.config/" \
+        "systemd/user); default: the inventory's systemd_scope, else system"
+
+
+@task(help={**HOSTS, "scope": SCOPE, "now": "also start the units (as systemctl enable --now)"})
+def install_systemd(c: Any, inventory: str | None = None, hosts: str | None = None,
+                    serial: bool = False, scope: str | None = None, now: bool = False) -> None:
+    """Install systemd units on every host, daemon-reload and enable them (--now starts them).
+
+    With the supervisor backend: ember-supervisord.service. With the systemd backend:
+    ember-master.service and ember-worker@N.service for each worker instance.
+    """
+    _run("install-systemd", inventory, hosts, None, serial,
+         lambda cl: cl.install_systemd(_scope(scope), now))
+
+
+@task(help={**HOSTS, "scope": SCOPE})
+def uninstall_systemd(c: Any, inventory: str | None = None, hosts: str | None = None,
+                      serial: bool = False, scope: str | None = None) -> None:
+    """Stop, disable and remove Ember's systemd units on every host; daemon-reload."""
+    _run("uninstall-systemd", inventory, hosts, None, serial,
+         lambda cl: cl.uninstall_systemd(_scope(scope)))
+
+
+def _scope(value: str | None) -> str | None:
+    if value not in (None, "system", "user"):
+        raise Exit(f"error: --scope must be system or user, not {value!r}", code=2)
+    return value
+
+
 ns = Collection(start_all, stop_all, restart_all, start_master, stop_master, start_workers,
-                stop_workers, status, logs, render, deploy, doctor)
+                stop_workers, status, logs, render, deploy, doctor, install_systemd,
+                uninstall_systemd)

@@ -6,6 +6,7 @@ Heavy imports happen inside the subcommand that needs them, so `ember --help` st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shlex
@@ -121,19 +122,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     daemon = sub.add_parser(
         "daemon", help="start, stop or check a master/worker in the background",
-        usage="ember daemon (start|stop|status|restart) (master|worker) [INSTANCE] "
-              "[--backend supervisor|plain] [-- ROLE_ARGS...]\n"
+        usage="ember daemon (start|stop|status|restart|logs|run) (master|worker) [INSTANCE] "
+              "[--backend supervisor|plain|systemd] [-- ROLE_ARGS...]\n"
+              "       ember daemon install-systemd [(master|worker) [INSTANCES]] [--now] "
+              "[--scope system|user]\n"
+              "       ember daemon uninstall-systemd [--scope system|user]\n"
               "       ember daemon supervisor-shutdown",
         description="spark-daemon.sh for Ember. Settings come from the environment and "
                     "$EMBER_CONF_DIR/ember-env.sh. status exits 0 running, 1 dead with a pid "
                     "file, 3 not running.")
-    daemon.add_argument("action", choices=["start", "stop", "status", "restart", "logs",
-                                           "supervisor-shutdown"])
+    daemon.add_argument("action", choices=["start", "stop", "status", "restart", "logs", "run",
+                                           "supervisor-shutdown", "install-systemd",
+                                           "uninstall-systemd"])
     daemon.add_argument("role", nargs="?", choices=["master", "worker"])
     daemon.add_argument("instance", nargs="?", default="1",
                         help="instance number (default 1); start, stop and status take a list: 1,2")
-    daemon.add_argument("--backend", choices=["supervisor", "plain"],
+    daemon.add_argument("--backend", choices=["supervisor", "plain", "systemd"],
                         help="default: $EMBER_DAEMON_BACKEND, else supervisor")
+    daemon.add_argument("--scope", choices=["system", "user"],
+                        help="systemd: the system manager or the user's "
+                             "(default: $EMBER_SYSTEMD_SCOPE, else system)")
+    daemon.add_argument("--now", action="store_true",
+                        help="install-systemd: also start the units it enables")
     daemon.add_argument("--json", action="store_true",
                         help="start, stop, status: print one JSON object per instance")
     daemon.add_argument("--shutdown-supervisor", action="store_true",
@@ -218,8 +228,12 @@ def run_daemon(args: argparse.Namespace) -> int:
 
         install_bundle(sys.stdin.buffer.readline())
     settings = load_settings(backend=args.backend)
+    if args.scope:
+        settings = dataclasses.replace(settings, systemd_scope=args.scope)
     if args.action == "supervisor-shutdown":
         return control.supervisor_shutdown(settings)
+    if args.action in ("install-systemd", "uninstall-systemd"):
+        return _systemd_units(args, settings)
     if args.role is None:
         raise ConfigError(f"daemon {args.action} needs a role: master or worker")
     instances = [_resolve(part, "INSTANCE", "", _positive_int, lambda: 1)
@@ -244,6 +258,14 @@ def run_daemon(args: argparse.Namespace) -> int:
             return code
         if args.action == "restart":
             return control.restart(settings, role, instance, args.role_args)
+        if args.action == "run":
+            return control.run_foreground(settings, role, instance, args.role_args)
+        if args.action == "logs" and settings.backend == "systemd" and (
+                settings.systemd_output == "journal"):
+            from toolkit.daemon.systemd import show_journal
+
+            return show_journal(settings, role, instance, args.lines, args.grep, args.follow,
+                                lambda line: print(line, flush=True))
         if args.action == "logs":
             from toolkit.daemon.logs import show
 
@@ -252,6 +274,28 @@ def run_daemon(args: argparse.Namespace) -> int:
         return max(control.status(settings, role, i, as_json=args.json) for i in instances)
     except ConfigError:
         raise
+    except EmberError as exc:
+        print(f"ember daemon {args.action}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _systemd_units(args: argparse.Namespace, settings: DaemonSettings) -> int:
+    """install-systemd: units for this host's backend, enabling the named role instances
+    (under supervisor: ember-supervisord.service); uninstall-systemd: all of Ember's."""
+    from toolkit.daemon import systemd
+    from toolkit.errors import EmberError
+
+    try:
+        if args.action == "uninstall-systemd":
+            return systemd.uninstall(settings)
+        enable = []
+        if args.role is not None and settings.backend == "supervisor":
+            enable = [systemd.SUPERVISORD_UNIT]
+        elif args.role is not None:
+            enable = [settings.unit(args.role, _resolve(part, "INSTANCE", "", _positive_int,
+                                                        lambda: 1))
+                      for part in args.instance.split(",")]
+        return systemd.install(settings, enable, args.now)
     except EmberError as exc:
         print(f"ember daemon {args.action}: {exc}", file=sys.stderr)
         return 1

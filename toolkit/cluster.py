@@ -28,6 +28,12 @@ from toolkit.inventory import HostEntry, Inventory
 from toolkit.render import render
 
 Say = Callable[[str], None]
+SYSTEMD_SETTINGS = {
+    "systemd_scope": "EMBER_SYSTEMD_SCOPE", "systemd_output": "EMBER_SYSTEMD_OUTPUT",
+    "run_user": "EMBER_RUN_USER", "run_group": "EMBER_RUN_GROUP",
+    "restart_sec": "EMBER_RESTART_SEC", "limit_nofile": "EMBER_LIMIT_NOFILE",
+    "watchdog_sec": "EMBER_WATCHDOG_SEC",
+}
 
 
 @dataclass
@@ -155,6 +161,9 @@ class Cluster:
             value = inv.path_setting(first, key)
             if value:
                 env[name] = value
+        for key, name in SYSTEMD_SETTINGS.items():
+            if inv.setting(first, key) is not None:
+                env[name] = str(inv.setting(first, key))
         for entry in target.entries:
             if entry.group == "masters":
                 env["EMBER_MASTER_HOST"] = inv.advertised(entry)
@@ -364,6 +373,38 @@ class Cluster:
                 masters, lambda t: self._do(t, "stop", "master", "--shutdown-supervisor"))
         stop_masters = self._gated(masters, "stop", "master", "--shutdown-supervisor")
         return self.each(self.with_role("worker"), stop_workers) + stop_masters(b"go\n")
+
+    # systemd units -------------------------------------------------------------------------
+
+    def install_systemd(self, scope: str | None = None, now: bool = False) -> list[Outcome]:
+        """Render and install each host's units, daemon-reload, enable (and start, with
+        ``now``): master hosts first, as start-all does, then worker hosts in parallel."""
+        secret = self.secret()
+        flags = [*(["--scope", scope] if scope else []), *(["--now"] if now else [])]
+
+        def install(target: Target, role: str) -> list[Outcome]:
+            instances = ",".join(map(str, target.instances(role)))
+            argv = self.daemon_argv(target, "install-systemd", role, instances, *flags,
+                                    "--files-from-stdin")
+            session = target.host.start(argv, env={"EMBER_CONF_DIR": f"{target.home}/conf"})
+            result = session.finish(self.files(target, secret), timeout=180)
+            lines = (result.stdout + result.stderr).strip().splitlines()
+            return [Outcome(target.address, role, 0, result.ok, (
+                lines[-1] if lines else "done") if result.ok else
+                f"failed (exit {result.exited})\n{result.tail(12)}")]
+
+        return (self.each(self.with_role("master"), lambda t: install(t, "master")) +
+                self.each(self.with_role("worker"), lambda t: install(t, "worker")))
+
+    def uninstall_systemd(self, scope: str | None = None) -> list[Outcome]:
+        """Stop, disable and remove every Ember unit on every host; daemon-reload."""
+        def uninstall(target: Target) -> list[Outcome]:
+            result = self.daemon(target, "uninstall-systemd",
+                                 *(["--scope", scope] if scope else []), timeout=180)
+            return [Outcome(target.address, "units", 0, result.ok,
+                            result.tail(1) if result.ok else
+                            f"failed (exit {result.exited})\n{result.tail(12)}")]
+        return self.each(list(self.targets.values()), uninstall)
 
     # Master's view -------------------------------------------------------------------------
 

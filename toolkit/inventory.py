@@ -25,6 +25,9 @@ HOST_KEYS = {
     # shared by every host
     "ember_home", "python", "log_dir", "pid_dir", "nice", "log_max_files", "stop_timeout",
     "bind_host", "ssh_port",
+    # systemd units (fab install-systemd)
+    "systemd_scope", "systemd_output", "run_user", "run_group", "restart_sec", "limit_nofile",
+    "watchdog_sec",
     # masters
     "port", "webui_port", "worker_timeout",
     # workers
@@ -35,11 +38,14 @@ BUILTIN: dict[str, Any] = {
     "port": 7077, "webui_port": 8080, "instances": 1, "worker_webui_port": 8081,
 }
 _INT_KEYS = {"nice", "log_max_files", "port", "webui_port", "instances", "worker_webui_port",
-             "ssh_port", "cores"}
+             "ssh_port", "cores", "limit_nofile"}
 _RANGES = {"nice": (-20, 19), "log_max_files": (0, 1000), "port": (1, 65535),
            "webui_port": (1, 65535), "worker_webui_port": (1, 65535), "ssh_port": (1, 65535),
-           "instances": (1, 64), "cores": (1, 100_000)}
+           "instances": (1, 64), "cores": (1, 100_000), "limit_nofile": (64, 2**30)}
 _STR_KEYS = {"ember_home", "python", "log_dir", "pid_dir", "work_dir", "bind_host"}
+_NAME_KEYS = {"run_user", "run_group"}
+_CHOICES = {"systemd_scope": ("system", "user"), "systemd_output": ("journal", "file")}
+_USER = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
 _HOST = re.compile(r"^(?:([A-Za-z0-9._-]+)@)?([A-Za-z0-9._:-]+|\[[0-9a-fA-F:]+\])$")
 
 
@@ -164,8 +170,9 @@ def _from_yaml(path: Path, text: str) -> Inventory:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"{path}: cluster.name {name!r} may hold only letters, digits, . _ -")
     backend = str(cluster.get("backend", "supervisor"))
-    if backend not in ("supervisor", "plain"):
-        raise ConfigError(f"{path}: cluster.backend {backend!r} is not supervisor or plain")
+    if backend not in ("supervisor", "plain", "systemd"):
+        raise ConfigError(f"{path}: cluster.backend {backend!r} is not supervisor, plain or "
+                          f"systemd")
     secret = Path(str(cluster.get("secret_file", f"~/.ember/secrets/{name}.secret")))
     secret = _local_path(path, secret)
 
@@ -260,9 +267,18 @@ def _vars(path: Path, where: str, value: Any) -> dict[str, Any]:
                 parse_memory_mb(str(item))
             except ConfigError as exc:
                 raise ConfigError(f"{path}: {where_key}: {exc}") from None
-        if key in ("stop_timeout", "worker_timeout") and not (
+        if key in ("stop_timeout", "worker_timeout", "restart_sec") and not (
                 isinstance(item, (int, float)) and not isinstance(item, bool) and item > 0):
             raise ConfigError(f"{path}: {where_key} must be a number above 0, not {item!r}")
+        if key == "watchdog_sec" and not (
+                isinstance(item, (int, float)) and not isinstance(item, bool) and item >= 0):
+            raise ConfigError(f"{path}: {where_key} must be a number of seconds (0: off), "
+                              f"not {item!r}")
+        if key in _CHOICES and item not in _CHOICES[key]:
+            raise ConfigError(f"{path}: {where_key} must be {' or '.join(_CHOICES[key])}, "
+                              f"not {item!r}")
+        if key in _NAME_KEYS and not (isinstance(item, str) and _USER.fullmatch(item)):
+            raise ConfigError(f"{path}: {where_key} must be a user or group name, not {item!r}")
     return data
 
 

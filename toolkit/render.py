@@ -54,6 +54,40 @@ def supervisor_env(env: dict[str, str]) -> str:
     return ",".join(f"{key}={quote(key, value)}" for key, value in sorted(env.items()))
 
 
+INSTANCE = "\0i"
+"""Stands for the instance in names rendered into a unit template; written as ``%i``."""
+
+
+def systemd_word(value: object) -> str:
+    """One word of a unit file setting (a path, an ExecStart= argument): ``%`` escaped as
+    ``%%`` and ``$`` as ``$$`` (systemd expands both), quoted when it holds a space or quote.
+    INSTANCE (a NUL and an ``i``, which no real value holds) becomes ``%i``."""
+    text = single_line(value, "systemd value").replace("%", "%%").replace(INSTANCE, "%i")
+    text = text.replace("$", "$$")
+    if any(c in text for c in " \t\"'\\"):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def systemd_path(value: object) -> str:
+    """A path in a setting that takes one unquoted path (PIDFile=, WorkingDirectory=)."""
+    text = single_line(value, "path")
+    if not text.startswith("/") or any(c.isspace() or c in "\"'\\" for c in text):
+        raise ConfigError(f"path {text!r} cannot go in a systemd unit: it must be absolute, "
+                          f"without spaces, quotes or backslashes")
+    return text.replace("%", "%%").replace(INSTANCE, "%i")
+
+
+def systemd_env(env: dict[str, str]) -> str:
+    """An EnvironmentFile= body: ``KEY="value"`` lines, no expansion happens there."""
+    lines = []
+    for key, value in sorted(env.items()):
+        single_line(value, f"environment value of {key}")
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'{key}="{escaped}"')
+    return "\n".join(lines) + "\n"
+
+
 @functools.cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir()),
@@ -62,6 +96,8 @@ def environment() -> jinja2.Environment:
     env.filters["shq"] = shell_quote
     env.filters["sv"] = supervisor_escape
     env.filters["svenv"] = supervisor_env
+    env.filters["sdword"] = systemd_word
+    env.filters["sdpath"] = systemd_path
     return env
 
 

@@ -27,6 +27,8 @@ Say = Callable[[str], None]
 
 class Backend(Protocol):
     name: str
+    confirms_ready: bool
+    """True when launch itself returns only once the role is ready (systemctl start)."""
 
     def prepare(self) -> None: ...
     def launch(self, role: str, instance: int, command: list[str], env: dict[str, str],
@@ -40,17 +42,22 @@ def backend_for(settings: DaemonSettings) -> Backend:
         from toolkit.daemon.plain import PlainBackend
 
         return PlainBackend(settings)
+    if settings.backend == "systemd":
+        from toolkit.daemon.systemd import SystemdBackend
+
+        return SystemdBackend(settings)
     from toolkit.daemon.supervisor import SupervisorBackend
 
     return SupervisorBackend(settings)
 
 
 def runtime_command(settings: DaemonSettings, role: str, instance: int,
-                    role_args: list[str]) -> list[str]:
-    """``nice -n N <python> -m toolkit ROLE ARGS --pid-file FILE``; nice execs, the pid stays."""
-    nice = shutil.which("nice") or "/usr/bin/nice"
-    return [nice, "-n", str(settings.niceness), sys.executable, "-m", "toolkit", role,
-            *role_args, "--pid-file", str(settings.pid_file(role, instance))]
+                    role_args: list[str], niced: bool = True) -> list[str]:
+    """``nice -n N <python> -m toolkit ROLE ARGS --pid-file FILE``; nice execs, the pid stays.
+    Without ``niced`` (under systemd, whose Nice= applies), no nice."""
+    nice = [shutil.which("nice") or "/usr/bin/nice", "-n", str(settings.niceness)]
+    return [*(nice if niced else []), sys.executable, "-m", "toolkit", role, *role_args,
+            "--pid-file", str(settings.pid_file(role, instance))]
 
 
 def instance_env(settings: DaemonSettings, role: str, instance: int) -> dict[str, str]:
@@ -144,9 +151,13 @@ def start(settings: DaemonSettings, role: str, instance: int, role_args: list[st
         for folder in (settings.log_dir, settings.pid_dir, settings.home):
             folder.mkdir(parents=True, exist_ok=True)
         rotate(log, settings.log_max_files)
-        say(f"starting {what}, logging to {log}")
+        journal = backend.name == "systemd" and settings.systemd_output == "journal"
+        say(f"starting {what}, logging to " + (
+            f"the journal (journalctl -u {settings.unit(role, instance)})" if journal else
+            str(log)))
         failure = backend.launch(role, instance, command, env, log)
-        problem = listener.wait(settings.start_timeout, failure)
+        problem = failure() if backend.confirms_ready else listener.wait(
+            settings.start_timeout, failure)
     if problem is None:
         say(f"{what} ready as process {read_pid_file(pid_file)}")
         return 0
@@ -159,6 +170,14 @@ def start(settings: DaemonSettings, role: str, instance: int, role_args: list[st
         say(f"  {line}")
     say(f"full log in {log}")
     return 1
+
+
+def run_foreground(settings: DaemonSettings, role: str, instance: int,
+                   role_args: list[str]) -> int:
+    """`ember daemon run`: become the role in the foreground with this instance's settings,
+    without nice: what a service manager's unit runs (its Nice= applies)."""
+    command = runtime_command(settings, role, instance, role_args, niced=False)
+    return _exec_foreground(settings, command, instance_env(settings, role, instance))
 
 
 def _exec_foreground(settings: DaemonSettings, command: list[str], env: dict[str, str]) -> int:
@@ -243,6 +262,8 @@ def supervisor_shutdown(settings: DaemonSettings, say: Say = print,
     backend = SupervisorBackend(settings)
     if only_if_idle and not backend.idle():
         say("supervisord still runs other programs; left running")
+    elif only_if_idle and backend.under_systemd():
+        say("supervisord is run by systemd (ember-supervisord.service); left running")
     elif backend.shutdown():
         say("supervisord stopped, with every program it ran")
     else:

@@ -14,6 +14,7 @@ from toolkit.daemon.settings import DaemonSettings
 
 class PlainBackend:
     name = "plain"
+    confirms_ready = False
 
     def __init__(self, settings: DaemonSettings) -> None:
         self.settings = settings

@@ -19,9 +19,10 @@ from pathlib import Path
 from toolkit.daemon.envfile import parse_env_file
 from toolkit.errors import ConfigError
 
-BACKENDS = ("supervisor", "plain")
+BACKENDS = ("supervisor", "plain", "systemd")
 AF_UNIX_PATH_MAX = 107  # sun_path is 108 bytes, one of them the terminating NUL
 _IDENT = re.compile(r"^[A-Za-z0-9_.-]+$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
 
 
 @dataclass(frozen=True)
@@ -39,20 +40,54 @@ class DaemonSettings:
     start_timeout: float = 30.0
     backend: str = "supervisor"
     supervisor_dir: Path = field(default=Path("."))
+    systemd_scope: str = "system"
+    systemd_output: str = "journal"
+    run_user: str | None = None
+    run_group: str | None = None
+    restart_sec: float = 5.0
+    limit_nofile: int = 65536
+    watchdog_sec: float = 0.0
     env: Mapping[str, str] = field(default_factory=dict)
     """Every EMBER_* value (file, then environment) handed to the role's process."""
     hostname: str = field(default_factory=socket.gethostname)
 
     # File names ----------------------------------------------------------------------------
 
-    def name(self, role: str, instance: int) -> str:
+    # ``instance`` may be systemd's ``%i`` where a unit template names the files.
+
+    def name(self, role: str, instance: int | str) -> str:
         return f"ember-{self.ident}-{role}-{instance}"
 
-    def pid_file(self, role: str, instance: int) -> Path:
+    def pid_file(self, role: str, instance: int | str) -> Path:
         return self.pid_dir / f"{self.name(role, instance)}.pid"
 
-    def log_file(self, role: str, instance: int) -> Path:
+    def log_file(self, role: str, instance: int | str) -> Path:
         return self.log_dir / f"{self.name(role, instance)}-{self.hostname}.out"
+
+    @property
+    def work_dir(self) -> Path:
+        return _dir(self.env.get("EMBER_WORKER_DIR") or self.home / "work")
+
+    @property
+    def systemd_env_file(self) -> Path:
+        """The EnvironmentFile= of the units: ember-env.sh's values in systemd's syntax."""
+        return self.conf_dir / "ember-systemd.env"
+
+    @property
+    def unit_dir(self) -> Path:
+        if self.systemd_scope == "user":
+            config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+            return Path(config) / "systemd" / "user"
+        return Path("/etc/systemd/system")
+
+    @staticmethod
+    def unit(role: str, instance: int | None = None) -> str:
+        """ember-master.service, ember-worker@N.service (the template without N)."""
+        if role == "master":
+            return "ember-master.service"
+        if role == "worker":
+            return f"ember-worker@{'' if instance is None else instance}.service"
+        raise ValueError(f"no unit for role {role!r}")
 
     def notify_name(self, role: str, instance: int) -> str:
         """An abstract socket name, stable per pid file, for readiness messages."""
@@ -93,7 +128,8 @@ def _int(env: Mapping[str, str], key: str, default: int, low: int, high: int,
     return value
 
 
-def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
+def _seconds(env: Mapping[str, str], key: str, default: float,
+             allow_zero: bool = False) -> float:
     text = env.get(key, "").strip()
     if not text:
         return default
@@ -101,9 +137,24 @@ def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        raise ConfigError(f"{key}={text!r} must be a number of seconds above 0")
+    if not (value >= 0 if allow_zero else value > 0):
+        raise ConfigError(f"{key}={text!r} must be a number of seconds "
+                          f"{'(0: off)' if allow_zero else 'above 0'}")
     return value
+
+
+def _choice(env: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
+    value = env.get(key, "").strip() or choices[0]
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} must be {' or '.join(choices)}")
+    return value
+
+
+def _name(env: Mapping[str, str], key: str) -> str | None:
+    value = env.get(key, "").strip()
+    if value and not _USER.fullmatch(value):
+        raise ConfigError(f"{key}={value!r} is not a user or group name")
+    return value or None
 
 
 def _dir(value: str | Path) -> Path:
@@ -145,6 +196,13 @@ def load_settings(environ: Mapping[str, str] | None = None,
         start_timeout=_seconds(env, "EMBER_START_TIMEOUT", 30.0),
         backend=chosen,
         supervisor_dir=_dir(env.get("EMBER_SUPERVISOR_DIR") or pid_dir),
+        systemd_scope=_choice(env, "EMBER_SYSTEMD_SCOPE", ("system", "user")),
+        systemd_output=_choice(env, "EMBER_SYSTEMD_OUTPUT", ("journal", "file")),
+        run_user=_name(env, "EMBER_RUN_USER"),
+        run_group=_name(env, "EMBER_RUN_GROUP"),
+        restart_sec=_seconds(env, "EMBER_RESTART_SEC", 5.0),
+        limit_nofile=_int(env, "EMBER_LIMIT_NOFILE", 65536, 64, 2**30),
+        watchdog_sec=_seconds(env, "EMBER_WATCHDOG_SEC", 0.0, allow_zero=True),
         env={**{k: v for k, v in env.items() if k.startswith("EMBER_")},
              "EMBER_HOME": str(home), "EMBER_CONF_DIR": str(conf_dir)},
     )

@@ -34,6 +34,7 @@ class SupervisorError(EmberError, RuntimeError):
 
 class SupervisorBackend:
     name = "supervisor"
+    confirms_ready = False
 
     def __init__(self, settings: DaemonSettings) -> None:
         self.settings = settings
@@ -72,10 +73,8 @@ class SupervisorBackend:
         s = self.settings
         return s.log_dir / f"supervisord-{s.ident}-{s.hostname}.log"
 
-    def ensure_running(self) -> None:
-        """Start supervisord unless it already answers on its socket."""
-        if self.running():
-            return
+    def write_config(self) -> Path:
+        """supervisord.conf for this host and user (also what ember-supervisord.service runs)."""
         s = self.settings
         for folder in (s.supervisor_dir, s.supervisor_programs, s.log_dir, s.home):
             folder.mkdir(parents=True, exist_ok=True)
@@ -85,14 +84,22 @@ class SupervisorBackend:
                       log_file=self._log_file(), pid_file=s.supervisor_pid_file,
                       log_dir=s.log_dir, home=s.home, ident=s.ident,
                       programs_dir=s.supervisor_programs,
-                      user=getpass.getuser() if os.geteuid() == 0 else None)
+                      user=(s.run_user or getpass.getuser()) if os.geteuid() == 0 else None)
         write_atomic(s.supervisor_conf, conf.encode())
+        return s.supervisor_conf
+
+    def ensure_running(self) -> None:
+        """Start supervisord unless it already answers on its socket."""
+        if self.running():
+            return
+        self._forget_orphans()
+        conf = self.write_config()
         # Programs inherit supervisord's environment: keep this caller's EMBER_* out of it, so
         # each program gets exactly the settings its own `ember daemon start` gave it.
         clean = {k: v for k, v in os.environ.items()
                  if not k.startswith("EMBER_") and k != "NOTIFY_SOCKET"}
         result = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c",
-                                 str(s.supervisor_conf)], capture_output=True, text=True,
+                                 str(conf)], capture_output=True, text=True,
                                 check=False, stdin=subprocess.DEVNULL, env=clean)
         deadline = time.monotonic() + 10
         while not self.running():
@@ -102,13 +109,39 @@ class SupervisorBackend:
                 raise SupervisorError("supervisord did not start:\n  " + "\n  ".join(lines))
             time.sleep(0.02)
 
+    def _forget_orphans(self) -> None:
+        """Programs autostart with supervisord (so they come back after a reboot). One whose
+        process still runs from a supervisord that was killed must not start twice: its
+        program file goes, and the process is left to run (stop still finds it by pid)."""
+        from toolkit.daemon.procs import Found, check
+
+        s = self.settings
+        for role in ("master", "worker"):
+            for path in s.supervisor_programs.glob(f"{s.name(role, '*')}.conf"):
+                instance = path.stem.rpartition("-")[2]
+                if instance.isdigit() and check(s.pid_file(role, int(instance)),
+                                                role).found == Found.RUNNING:
+                    path.unlink()
+
     def prepare(self) -> None:
         """Have supervisord running ahead of a launch (the slow part of a first start)."""
         with self.locked():
             self.ensure_running()
 
+    def under_systemd(self) -> bool:
+        """True when the running supervisord is ember-supervisord.service's."""
+        pid = read_pid_file(self.settings.supervisor_pid_file)
+        try:
+            cgroup = Path(f"/proc/{pid}/cgroup").read_text() if pid else ""
+        except OSError:
+            return False
+        return "/ember-supervisord.service" in cgroup
+
     def shutdown(self) -> bool:
-        """Stop supervisord and everything under it; False when none was running."""
+        """Stop supervisord and everything under it, forgetting its programs; False when none
+        was running."""
+        for path in self.settings.supervisor_programs.glob("*.conf"):
+            path.unlink()
         if not self.running():
             return False
         pid = read_pid_file(self.settings.supervisor_pid_file)
@@ -191,6 +224,7 @@ class SupervisorBackend:
         from toolkit.daemon.plain import PlainBackend
 
         if not self.running():
+            self.settings.program_file(role, instance).unlink(missing_ok=True)
             return PlainBackend(self.settings).stop(role, instance, pid)
         name = self.settings.name(role, instance)
         try:
@@ -200,7 +234,16 @@ class SupervisorBackend:
                 raise SupervisorError(f"supervisord could not stop {name}: "
                                       f"{fault.faultString}") from None
             return PlainBackend(self.settings).stop(role, instance, pid)
+        finally:
+            self._remove(name, self.settings.program_file(role, instance))
         return pid is None or wait_gone(pid, 5.0)
+
+    def _remove(self, name: str, path: Path) -> None:
+        """A stopped program is forgotten, so that it does not autostart with supervisord."""
+        with self.locked():
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError, xmlrpc.client.Error):
+                self._proxy().supervisor.removeProcessGroup(name)
 
     def program(self, role: str, instance: int) -> tuple[str | None, bool]:
         """supervisord's view of the program, and whether it is (re)starting or running it

@@ -12,7 +12,7 @@ from toolkit.daemon.pidfile import remove_pid_file, write_pid_file
 from toolkit.errors import ConfigError
 from toolkit.runtime.endpoint import Endpoint
 from toolkit.runtime.http import HttpServer
-from toolkit.runtime.notify import sd_notify
+from toolkit.runtime.notify import sd_notify, watchdog_interval
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ async def _serve(endpoint: Endpoint, http: HttpServer, webui_host: str,
     if pid_file is not None:
         write_pid_file(pid_file)
     preload = asyncio.ensure_future(asyncio.to_thread(http.preload))
+    interval = watchdog_interval()
+    watchdog = asyncio.ensure_future(_feed_watchdog(interval)) if interval else None
     try:
         await endpoint.start()
         endpoint.serving = True
@@ -62,6 +64,8 @@ async def _serve(endpoint: Endpoint, http: HttpServer, webui_host: str,
         logger.error("%s", exc)
         endpoint.exit_code = 1
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         await http.stop()
         await endpoint.close_tasks()
         if pid_file is not None:
@@ -70,3 +74,10 @@ async def _serve(endpoint: Endpoint, http: HttpServer, webui_host: str,
             loop.remove_signal_handler(signum)
     logger.info("%s exited with code %d", endpoint.role.capitalize(), endpoint.exit_code)
     return endpoint.exit_code
+
+
+async def _feed_watchdog(interval: float) -> None:
+    """WATCHDOG=1 from the event loop itself: if the loop hangs, systemd restarts us."""
+    while True:
+        sd_notify("WATCHDOG=1")
+        await asyncio.sleep(interval)

@@ -67,3 +67,15 @@ def test_supervisor_reads_back_exactly_what_was_written(value: str) -> None:
 def test_values_supervisor_cannot_hold_are_refused(value: str, error: str) -> None:
     with pytest.raises(ConfigError, match=error):
         supervisor_env({"EMBER_X": value})
+
+
+def test_every_template_is_shipped_in_the_wheel() -> None:
+    """Hosts render from <venv>/share/ember/templates: a template missing from pyproject's
+    data-files would only fail there."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    shipped = {f for patterns in data["data-files"].values() for pattern in patterns
+               for f in root.glob(pattern)}
+    assert set((root / "templates").rglob("*.j2")) <= shipped

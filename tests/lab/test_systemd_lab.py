@@ -1,0 +1,144 @@
+"""fab install-systemd and the systemd backend against a real systemd: a systemd-nspawn machine
+reached over SSH like any host (tests/lab/container.py). Needs root and systemd-container."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.lab.container import SystemdHost, missing_requirements
+from tests.procs import get_json, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+FAB = ROOT / ".venv" / "bin" / "fab"
+BASE_PYTHON = str(Path(__import__("sys").base_prefix) / "bin" / "python3")
+
+pytestmark = pytest.mark.skipif(missing_requirements() is not None,
+                                reason=f"systemd lab: {missing_requirements()}")
+
+
+@dataclass
+class Machine:
+    host: SystemdHost
+    workdir: Path
+
+    def inventory(self, backend: str) -> Path:
+        path = self.workdir / f"{backend}.yml"
+        path.write_text(f"""
+cluster: {{name: sd, backend: {backend}, secret_file: {self.workdir}/secret}}
+ssh: {{user: root, key_file: {self.host.key}, known_hosts: {self.host.known_hosts},
+       connect_timeout: 5}}
+defaults: {{ember_home: /opt/ember, nice: 5, stop_timeout: 5, restart_sec: 1}}
+masters: [{{host: {self.host.address}, worker_timeout: 3}}]
+workers: [{{host: {self.host.address}, instances: 2, cores: 1, memory: 512m}}]
+""")
+        return path
+
+    def fab(self, backend: str, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [str(FAB), "-r", str(ROOT), *args, "--inventory", str(self.inventory(backend))]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+
+    def sh(self, command: str) -> str:
+        return self.host.ssh(command, check=False).stdout.strip()
+
+    def main_pid(self, unit: str) -> int:
+        return int(self.sh(f"systemctl show --property MainPID --value {unit}") or 0)
+
+    def alive_workers(self) -> int:
+        return int(get_json(f"http://{self.host.address}:8080/json")["aliveworkers"])
+
+    def ember_processes(self) -> list[str]:
+        return [line for line in self.sh("ps -eo args").splitlines()
+                if "-m toolkit" in line or "supervisord" in line]
+
+
+@pytest.fixture(scope="module")
+def machine() -> Iterator[Machine]:
+    workdir = Path(tempfile.mkdtemp(prefix="ember-sd-"))
+    with SystemdHost(workdir, "emsd") as host:
+        deployed = Machine(host, workdir)
+        result = deployed.fab("systemd", "deploy", "--python", BASE_PYTHON)
+        assert result.returncode == 0, result.stdout + result.stderr
+        yield deployed
+
+
+ROLE_UNITS = ["ember-master.service", "ember-worker@1.service", "ember-worker@2.service"]
+
+
+def test_systemd_backend_install_run_restart_status_stop_uninstall(machine: Machine) -> None:
+    installed = machine.fab("systemd", "install-systemd", "--now")
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert machine.sh(f"systemctl is-enabled {' '.join(ROLE_UNITS)}").split() == ["enabled"] * 3
+    assert machine.sh(f"systemctl is-active {' '.join(ROLE_UNITS)}").split() == ["active"] * 3
+    wait_for(lambda: machine.alive_workers() == 2, 15, "both workers ALIVE")
+
+    # Nice= from the inventory, and the pid file is systemd's MainPID
+    pid = machine.main_pid("ember-worker@1.service")
+    assert machine.sh(f"ps -o ni= -p {pid}") == "5"
+    assert machine.sh("cat /opt/ember/run/ember-root-worker-1.pid") == str(pid)
+
+    # kill -9: systemd restarts the worker (Restart=on-failure), and it registers again
+    machine.sh(f"kill -9 {pid}")
+    wait_for(lambda: machine.main_pid("ember-worker@1.service") not in (0, pid), 20,
+             "a new worker 1 process")
+    assert machine.sh("systemctl show --property NRestarts --value ember-worker@1") == "1"
+    wait_for(lambda: machine.alive_workers() == 2, 20, "the restarted worker ALIVE")
+
+    status = machine.fab("systemd", "status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    rows = json.loads(status.stdout)
+    assert [(r["role"], r["instance"], r["daemon"], r["master_view"]) for r in rows] == [
+        ("master", 1, "running", "ALIVE"), ("worker", 1, "running", "ALIVE"),
+        ("worker", 2, "running", "ALIVE")]
+    logs = machine.fab("systemd", "logs", "--role", "worker", "-n", "50", "--grep", "egister")
+    assert logs.returncode == 0 and f"{machine.host.address}: worker 1: " in logs.stdout
+    assert "ember-worker" in logs.stdout  # journalctl's lines: the journal is the log
+
+    stopped = machine.fab("systemd", "stop-all")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert machine.sh(f"systemctl is-active {' '.join(ROLE_UNITS)}").split() == ["inactive"] * 3
+    assert machine.ember_processes() == []
+
+    started = machine.fab("systemd", "start-all")  # through systemctl
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert machine.sh(f"systemctl is-active {' '.join(ROLE_UNITS)}").split() == ["active"] * 3
+
+    removed = machine.fab("systemd", "uninstall-systemd")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert machine.sh("ls /etc/systemd/system | grep -c ember || true") == "0"
+    assert machine.sh("find /etc/systemd/system -name 'ember*' | wc -l") == "0"
+    assert machine.sh("systemctl list-units --all --plain --no-legend 'ember*'") == ""
+    assert machine.ember_processes() == []
+
+
+def test_supervisor_mode_brings_programs_back_with_supervisord(machine: Machine) -> None:
+    installed = machine.fab("supervisor", "install-systemd", "--now")
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert machine.sh("systemctl is-active ember-supervisord") == "active"
+    started = machine.fab("supervisor", "start-all")
+    assert started.returncode == 0, started.stdout + started.stderr
+    supervisord = machine.main_pid("ember-supervisord.service")
+    assert machine.sh("cat /opt/ember/run/supervisord.pid") == str(supervisord)
+
+    # As after a reboot: systemd starts supervisord again, and it brings the roles back
+    machine.sh("systemctl restart ember-supervisord")
+    wait_for(lambda: machine.alive_workers() == 2, 30, "workers ALIVE after the restart")
+    status = machine.fab("supervisor", "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+
+    stopped = machine.fab("supervisor", "stop-all")  # supervisord is systemd's: it stays
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert machine.sh("systemctl is-active ember-supervisord") == "active"
+    machine.sh("systemctl restart ember-supervisord")  # stopped roles do not come back
+    assert machine.sh("ls /opt/ember/run/programs | wc -l") == "0"
+
+    removed = machine.fab("supervisor", "uninstall-systemd")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert machine.sh("find /etc/systemd/system -name 'ember*' | wc -l") == "0"
+    assert machine.ember_processes() == []

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.lab.netlab import run
+from tests.lab.netlab import attach, make_bridge, run
 
 SYSTEMD = Path("/lib/systemd/systemd")
 SSHD = Path("/usr/sbin/sshd")
@@ -289,19 +289,8 @@ class SystemdHost:
         self.known_hosts.write_text(f"{self.address} {public[0]} {public[1]}\n")
 
     def _network(self) -> None:
-        run("ip", "link", "add", self.bridge, "type", "bridge")
-        run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
-        run("ip", "link", "set", self.bridge, "up")
-        run("ip", "netns", "add", self.netns)
-        run("ip", "link", "add", self.veth, "type", "veth", "peer", "name", f"{self.veth}p")
-        run("ip", "link", "set", f"{self.veth}p", "netns", self.netns)
-        inside = ("ip", "netns", "exec", self.netns)
-        run(*inside, "ip", "link", "set", f"{self.veth}p", "name", "eth0")
-        run(*inside, "ip", "addr", "add", f"{self.address}/24", "dev", "eth0")
-        run(*inside, "ip", "link", "set", "eth0", "up")
-        run(*inside, "ip", "link", "set", "lo", "up")
-        run("ip", "link", "set", self.veth, "master", self.bridge)
-        run("ip", "link", "set", self.veth, "up")
+        make_bridge(self.bridge, self.gateway)
+        attach(self.netns, self.veth, self.address, self.bridge)
 
     def _boot(self) -> None:
         self.cgroups = _make_cgroups(f"ems-{self.machine}")

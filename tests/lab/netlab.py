@@ -38,6 +38,27 @@ def run(*argv: str) -> str:
     return done.stdout
 
 
+def make_bridge(bridge: str, gateway: str) -> None:
+    """A bridge with this machine's address on it: the hosts' network."""
+    run("ip", "link", "add", bridge, "type", "bridge")
+    run("ip", "addr", "add", f"{gateway}/24", "dev", bridge)
+    run("ip", "link", "set", bridge, "up")
+
+
+def attach(netns: str, veth: str, address: str, bridge: str) -> None:
+    """A new network namespace whose eth0 has ``address`` and sits on ``bridge``."""
+    run("ip", "netns", "add", netns)
+    run("ip", "link", "add", veth, "type", "veth", "peer", "name", f"{veth}p")
+    run("ip", "link", "set", f"{veth}p", "netns", netns)
+    inside = ("ip", "netns", "exec", netns)
+    run(*inside, "ip", "link", "set", f"{veth}p", "name", "eth0")
+    run(*inside, "ip", "addr", "add", f"{address}/24", "dev", "eth0")
+    run(*inside, "ip", "link", "set", "eth0", "up")
+    run(*inside, "ip", "link", "set", "lo", "up")
+    run("ip", "link", "set", veth, "master", bridge)
+    run("ip", "link", "set", veth, "up")
+
+
 @dataclass
 class LabHost:
     index: int
@@ -77,30 +98,16 @@ class Lab:
     def _up(self) -> None:
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
         self.common.mkdir(parents=True, exist_ok=True)
-        run("ip", "link", "add", self.bridge, "type", "bridge")
-        run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
-        run("ip", "link", "set", self.bridge, "up")
+        make_bridge(self.bridge, self.gateway)
         Path("/run/sshd").mkdir(exist_ok=True)
         lines = []
         for host in self.hosts:
-            self._network(host)
+            attach(host.netns, host.veth, host.address, self.bridge)
             lines.append(f"{host.address} {self._host_key(host)}")
             self.start_sshd(host)
         self.known_hosts.write_text("\n".join(lines) + "\n")
         for host in self.hosts:
             self.wait_ssh(host)
-
-    def _network(self, host: LabHost) -> None:
-        run("ip", "netns", "add", host.netns)
-        run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", f"{host.veth}p")
-        run("ip", "link", "set", f"{host.veth}p", "netns", host.netns)
-        inside = ("ip", "netns", "exec", host.netns)
-        run(*inside, "ip", "link", "set", f"{host.veth}p", "name", "eth0")
-        run(*inside, "ip", "addr", "add", f"{host.address}/24", "dev", "eth0")
-        run(*inside, "ip", "link", "set", "eth0", "up")
-        run(*inside, "ip", "link", "set", "lo", "up")
-        run("ip", "link", "set", host.veth, "master", self.bridge)
-        run("ip", "link", "set", host.veth, "up")
 
     def _host_key(self, host: LabHost) -> str:
         (host.root / "home").mkdir(parents=True, exist_ok=True)

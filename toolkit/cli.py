@@ -236,8 +236,7 @@ def run_daemon(args: argparse.Namespace) -> int:
         return _systemd_units(args, settings)
     if args.role is None:
         raise ConfigError(f"daemon {args.action} needs a role: master or worker")
-    instances = [_resolve(part, "INSTANCE", "", _positive_int, lambda: 1)
-                 for part in args.instance.split(",")]
+    instances = _instances(args)
     if len(instances) > 1 and args.action not in ("start", "stop", "status"):
         raise ConfigError(f"daemon {args.action} takes one instance; start, stop and status "
                           f"take several (1,2,3)")
@@ -279,6 +278,11 @@ def run_daemon(args: argparse.Namespace) -> int:
         return 1
 
 
+def _instances(args: argparse.Namespace) -> list[int]:
+    return [_resolve(part, "INSTANCE", "", _positive_int, lambda: 1)
+            for part in args.instance.split(",")]
+
+
 def _systemd_units(args: argparse.Namespace, settings: DaemonSettings) -> int:
     """install-systemd: units for this host's backend, enabling the named role instances
     (under supervisor: ember-supervisord.service); uninstall-systemd: all of Ember's."""
@@ -292,9 +296,7 @@ def _systemd_units(args: argparse.Namespace, settings: DaemonSettings) -> int:
         if args.role is not None and settings.backend == "supervisor":
             enable = [systemd.SUPERVISORD_UNIT]
         elif args.role is not None:
-            enable = [settings.unit(args.role, _resolve(part, "INSTANCE", "", _positive_int,
-                                                        lambda: 1))
-                      for part in args.instance.split(",")]
+            enable = [settings.unit(args.role, i) for i in _instances(args)]
         return systemd.install(settings, enable, args.now)
     except EmberError as exc:
         print(f"ember daemon {args.action}: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -83,8 +84,6 @@ class Cluster:
         if unknown:
             raise ConfigError(f"unknown role {sorted(unknown)[0]!r}: use master or worker")
         self.targets: dict[str, Target] = {}
-        self._prepared: set[str] = set()
-        self._unusable: set[str] = set()
         for entry in inventory.hosts:
             name = entry.address.rpartition("@")[2]
             if wanted_hosts is not None and name not in wanted_hosts:
@@ -233,11 +232,11 @@ class Cluster:
 
     def begin(self, target: Target, action: str, role: str, *flags: str,
               files: bytes | None = None) -> Session:
-        """`ember daemon ACTION ROLE 1,2 --json FLAGS` for the host's instances of ``role``,
+        """`ember daemon ACTION ROLE 1,2 FLAGS` for the host's instances of ``role``,
         as one remote command whose standard input stays open (for --when-told). With
         ``files``, the host's files travel on that input: one SSH session does it all."""
         argv = self.daemon_argv(target, action, role, ",".join(map(str, target.instances(role))),
-                                "--json", *flags, *(["--files-from-stdin"] if files else []))
+                                *flags, *(["--files-from-stdin"] if files else []))
         session = target.host.start(argv, env={"EMBER_CONF_DIR": f"{target.home}/conf"})
         if files:
             session.send(files)
@@ -278,7 +277,8 @@ class Cluster:
         if not target.instances(role):
             return []
         files = self.files(target, secret) if secret is not None else None
-        result = self.begin(target, action, role, *flags, files=files).finish(timeout=120)
+        result = self.begin(target, action, role, "--json", *flags, files=files).finish(
+            timeout=120)
         return self.outcomes(target, action, role, result)
 
     def _gated(self, targets: list[Target], action: str, role: str, *flags: str,
@@ -288,7 +288,8 @@ class Cluster:
         The returned function sends the order (`go` or `skip REASON`) and collects outcomes."""
         def open_one(target: Target) -> Session:
             files = self.files(target, secret) if secret is not None else None
-            return self.begin(target, action, role, *flags, "--when-told", files=files)
+            return self.begin(target, action, role, "--json", *flags, "--when-told",
+                              files=files)
 
         pool = ThreadPoolExecutor(max_workers=min(32, max(1, len(targets))))
         opening = {t.address: pool.submit(open_one, t) for t in targets}
@@ -383,11 +384,8 @@ class Cluster:
         flags = [*(["--scope", scope] if scope else []), *(["--now"] if now else [])]
 
         def install(target: Target, role: str) -> list[Outcome]:
-            instances = ",".join(map(str, target.instances(role)))
-            argv = self.daemon_argv(target, "install-systemd", role, instances, *flags,
-                                    "--files-from-stdin")
-            session = target.host.start(argv, env={"EMBER_CONF_DIR": f"{target.home}/conf"})
-            result = session.finish(self.files(target, secret), timeout=180)
+            result = self.begin(target, "install-systemd", role, *flags,
+                                files=self.files(target, secret)).finish(timeout=180)
             lines = (result.stdout + result.stderr).strip().splitlines()
             return [Outcome(target.address, role, 0, result.ok, (
                 lines[-1] if lines else "done") if result.ok else
@@ -715,15 +713,52 @@ def summary(task: str, outcomes: list[Outcome]) -> tuple[int, str]:
 
 
 def render_all(cluster: Cluster, out: Path) -> list[Path]:
-    """Write what every host would get, for review, without touching any host."""
+    """Write what every host would get, for review, without touching any host: ember-env.sh,
+    the commands, and what `ember daemon` renders there from the same settings (supervisor
+    files, systemd units). Names that hold the host's hostname use its inventory address."""
     written = []
     for target in cluster.targets.values():
         folder = out / target.address
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "ember-env.sh").write_text(cluster.env_file(target))
+        files = {"ember-env.sh": cluster.env_file(target)}
         env = f"EMBER_CONF_DIR={shlex.quote(target.home + '/conf')}"
-        commands = [f"{env} {shlex.join(cluster.daemon_argv(target, 'start', r, str(i)))}"
-                    for r, i in target.roles]
-        (folder / "commands.txt").write_text("\n".join(commands) + "\n")
-        written += [folder / "ember-env.sh", folder / "commands.txt"]
+        files["commands.txt"] = "\n".join(
+            f"{env} {shlex.join(cluster.daemon_argv(target, 'start', r, str(i)))}"
+            for r, i in target.roles) + "\n"
+        files.update(_daemon_files(cluster, target))
+        for name, text in files.items():
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            written.append(path)
     return written
+
+
+def _daemon_files(cluster: Cluster, target: Target) -> dict[str, str]:
+    """The supervisor files and systemd units the host would render, by relative path."""
+    import getpass
+
+    from toolkit.daemon.control import instance_env, runtime_command
+    from toolkit.daemon.settings import load_settings
+    from toolkit.daemon.supervisor import SupervisorBackend
+    from toolkit.daemon.systemd import unit_texts
+
+    entry = target.entries[0]
+    user = getpass.getuser() if entry.local else (
+        entry.address.rpartition("@")[0] or cluster.inventory.ssh.user or getpass.getuser())
+    settings = dataclasses.replace(
+        load_settings({**cluster.host_env(target), "USER": user}), hostname=target.address)
+    files = {}
+    if settings.backend in ("supervisor", "systemd"):
+        files.update({f"systemd/{name}": text
+                      for name, text in unit_texts(settings, target.python).items()})
+    if settings.backend == "supervisor":
+        backend = SupervisorBackend(settings)
+        files["supervisor/supervisord.conf"] = backend.config_text(  # as ensure_running does
+            (settings.run_user or user) if user == "root" else None)
+        for role, instance in target.roles:
+            command = runtime_command(settings, role, instance, [], python=target.python)
+            files[f"supervisor/programs/{settings.name(role, instance)}.conf"] = (
+                backend.program_text(role, instance, command,
+                                     instance_env(settings, role, instance),
+                                     settings.log_file(role, instance)))
+    return files

@@ -137,6 +137,8 @@ def test_supervisor_mode_brings_programs_back_with_supervisord(machine: Machine)
     assert machine.sh("systemctl is-active ember-supervisord") == "active"
     machine.sh("systemctl restart ember-supervisord")  # stopped roles do not come back
     assert machine.sh("ls /opt/ember/run/programs | wc -l") == "0"
+    wait_for(lambda: machine.sh("ls /opt/ember/run/supervisor.sock"), 10, "supervisord up")
+    assert not any("-m toolkit" in p for p in machine.ember_processes())
 
     removed = machine.fab("supervisor", "uninstall-systemd")
     assert removed.returncode == 0, removed.stdout + removed.stderr

@@ -52,11 +52,12 @@ def backend_for(settings: DaemonSettings) -> Backend:
 
 
 def runtime_command(settings: DaemonSettings, role: str, instance: int,
-                    role_args: list[str], niced: bool = True) -> list[str]:
+                    role_args: list[str], niced: bool = True,
+                    python: str = sys.executable) -> list[str]:
     """``nice -n N <python> -m toolkit ROLE ARGS --pid-file FILE``; nice execs, the pid stays.
     Without ``niced`` (under systemd, whose Nice= applies), no nice."""
     nice = [shutil.which("nice") or "/usr/bin/nice", "-n", str(settings.niceness)]
-    return [*(nice if niced else []), sys.executable, "-m", "toolkit", role, *role_args,
+    return [*(nice if niced else []), python, "-m", "toolkit", role, *role_args,
             "--pid-file", str(settings.pid_file(role, instance))]
 
 

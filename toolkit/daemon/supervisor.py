@@ -73,20 +73,35 @@ class SupervisorBackend:
         s = self.settings
         return s.log_dir / f"supervisord-{s.ident}-{s.hostname}.log"
 
+    def config_text(self, user: str | None) -> str:
+        """supervisord.conf; ``user`` is who it drops to when started as root."""
+        s = self.settings
+        from toolkit.render import render
+
+        return render("supervisor/supervisord.conf.j2", socket=s.supervisor_socket,
+                      log_file=self._log_file(), pid_file=s.supervisor_pid_file,
+                      log_dir=s.log_dir, home=s.home, ident=s.ident,
+                      programs_dir=s.supervisor_programs, user=user)
+
     def write_config(self) -> Path:
         """supervisord.conf for this host and user (also what ember-supervisord.service runs)."""
         s = self.settings
         for folder in (s.supervisor_dir, s.supervisor_programs, s.log_dir, s.home):
             folder.mkdir(parents=True, exist_ok=True)
+        user = (s.run_user or getpass.getuser()) if os.geteuid() == 0 else None
+        write_atomic(s.supervisor_conf, self.config_text(user).encode())
+        return s.supervisor_conf
+
+    def program_text(self, role: str, instance: int, command: list[str],
+                     env: Mapping[str, str], log: Path) -> str:
+        s = self.settings
         from toolkit.render import render
 
-        conf = render("supervisor/supervisord.conf.j2", socket=s.supervisor_socket,
-                      log_file=self._log_file(), pid_file=s.supervisor_pid_file,
-                      log_dir=s.log_dir, home=s.home, ident=s.ident,
-                      programs_dir=s.supervisor_programs,
-                      user=(s.run_user or getpass.getuser()) if os.geteuid() == 0 else None)
-        write_atomic(s.supervisor_conf, conf.encode())
-        return s.supervisor_conf
+        return render("supervisor/program.conf.j2", name=s.name(role, instance), role=role,
+                      instance=instance, command=shlex.join(command), home=s.home,
+                      stop_timeout=math.ceil(s.stop_timeout), log_file=log,
+                      log_max_files=s.log_max_files, log_max_bytes=s.log_max_bytes,
+                      env=dict(env))
 
     def ensure_running(self) -> None:
         """Start supervisord unless it already answers on its socket."""
@@ -187,13 +202,7 @@ class SupervisorBackend:
                log: Path) -> Callable[[], str | None]:
         s = self.settings
         name = s.name(role, instance)
-        from toolkit.render import render
-
-        program = render("supervisor/program.conf.j2", name=name, role=role, instance=instance,
-                         command=shlex.join(command), home=s.home,
-                         stop_timeout=math.ceil(s.stop_timeout),
-                         log_file=log, log_max_files=s.log_max_files,
-                         log_max_bytes=s.log_max_bytes, env=dict(env))
+        program = self.program_text(role, instance, command, env, log)
         with self.locked():
             self.ensure_running()
             self._install(name, program, s.program_file(role, instance))

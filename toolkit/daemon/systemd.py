@@ -73,17 +73,15 @@ def require_systemd(settings: DaemonSettings) -> None:
 # Rendering --------------------------------------------------------------------------------
 
 
-def unit_texts(settings: DaemonSettings) -> dict[str, str]:
-    """Every unit this host's backend needs, by file name."""
+def unit_texts(settings: DaemonSettings, python: str = sys.executable) -> dict[str, str]:
+    """Every unit this host's backend needs, by file name; ``python`` is the host's venv."""
     common = _common(settings)
     if settings.backend == "supervisor":
         del common["watchdog_sec"]  # supervisord sends no WATCHDOG=1
-        from toolkit.daemon.supervisor import SupervisorBackend
-
-        conf = SupervisorBackend(settings).write_config()
+        conf = settings.supervisor_conf  # written by install(), as `ember daemon start` does
         return {SUPERVISORD_UNIT: render(
             "systemd/ember-supervisord.service.j2", **common, type="simple",
-            exec_start=[sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)],
+            exec_start=[python, "-m", "supervisor.supervisord", "-n", "-c", str(conf)],
             env_file=None, nice=None, pid_file=None, log_file=None, watchdog_sec=0,
             stop_timeout=settings.stop_timeout + 10, identifier="ember-supervisord")}
     if settings.backend != "systemd":
@@ -95,7 +93,7 @@ def unit_texts(settings: DaemonSettings) -> dict[str, str]:
         log = settings.log_file(role, instance) if settings.systemd_output == "file" else None
         texts[unit] = render(
             f"systemd/{unit}.j2", **common, type="notify",
-            exec_start=[sys.executable, "-m", "toolkit", "daemon", "run", role,
+            exec_start=[python, "-m", "toolkit", "daemon", "run", role,
                         instance],
             env_file=settings.systemd_env_file, nice=settings.niceness,
             pid_file=settings.pid_file(role, instance), log_file=log,
@@ -135,6 +133,10 @@ def install(settings: DaemonSettings, enable: list[str], now: bool, say: Say = p
         folder.mkdir(parents=True, exist_ok=True)
         if settings.run_user and os.geteuid() == 0:
             shutil.chown(folder, settings.run_user, settings.run_group)
+    if settings.backend == "supervisor":
+        from toolkit.daemon.supervisor import SupervisorBackend
+
+        SupervisorBackend(settings).write_config()
     env = {**settings.env, "EMBER_DAEMON_BACKEND": settings.backend}
     write_atomic(settings.systemd_env_file, systemd_env(dict(env)).encode(), 0o644)
     settings.unit_dir.mkdir(parents=True, exist_ok=True)
@@ -202,12 +204,12 @@ class SystemdBackend:
         return self.settings.unit(role, instance)
 
     def prepare(self) -> None:
-        """Fail early and clearly when the units are not installed."""
+        """Fail early and clearly when the units are not installed. (A host whose systemd
+        does not run fails at `systemctl start`, with systemctl's own words.)"""
         for unit in ROLE_UNITS:
             if not (self.settings.unit_dir / unit).exists():
                 raise SystemdError(f"{self.settings.unit_dir / unit} is not installed: run "
                                    f"`fab install-systemd` (or `ember daemon install-systemd`)")
-        require_systemd(self.settings)
 
     def launch(self, role: str, instance: int, command: list[str], env: Mapping[str, str],
                log: Path) -> Callable[[], str | None]:

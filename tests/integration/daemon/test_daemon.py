@@ -342,6 +342,41 @@ def test_start_failure_exits_non_zero_with_the_log_tail(daemons: Daemons) -> Non
 
 
 @pytest.mark.parametrize("backend", ["supervisor"])
+def test_a_role_that_outlived_a_killed_supervisord_is_not_started_twice(daemons: Daemons) -> None:
+    assert daemons.run("start", "master").returncode == 0
+    master = daemons.pid("master")
+    supervisord = int((Path(daemons.env["EMBER_SUPERVISOR_DIR"]) / "supervisord.pid")
+                      .read_text())
+    os.kill(supervisord, signal.SIGKILL)  # its children keep running
+    # The next start brings up a new supervisord, which autostarts the programs it knows
+    assert daemons.run("start", "worker", "--", daemons.master_url).returncode == 0
+    assert daemons.master_json()["aliveworkers"] == 1
+    status = daemons.run("status", "master")
+    assert status.returncode == 0 and f"running as process {master}," in status.stdout
+    masters = [p for p in Path("/proc").iterdir() if p.name.isdigit() and alive(int(p.name))
+               and str(daemons.pid_file("master")).encode() in _cmdline(p)]
+    assert [int(p.name) for p in masters] == [master]
+    assert daemons.run("stop", "master").returncode == 0  # found by its pid
+    assert not alive(master)
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+@pytest.mark.parametrize("backend", ["supervisor"])
+def test_stopped_programs_do_not_come_back_with_supervisord(daemons: Daemons) -> None:
+    assert daemons.run("start", "master").returncode == 0
+    assert daemons.run("start", "worker", "--", daemons.master_url).returncode == 0
+    assert daemons.run("stop", "worker").returncode == 0
+    programs = Path(daemons.env["EMBER_SUPERVISOR_DIR"]) / "programs"
+    assert [p.name for p in programs.iterdir()] == ["ember-test-master-1.conf"]
+
+
+@pytest.mark.parametrize("backend", ["supervisor"])
 def test_supervisor_restarts_a_killed_worker_and_the_pid_file_follows(daemons: Daemons) -> None:
     assert daemons.run("start", "master").returncode == 0
     assert daemons.run("start", "worker", "--", daemons.master_url).returncode == 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,6 +125,17 @@ def test_render_writes_what_hosts_would_get(local: Local, tmp_path: Path) -> Non
     assert f"EMBER_HOME={local.home}" in env_file
     commands = (out / "localhost" / "commands.txt").read_text().splitlines()
     assert len(commands) == 3 and commands[0].endswith("daemon start master 1")
+    ident = getpass.getuser()
+    program = (out / "localhost" / "supervisor" / "programs" /
+               f"ember-{ident}-worker-2.conf").read_text()
+    assert f"command={shutil.which('nice')} -n 0 {sys.executable} -m toolkit worker --pid-file " \
+           f"{local.home}/run/ember-{ident}-worker-2.pid" in program
+    assert f"stdout_logfile={local.home}/logs/ember-{ident}-worker-2-localhost.out" in program
+    supervisord = (out / "localhost" / "supervisor" / "supervisord.conf").read_text()
+    assert f"file={local.home}/run/supervisor.sock" in supervisord
+    unit = (out / "localhost" / "systemd" / "ember-supervisord.service").read_text()
+    assert f"-m supervisor.supervisord -n -c {local.home}/run/supervisord.conf" in unit
+    assert not list(local.home.rglob("*.conf"))  # nothing was written to the host itself
     assert not (local.home / "conf").exists()  # render touches no host
 
 

@@ -82,7 +82,6 @@ def test_supervisor_mode_installs_supervisord_only_without_ember_settings(tmp_pa
     unit = texts["ember-supervisord.service"]
     assert f"-n -c {tmp_path}/sv/supervisord.conf" in unit
     assert "EnvironmentFile" not in unit and "Type=simple" in unit
-    assert (tmp_path / "sv" / "supervisord.conf").exists()
 
 
 def test_user_scope_units_leave_out_what_a_user_manager_cannot_do(tmp_path: Path) -> None:

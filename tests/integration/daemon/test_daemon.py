@@ -348,16 +348,21 @@ def test_a_role_that_outlived_a_killed_supervisord_is_not_started_twice(daemons:
     supervisord = int((Path(daemons.env["EMBER_SUPERVISOR_DIR"]) / "supervisord.pid")
                       .read_text())
     os.kill(supervisord, signal.SIGKILL)  # its children keep running
-    # The next start brings up a new supervisord, which autostarts the programs it knows
-    assert daemons.run("start", "worker", "--", daemons.master_url).returncode == 0
-    assert daemons.master_json()["aliveworkers"] == 1
-    status = daemons.run("status", "master")
-    assert status.returncode == 0 and f"running as process {master}," in status.stdout
-    masters = [p for p in Path("/proc").iterdir() if p.name.isdigit() and alive(int(p.name))
-               and str(daemons.pid_file("master")).encode() in _cmdline(p)]
-    assert [int(p.name) for p in masters] == [master]
-    assert daemons.run("stop", "master").returncode == 0  # found by its pid
-    assert not alive(master)
+    try:
+        # The next start brings up a new supervisord, which autostarts the programs it knows
+        assert daemons.run("start", "worker", "--", daemons.master_url).returncode == 0
+        assert daemons.master_json()["aliveworkers"] == 1
+        status = daemons.run("status", "master")
+        assert status.returncode == 0 and f"running as process {master}," in status.stdout
+        masters = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                   and alive(int(p.name))
+                   and str(daemons.pid_file("master")).encode() in _cmdline(p)]
+        assert [int(p.name) for p in masters] == [master]
+        assert daemons.run("stop", "master").returncode == 0  # found by its pid
+        assert not alive(master)
+    finally:  # a second master would have taken over the pid file, hiding this one
+        if alive(master):
+            os.kill(master, signal.SIGKILL)
 
 
 def _cmdline(proc: Path) -> bytes:

@@ -8,11 +8,55 @@ Commands are imperative (``ReconnectWorker``), events past tense, RPC pairs
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+Command = Annotated[list[str], msgspec.Meta(min_length=1)]
 
 
 class Message(msgspec.Struct, tag=True):
     """Base of every message; ``type`` on the wire is the class name."""
+
+
+# Descriptions carried inside messages (not messages themselves) -----------------------------
+
+
+class DriverDescription(msgspec.Struct, forbid_unknown_fields=True):
+    """What to run as a driver: any command, with the resources it needs on its worker."""
+
+    command: Command
+    cores: Positive = 1
+    memory: Positive = 1024
+    """MiB, like Spark's spark.driver.memory (default 1g)."""
+    supervise: bool = False
+    name: str = ""
+    env: dict[str, str] = {}
+    main_class: str = ""
+    """Shown as ``mainclass`` in /json: Spark's main class, else the name, else the program."""
+
+
+class ApplicationDescription(msgspec.Struct, forbid_unknown_fields=True):
+    """An application: how to start its executors and how many resources they get.
+
+    ``command`` may hold the placeholders {{EXECUTOR_ID}} {{APP_ID}} {{CORES}} {{HOSTNAME}}
+    {{WORKER_URL}}, filled by the worker that launches each executor.
+    """
+
+    name: str
+    command: Command
+    memory_per_executor: Positive = 1024
+    cores_per_executor: Positive | None = None
+    """None: one executor per worker, with all the cores it can get (Spark's default)."""
+    max_cores: Positive | None = None
+    env: dict[str, str] = {}
+    user: str = ""
+
+
+class ExecutorRef(msgspec.Struct):
+    app_id: str
+    exec_id: int
 
 
 # Handshake (before any other message; see wire.py) ------------------------------------------
@@ -63,6 +107,33 @@ class WorkerStopping(Message):
     reason: str
 
 
+class DriverStateChanged(Message):
+    """Acknowledged by StateChangeAcked(seq); resent after a reconnect until it is."""
+
+    seq: int
+    driver_id: str
+    state: str
+    message: str = ""
+    exit_code: int | None = None
+
+
+class ExecutorStateChanged(Message):
+    seq: int
+    app_id: str
+    exec_id: int
+    state: str
+    message: str = ""
+    exit_code: int | None = None
+
+
+class WorkerLatestState(Message):
+    """Sent after every (re)registration: what this worker runs right now."""
+
+    worker_id: str
+    executors: list[ExecutorRef]
+    driver_ids: list[str]
+
+
 # Master -> Worker ---------------------------------------------------------------------------
 
 
@@ -83,6 +154,147 @@ class MasterInStandby(Message):
 
 class ReconnectWorker(Message):
     master_url: str
+
+
+class StateChangeAcked(Message):
+    seq: int
+
+
+class LaunchDriver(Message):
+    driver_id: str
+    desc: DriverDescription
+
+
+class KillDriver(Message):
+    driver_id: str
+
+
+class LaunchExecutor(Message):
+    master_url: str
+    app_id: str
+    exec_id: int
+    desc: ApplicationDescription
+    cores: int
+    memory: int
+
+
+class KillExecutor(Message):
+    master_url: str
+    app_id: str
+    exec_id: int
+
+
+class ApplicationFinished(Message):
+    app_id: str
+
+
+# Submission client <-> Master ---------------------------------------------------------------
+
+
+class RequestSubmitDriver(Message):
+    desc: DriverDescription
+    watch: bool = False
+    """Also send a DriverStatusResponse on this connection at every state change."""
+
+
+class SubmitDriverResponse(Message):
+    success: bool
+    driver_id: str | None
+    message: str
+
+
+class RequestKillDriver(Message):
+    driver_id: str
+
+
+class KillDriverResponse(Message):
+    driver_id: str
+    success: bool
+    message: str
+
+
+class RequestDriverStatus(Message):
+    driver_id: str
+    watch: bool = False
+    """Keep sending DriverStatusResponse at every state change until a final state."""
+
+
+class DriverStatusResponse(Message):
+    driver_id: str
+    found: bool
+    state: str | None = None
+    worker_id: str | None = None
+    worker_host_port: str | None = None
+    message: str | None = None
+    exit_code: int | None = None
+
+
+class RequestKillAllDrivers(Message):
+    pass
+
+
+class KillAllDriversResponse(Message):
+    success: bool
+    message: str
+
+
+class RequestClearCompletedDriversAndApps(Message):
+    pass
+
+
+class ClearCompletedDriversAndAppsResponse(Message):
+    success: bool
+    message: str
+
+
+class RequestDriverList(Message):
+    pass
+
+
+class DriverListResponse(Message):
+    drivers: list[DriverStatusResponse]
+
+
+# Application client (driver program) <-> Master --------------------------------------------
+
+
+class RegisterApplication(Message):
+    desc: ApplicationDescription
+
+
+class RegisteredApplication(Message):
+    app_id: str
+    master_url: str
+
+
+class UnregisterApplication(Message):
+    app_id: str
+
+
+class ExecutorAdded(Message):
+    exec_id: int
+    worker_id: str
+    host_port: str
+    cores: int
+    memory: int
+
+
+class ExecutorUpdated(Message):
+    exec_id: int
+    state: str
+    message: str = ""
+    exit_code: int | None = None
+    worker_lost: bool = False
+
+
+class WorkerRemoved(Message):
+    worker_id: str
+    host: str
+    message: str
+
+
+class ApplicationRemoved(Message):
+    message: str
 
 
 # Master to itself (timers post these; they never cross the wire) ----------------------------
@@ -107,6 +319,31 @@ class CheckRegistration(Message):
     pass
 
 
+class ResendStateChanges(Message):
+    pass
+
+
+class CleanupWorkDir(Message):
+    pass
+
+
+class DriverRunnerChanged(Message):
+    """A DriverRunner reports a state of its driver to its worker."""
+
+    driver_id: str
+    state: str
+    message: str = ""
+    exit_code: int | None = None
+
+
+class ExecutorRunnerChanged(Message):
+    app_id: str
+    exec_id: int
+    state: str
+    message: str = ""
+    exit_code: int | None = None
+
+
 # Any endpoint to itself ---------------------------------------------------------------------
 
 
@@ -120,9 +357,37 @@ WIRE = (
     RegisterWorker
     | Heartbeat
     | WorkerStopping
+    | DriverStateChanged
+    | ExecutorStateChanged
+    | WorkerLatestState
     | RegisteredWorker
     | RegisterWorkerFailed
     | MasterInStandby
     | ReconnectWorker
+    | StateChangeAcked
+    | LaunchDriver
+    | KillDriver
+    | LaunchExecutor
+    | KillExecutor
+    | ApplicationFinished
+    | RequestSubmitDriver
+    | SubmitDriverResponse
+    | RequestKillDriver
+    | KillDriverResponse
+    | RequestDriverStatus
+    | DriverStatusResponse
+    | RequestKillAllDrivers
+    | KillAllDriversResponse
+    | RequestClearCompletedDriversAndApps
+    | ClearCompletedDriversAndAppsResponse
+    | RequestDriverList
+    | DriverListResponse
+    | RegisterApplication
+    | RegisteredApplication
+    | UnregisterApplication
+    | ExecutorAdded
+    | ExecutorUpdated
+    | WorkerRemoved
+    | ApplicationRemoved
 )
 """The messages that may travel on an established connection."""

@@ -20,6 +20,7 @@ from toolkit.errors import ConfigError
 
 if TYPE_CHECKING:
     from toolkit.daemon.settings import DaemonSettings
+    from toolkit.runtime import messages as m
 
 T = TypeVar("T")
 
@@ -63,12 +64,19 @@ def _resolve(flag: str | None, option: str, env: str, parse: Callable[[str], T],
         raise ConfigError(f"{source}: {exc}") from None
 
 
+def _seconds_or_off(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0.0") else _seconds(text)
+
+
+def _secret_path(args: argparse.Namespace) -> Path | None:
+    path = args.secret_file or os.environ.get("EMBER_SECRET_FILE")
+    return Path(path) if path else None
+
+
 def _secret(args: argparse.Namespace) -> bytes | None:
     from toolkit.runtime.config import read_secret_file
 
-    path = args.secret_file
-    if path is None:
-        path = os.environ.get("EMBER_SECRET_FILE")
+    path = _secret_path(args)
     return read_secret_file(path) if path else None
 
 
@@ -97,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     master.add_argument("--worker-timeout", metavar="SECONDS",
                         help="declare a silent worker DEAD after this long "
                         "(default: $EMBER_WORKER_TIMEOUT, else 60)")
+    master.add_argument("--rest-port", help="serve the Spark-compatible REST submission API "
+                        "on this port, e.g. 6066 (default: $EMBER_MASTER_REST_PORT, else off)")
+    master.add_argument("--consolidate", action="store_true",
+                        default=os.environ.get("EMBER_DEPLOY_SPREAD_OUT", "") == "false",
+                        help="fill one worker with an application's executors before the next "
+                             "(default: spread them out; $EMBER_DEPLOY_SPREAD_OUT=false)")
     _common(master)
     master.set_defaults(run=run_master, header=True)
 
@@ -117,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--register-timeout", metavar="SECONDS",
                         help="exit 1 when no master accepted this worker for this long "
                         "(default: $EMBER_WORKER_REGISTER_TIMEOUT, else 600)")
+    worker.add_argument("--cleanup-interval", metavar="SECONDS",
+                        help="remove old finished driver/app dirs this often; 0 turns it off "
+                        "(default: $EMBER_WORKER_CLEANUP_INTERVAL, else 1800)")
+    worker.add_argument("--cleanup-ttl", metavar="SECONDS",
+                        help="age after which a finished dir goes "
+                        "(default: $EMBER_WORKER_CLEANUP_TTL, else 604800 = 7 days)")
     _common(worker)
     worker.set_defaults(run=run_worker, header=True)
 
@@ -160,7 +180,43 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--follow", "-f", action="store_true", help="logs: keep printing")
     daemon.add_argument("--grep", metavar="REGEX", help="logs: only matching lines")
     daemon.set_defaults(run=run_daemon, role_args=[])
+
+    submit = sub.add_parser(
+        "submit", help="run a command on the cluster as a driver",
+        usage="ember submit [--master URL] [--supervise] [--cores N] [--memory 1g] [--name N] "
+              "[--env K=V]... [--wait] -- COMMAND [ARGS...]",
+        description="Prints the driver id. With --wait, follows the driver to its end and "
+                    "exits with its exit code.")
+    _client_options(submit)
+    submit.add_argument("--supervise", action="store_true",
+                        help="restart the driver when it exits non-zero (backoff 1 s doubling, "
+                             "at most 60 s)")
+    submit.add_argument("--cores", default="1", help="cores reserved on the worker (default 1)")
+    submit.add_argument("--memory", default="1g", help="memory reserved, like 512m (default 1g)")
+    submit.add_argument("--name", default="", help="shown in the master's /json")
+    submit.add_argument("--env", action="append", default=[], metavar="K=V",
+                        help="environment variable for the driver (repeatable)")
+    submit.add_argument("--wait", action="store_true",
+                        help="follow the driver to a final state; exit with its exit code")
+    submit.set_defaults(run=run_submit, role_args=[])
+
+    driver = sub.add_parser("driver", help="status, kill or list drivers",
+                            usage="ember driver (status|kill) ID | ember driver "
+                                  "(list|kill-all|clear) [--master URL] [--json]")
+    driver.add_argument("action", choices=["status", "kill", "list", "kill-all", "clear"])
+    driver.add_argument("driver_id", nargs="?", metavar="ID")
+    _client_options(driver)
+    driver.add_argument("--json", action="store_true", help="print JSON")
+    driver.set_defaults(run=run_driver)
     return parser
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--master", help="ember://host:port[,...] (default: $EMBER_MASTER_URL)")
+    parser.add_argument("--secret-file", metavar="FILE",
+                        help="cluster secret (default: $EMBER_SECRET_FILE)")
+    parser.add_argument("--log-level", default="WARNING",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
 def print_command_header() -> None:
@@ -183,6 +239,9 @@ def run_master(args: argparse.Namespace) -> int:
         worker_timeout=_resolve(args.worker_timeout, "--worker-timeout", "EMBER_WORKER_TIMEOUT",
                                 _seconds, lambda: 60.0),
         secret=_secret(args),
+        spread_out=not args.consolidate,
+        rest_port=_resolve(args.rest_port, "--rest-port", "EMBER_MASTER_REST_PORT", _port,
+                           lambda: None),
     )
     config.check_exposure("master", host, settings.secret, args.insecure)
     master = Master(settings)
@@ -191,6 +250,7 @@ def run_master(args: argparse.Namespace) -> int:
 
 def run_worker(args: argparse.Namespace) -> int:
     from toolkit.runtime import config, http, service
+    from toolkit.runtime.workdir import CLEANUP_INTERVAL, CLEANUP_TTL
     from toolkit.runtime.worker import Worker, WorkerConfig
 
     url = args.master_url or os.environ.get("EMBER_MASTER_URL")
@@ -212,6 +272,12 @@ def run_worker(args: argparse.Namespace) -> int:
         register_timeout=_resolve(args.register_timeout, "--register-timeout",
                                   "EMBER_WORKER_REGISTER_TIMEOUT", _seconds, lambda: 600.0),
         secret=_secret(args),
+        secret_file=_secret_path(args),
+        cleanup_interval=_resolve(args.cleanup_interval, "--cleanup-interval",
+                                  "EMBER_WORKER_CLEANUP_INTERVAL", _seconds_or_off,
+                                  lambda: CLEANUP_INTERVAL),
+        cleanup_ttl=_resolve(args.cleanup_ttl, "--cleanup-ttl", "EMBER_WORKER_CLEANUP_TTL",
+                             _seconds, lambda: CLEANUP_TTL),
     )
     config.check_exposure("worker", host, settings.secret, args.insecure)
     worker = Worker(settings)
@@ -325,6 +391,135 @@ def _wait_until_told(args: argparse.Namespace, settings: DaemonSettings,
     return control.each_instance(args.role, instances, refuse, args.json)
 
 
+def _master_url(args: argparse.Namespace) -> str:
+    url = args.master or os.environ.get("EMBER_MASTER_URL")
+    if not url:
+        raise ConfigError("no master: pass --master ember://host:7077 or set EMBER_MASTER_URL")
+    from toolkit.runtime.config import parse_master_url
+
+    parse_master_url(url)
+    return str(url)
+
+
+def _driver_description(args: argparse.Namespace) -> m.DriverDescription:
+    from toolkit.runtime import messages as m
+    from toolkit.runtime.config import parse_memory_mb
+
+    if not args.role_args:
+        raise ConfigError("submit needs a command after --: ember submit -- python3 job.py")
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not key.replace("_", "a").isalnum():
+            raise ConfigError(f"--env {item!r} is not NAME=VALUE")
+        env[key] = value
+    cores = _resolve(args.cores, "--cores", "", _positive_int, lambda: 1)
+    memory = _resolve(args.memory, "--memory", "", lambda t: parse_memory_mb(t, "--memory"),
+                      lambda: 1024)
+    return m.DriverDescription(list(args.role_args), cores, memory, args.supervise, args.name,
+                               env)
+
+
+def exit_code_of(status: m.DriverStatusResponse) -> int:
+    """The exit code `ember submit --wait` returns for a driver's final status."""
+    if status.state == "FINISHED":
+        return 0
+    code = status.exit_code
+    if code is None:
+        return 143 if status.state == "KILLED" else 1
+    return 128 - code if code < 0 else code or 1
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from toolkit.runtime.client import SubmissionClient
+
+    url = _master_url(args)
+    desc = _driver_description(args)
+    secret = _secret(args)
+
+    async def go() -> int:
+        async with await SubmissionClient.open(url, secret) as client:
+            response = await client.submit(desc, watch=args.wait)
+            if not response.success or response.driver_id is None:
+                print(f"ember submit: refused: {response.message}", file=sys.stderr)
+                return 1
+            print(response.driver_id, flush=True)
+            if not args.wait:
+                return 0
+            last = ""
+            while True:
+                status = await client.next_status()
+                if status.state != last:
+                    last = status.state or ""
+                    detail = f" ({status.message})" if status.message else ""
+                    print(f"{status.driver_id} {last} on {status.worker_id or '-'}{detail}",
+                          file=sys.stderr, flush=True)
+                if status.relaunched_as:
+                    print(status.relaunched_as, flush=True)
+                    continue
+                if last in ("FINISHED", "FAILED", "KILLED", "ERROR"):
+                    return exit_code_of(status)
+
+    try:
+        return asyncio.run(go())
+    except (ConnectionError, TimeoutError) as exc:
+        print(f"ember submit: {exc or 'no answer from the master'}", file=sys.stderr)
+        return 1
+
+
+def run_driver(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    import msgspec
+
+    from toolkit.runtime.client import SubmissionClient
+
+    url = _master_url(args)
+    if args.action in ("status", "kill") and not args.driver_id:
+        raise ConfigError(f"driver {args.action} needs a driver id")
+    secret = _secret(args)
+
+    def show(response: object) -> None:
+        data = msgspec.to_builtins(response)
+        if args.json:
+            print(json.dumps(data, indent=2))
+        else:
+            print(" ".join(f"{k}={v}" for k, v in data.items() if k != "type" and v is not None))
+
+    async def go() -> int:
+        async with await SubmissionClient.open(url, secret) as client:
+            if args.action == "list":
+                drivers = await client.list()
+                if args.json:
+                    print(json.dumps([msgspec.to_builtins(d) for d in drivers], indent=2))
+                for d in [] if args.json else drivers:
+                    print(f"{d.driver_id}  {d.state:<11} {d.worker_id or '-'}")
+                return 0
+            if args.action == "status":
+                status = await client.status(args.driver_id)
+                show(status)
+                return 0 if status.found else 1
+            done: m.KillDriverResponse | m.KillAllDriversResponse | (
+                m.ClearCompletedDriversAndAppsResponse)
+            if args.action == "kill":
+                done = await client.kill(args.driver_id)
+            elif args.action == "kill-all":
+                done = await client.kill_all()
+            else:
+                done = await client.clear()
+            show(done)
+            return 0 if done.success else 1
+
+    try:
+        return asyncio.run(go())
+    except (ConnectionError, TimeoutError) as exc:
+        print(f"ember driver: {exc or 'no answer from the master'}", file=sys.stderr)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     role_args: list[str] = []
@@ -333,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv, role_args = argv[:split], argv[split + 1:]
     args = build_parser().parse_args(argv)
     if role_args:
-        if args.command != "daemon":
+        if args.command not in ("daemon", "submit"):
             raise SystemExit(f"ember {args.command}: unexpected arguments after --")
         args.role_args = role_args
     logging.basicConfig(level=getattr(args, "log_level", "WARNING"), format=LOG_FORMAT,

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from toolkit.runtime.master import Master, WorkerInfo
+    from toolkit.runtime.records import AppInfo, DriverInfo
+    from toolkit.runtime.runners import ExecutorRunner
     from toolkit.runtime.worker import Worker
 
 
@@ -40,6 +42,46 @@ def worker_json(worker: WorkerInfo) -> dict[str, Any]:
     }
 
 
+def driver_json(driver: DriverInfo) -> dict[str, Any]:
+    """One entry of ``activedrivers``/``completeddrivers`` (JsonProtocol.writeDriverInfo).
+
+    Spark writes ``starttime`` as a string of epoch milliseconds; so does Ember.
+    """
+    from toolkit.runtime.records import java_date
+
+    return {
+        "id": driver.id,
+        "starttime": str(int((driver.started or driver.submitted) * 1000)),
+        "state": driver.state.value,
+        "cores": driver.desc.cores,
+        "memory": driver.desc.memory,
+        "resources": {},
+        "submitdate": java_date(driver.submitted),
+        "worker": driver.worker_id or "None",
+        "mainclass": driver.main_class,
+    }
+
+
+def app_json(app: AppInfo, now: float) -> dict[str, Any]:
+    """One entry of ``activeapps``/``completedapps`` (JsonProtocol.writeApplicationInfo)."""
+    from toolkit.runtime.records import java_date
+
+    return {
+        "id": app.id,
+        "starttime": int(app.submitted * 1000),
+        "name": app.desc.name,
+        "cores": app.requested_cores,
+        "user": app.desc.user,
+        "memoryperexecutor": app.desc.memory_per_executor,
+        "memoryperslave": app.desc.memory_per_executor,
+        "resourcesperexecutor": [],
+        "resourcesperslave": [],
+        "submitdate": java_date(app.submitted),
+        "state": app.state.value,
+        "duration": int(((app.ended or now) - app.submitted) * 1000),
+    }
+
+
 def master_json(master: Master) -> dict[str, Any]:
     """The master's state as Spark's ``/json`` shows it (JsonProtocol.writeMasterState)."""
     alive = [w for w in master.workers.values() if w.state == WorkerState.ALIVE]
@@ -53,10 +95,10 @@ def master_json(master: Master) -> dict[str, Any]:
         "memoryused": sum(w.memory_used for w in alive),
         "resources": [{} for _ in alive],
         "resourcesused": [{} for _ in alive],
-        "activeapps": [],
-        "completedapps": [],
-        "activedrivers": [],
-        "completeddrivers": [],
+        "activeapps": [app_json(a, master.clock()) for a in master.apps.values()],
+        "completedapps": [app_json(a, master.clock()) for a in master.completed_apps],
+        "activedrivers": [driver_json(d) for d in master.drivers.values()],
+        "completeddrivers": [driver_json(d) for d in master.completed_drivers],
         "status": master.state.value,
     }
 
@@ -73,8 +115,28 @@ def worker_state_json(worker: Worker) -> dict[str, Any]:
         "memoryused": worker.memory_used,
         "resources": {},
         "resourcesused": {},
-        "executors": [],
-        "finishedexecutors": [],
+        "executors": [executor_json(r) for r in worker.executors.values()],
+        "finishedexecutors": [executor_json(r) for r in worker.finished_executors],
+    }
+
+
+def executor_json(runner: ExecutorRunner) -> dict[str, Any]:
+    """One entry of a worker's ``executors`` (JsonProtocol.writeExecutorRunner)."""
+    desc = runner.desc
+    return {
+        "id": runner.exec_id,
+        "memory": runner.memory,
+        "resources": {},
+        "appid": runner.app_id,
+        "appdesc": {
+            "name": desc.name,
+            "cores": desc.max_cores or 2**31 - 1,
+            "memoryperexecutor": desc.memory_per_executor,
+            "memoryperslave": desc.memory_per_executor,
+            "user": desc.user,
+            "command": " ".join(desc.command),
+        },
+        "state": runner.state,
     }
 
 

@@ -227,6 +227,8 @@ class DriverStatusResponse(Message):
     worker_host_port: str | None = None
     message: str | None = None
     exit_code: int | None = None
+    relaunched_as: str | None = None
+    """Set when the driver's worker was lost and a supervised driver got this new id."""
 
 
 class RequestKillAllDrivers(Message):

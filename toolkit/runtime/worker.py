@@ -1,9 +1,12 @@
-"""The Worker: registers with the master(s), heartbeats, re-registers when the link is lost."""
+"""The Worker: registers with the master(s), heartbeats, re-registers when the link is lost;
+launches drivers and executors when told and reports every state change until acknowledged."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -15,13 +18,19 @@ from toolkit.errors import ConfigError, WireError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.endpoint import Endpoint
+from toolkit.runtime.runners import KILL_TIMEOUT, DriverRunner, ExecutorRunner
+from toolkit.runtime.states import DriverState, ExecutorState, is_finished
 from toolkit.runtime.wire import Connection
+from toolkit.runtime.workdir import CLEANUP_INTERVAL, CLEANUP_TTL, clean_work_dir
 
 logger = logging.getLogger(__name__)
 
 REGISTER_FIRST_DELAY = 0.1
 REGISTER_MAX_DELAY = 1.0
 REFUSED_RETRY = 2.0
+RETAINED_FINISHED = 1000
+"""Finished executors and drivers listed in the worker's /json (Spark's retainedExecutors)."""
+SHUTDOWN_KILL_WAIT = 3.0
 
 
 def registration_delay(attempt: int, rng: Callable[[], float] = random.random) -> float:
@@ -50,6 +59,16 @@ class WorkerConfig:
     webui_port: int = 8081
     register_timeout: float = 600.0
     secret: bytes | None = field(default=None, repr=False)
+    secret_file: Path | None = None
+    """Passed to drivers and executors as EMBER_SECRET_FILE, so they can reach the master."""
+    cleanup_interval: float = CLEANUP_INTERVAL
+    """0 turns work dir cleanup off."""
+    cleanup_ttl: float = CLEANUP_TTL
+    kill_timeout: float = KILL_TIMEOUT
+
+    @property
+    def master_url(self) -> str:
+        return "ember://" + ",".join(f"{h}:{p}" for h, p in self.masters)
 
 
 class Worker(Endpoint):
@@ -75,6 +94,15 @@ class Worker(Endpoint):
         self._links: dict[str, asyncio.Task[Any]] = {}
         self._link_conns: dict[str, Connection] = {}
         self._heartbeat: asyncio.Task[Any] | None = None
+        self.drivers: dict[str, DriverRunner] = {}
+        self.executors: dict[tuple[str, int], ExecutorRunner] = {}
+        self.finished_drivers: collections.deque[DriverRunner] = collections.deque(
+            maxlen=RETAINED_FINISHED)
+        self.finished_executors: collections.deque[ExecutorRunner] = collections.deque(
+            maxlen=RETAINED_FINISHED)
+        self._outbox: dict[int, m.DriverStateChanged | m.ExecutorStateChanged] = {}
+        """State changes the master has not acknowledged yet, by sequence number."""
+        self._seq = 0
 
     @property
     def webui_url(self) -> str:
@@ -112,6 +140,10 @@ class Worker(Endpoint):
                     " (re-registration)" if msg.duplicate else "")
         self._drop_links_except(conn)
         self._start_heartbeat(msg.heartbeat_interval)
+        for change in self._outbox.values():
+            conn.send(change)
+        conn.send(m.WorkerLatestState(
+            self.id, [m.ExecutorRef(a, e) for a, e in self.executors], list(self.drivers)))
         self.announce_if_ready()
 
     def on_register_worker_failed(self, msg: m.RegisterWorkerFailed,
@@ -161,6 +193,157 @@ class Worker(Endpoint):
             self.master = None
             self._lose_registration()
             self._ensure_links()
+
+
+    # Drivers and executors ---------------------------------------------------------------
+
+    def on_launch_driver(self, msg: m.LaunchDriver, conn: Connection | None) -> None:
+        if not self._from_master(conn, msg):
+            return
+        if msg.driver_id in self.drivers:
+            logger.warning("Driver %s is already running here", msg.driver_id)
+            return
+        logger.info("Asked to launch driver %s", msg.driver_id)
+        env = self._child_env(msg.desc.env, {
+            "EMBER_DRIVER_ID": msg.driver_id,
+            "EMBER_DRIVER_CORES": str(msg.desc.cores),
+            "EMBER_DRIVER_MEMORY": f"{msg.desc.memory}m",
+        })
+
+        def report(state: str, message: str, code: int | None) -> None:
+            self.post(m.DriverRunnerChanged(msg.driver_id, state, message, code))
+
+        runner = DriverRunner(msg.driver_id, msg.desc, self.config.work_dir, env, report,
+                              self.config.kill_timeout)
+        self.drivers[msg.driver_id] = runner
+        self.cores_used += msg.desc.cores
+        self.memory_used += msg.desc.memory
+        runner.start()
+
+    def on_kill_driver(self, msg: m.KillDriver, conn: Connection | None) -> None:
+        if not self._from_master(conn, msg):
+            return
+        runner = self.drivers.get(msg.driver_id)
+        if runner is None:
+            logger.warning("Asked to kill unknown driver %s", msg.driver_id)
+            return
+        logger.info("Asked to kill driver %s", msg.driver_id)
+        runner.kill()
+
+    def on_driver_runner_changed(self, msg: m.DriverRunnerChanged,
+                                 conn: Connection | None) -> None:
+        runner = self.drivers.get(msg.driver_id)
+        if runner is None:
+            return
+        if is_finished(DriverState(msg.state)):
+            del self.drivers[msg.driver_id]
+            self.cores_used -= runner.desc.cores
+            self.memory_used -= runner.desc.memory
+            self.finished_drivers.append(runner)
+            logger.info("Driver %s is %s%s", msg.driver_id, msg.state,
+                        f" ({msg.message})" if msg.message else "")
+        self._report(lambda seq: m.DriverStateChanged(seq, msg.driver_id, msg.state,
+                                                      msg.message, msg.exit_code))
+
+    def on_launch_executor(self, msg: m.LaunchExecutor, conn: Connection | None) -> None:
+        if not self._from_master(conn, msg):
+            return
+        key = (msg.app_id, msg.exec_id)
+        if key in self.executors:
+            logger.warning("Executor %s/%d is already running here", *key)
+            return
+        logger.info("Asked to launch executor %s/%d for %s", msg.app_id, msg.exec_id,
+                    msg.desc.name)
+        values = {"EXECUTOR_ID": str(msg.exec_id), "APP_ID": msg.app_id,
+                  "CORES": str(msg.cores), "HOSTNAME": self.config.host,
+                  "WORKER_URL": f"ember://{self.config.host}:{self.port}"}
+        env = self._child_env(msg.desc.env, {
+            **{f"EMBER_{k}": v for k, v in values.items() if k not in ("CORES", "EXECUTOR_ID")},
+            "EMBER_EXECUTOR_ID": values["EXECUTOR_ID"],
+            "EMBER_EXECUTOR_CORES": values["CORES"],
+            "EMBER_EXECUTOR_MEMORY": f"{msg.memory}m",
+        })
+
+        def report(state: str, message: str, code: int | None) -> None:
+            self.post(m.ExecutorRunnerChanged(msg.app_id, msg.exec_id, state, message, code))
+
+        runner = ExecutorRunner(msg.app_id, msg.exec_id, msg.desc, msg.cores, msg.memory,
+                                self.config.work_dir, env, values, report,
+                                self.config.kill_timeout)
+        self.executors[key] = runner
+        self.cores_used += msg.cores
+        self.memory_used += msg.memory
+        runner.start()
+
+    def on_kill_executor(self, msg: m.KillExecutor, conn: Connection | None) -> None:
+        if not self._from_master(conn, msg):
+            return
+        runner = self.executors.get((msg.app_id, msg.exec_id))
+        if runner is None:
+            logger.info("Asked to kill unknown executor %s/%d", msg.app_id, msg.exec_id)
+            return
+        logger.info("Asked to kill executor %s/%d", msg.app_id, msg.exec_id)
+        runner.kill()
+
+    def on_executor_runner_changed(self, msg: m.ExecutorRunnerChanged,
+                                   conn: Connection | None) -> None:
+        runner = self.executors.get((msg.app_id, msg.exec_id))
+        if runner is None:
+            return
+        if is_finished(ExecutorState(msg.state)):
+            del self.executors[(msg.app_id, msg.exec_id)]
+            self.cores_used -= runner.cores
+            self.memory_used -= runner.memory
+            self.finished_executors.append(runner)
+            logger.info("Executor %s/%d finished with state %s%s", msg.app_id, msg.exec_id,
+                        msg.state, f" ({msg.message})" if msg.message else "")
+        self._report(lambda seq: m.ExecutorStateChanged(seq, msg.app_id, msg.exec_id,
+                                                        msg.state, msg.message, msg.exit_code))
+
+    def on_application_finished(self, msg: m.ApplicationFinished,
+                                conn: Connection | None) -> None:
+        if not self._from_master(conn, msg):
+            return
+        for (app_id, _), runner in list(self.executors.items()):
+            if app_id == msg.app_id:
+                runner.kill()
+
+    def on_state_change_acked(self, msg: m.StateChangeAcked, conn: Connection | None) -> None:
+        self._outbox.pop(msg.seq, None)
+
+    def on_cleanup_work_dir(self, msg: m.CleanupWorkDir, conn: Connection | None) -> None:
+        active = set(self.drivers) | {app_id for app_id, _ in self.executors}
+        self.spawn(asyncio.to_thread(clean_work_dir, self.config.work_dir, active,
+                                     self.config.cleanup_ttl, self.clock()),
+                   name="work dir cleanup")
+
+    def _report(self, make: Callable[[int], m.DriverStateChanged | m.ExecutorStateChanged]
+                ) -> None:
+        """Send a state change to the master now if registered, and keep it until acked;
+        every registration resends what is still unacknowledged."""
+        self._seq += 1
+        change = make(self._seq)
+        self._outbox[self._seq] = change
+        if self.registered and self.master is not None:
+            self.master.send(change)
+
+    def _from_master(self, conn: Connection | None, msg: m.Message) -> bool:
+        if conn is not None and conn is self.master:
+            return True
+        logger.warning("Ignoring %s from %s: not the master this worker is registered with",
+                       type(msg).__name__, conn.peer if conn else "?")
+        return False
+
+    def _child_env(self, user: dict[str, str], ours: dict[str, str]) -> dict[str, str]:
+        """The worker's environment without its own EMBER_* settings, then the user's
+        variables, then Ember's (which win)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+        env.update(user)
+        env["EMBER_MASTER_URL"] = self.config.master_url
+        if self.config.secret_file is not None:
+            env["EMBER_SECRET_FILE"] = str(self.config.secret_file.absolute())
+        env.update(ours)
+        return env
 
     # Helpers -----------------------------------------------------------------------------
 
@@ -226,9 +409,15 @@ class Worker(Endpoint):
         logger.info("Starting worker %s with %d cores, %d MiB RAM, work dir %s", self.id,
                     self.config.cores, self.config.memory, self.config.work_dir)
         self.every(1.0, m.CheckRegistration)
+        if self.config.cleanup_interval > 0:
+            self.every(self.config.cleanup_interval, m.CleanupWorkDir)
         self._ensure_links()
 
     async def shutdown(self, reason: str) -> None:
+        runners = [*self.drivers.values(), *self.executors.values()]
+        if runners:
+            logger.info("Killing %d drivers and executors", len(runners))
+            await asyncio.gather(*(r.stop(SHUTDOWN_KILL_WAIT) for r in runners))
         master, registered = self.master, self.registered
         self.master, self.registered = None, False
         if registered and master is not None:

@@ -1,0 +1,249 @@
+"""DriverRunner and ExecutorRunner: start a command in its own directory and process group,
+watch it, and report every state change through a callback (the worker posts it to its inbox).
+
+A child's exit is watched with a pidfd on the event loop: no thread or SIGCHLD handler per
+process, so a worker can run hundreds of short drivers a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from toolkit.runtime import messages as m
+from toolkit.runtime.states import DriverState, ExecutorState
+
+logger = logging.getLogger(__name__)
+
+FIRST_BACKOFF = 1.0
+"""Seconds before a supervised driver's first restart; doubles after each quick failure."""
+MAX_BACKOFF = 60.0
+"""Spark's supervise backoff grows without bound; Ember's stops here."""
+STABLE_RUN = 5.0
+"""A run longer than this resets the backoff to FIRST_BACKOFF (Spark's successfulRunDuration)."""
+KILL_TIMEOUT = 10.0
+"""SIGTERM to the process group, then SIGKILL after this long (Spark's 10 s)."""
+
+PLACEHOLDERS = ("EXECUTOR_ID", "APP_ID", "CORES", "HOSTNAME", "WORKER_URL")
+
+Report = Callable[[str, str, "int | None"], None]
+"""report(state, message, exit_code)"""
+
+
+def launch_header(argv: list[str]) -> bytes:
+    """First lines of a driver's stderr, as Spark's DriverRunner writes them."""
+    quoted = " ".join(f'"{arg}"' for arg in argv)
+    return f"Launch Command: {quoted}\n{'=' * 40}\n\n".encode()
+
+
+def fill_placeholders(command: list[str], values: dict[str, str]) -> list[str]:
+    """Replace {{EXECUTOR_ID}} and friends in each argument (never joined into a shell line)."""
+    filled = []
+    for arg in command:
+        for name, value in values.items():
+            arg = arg.replace("{{" + name + "}}", value)
+        filled.append(arg)
+    return filled
+
+
+def spawn(argv: list[str], cwd: Path, env: dict[str, str], header: bytes = b""
+          ) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a new session (its own process group) with stdout/stderr files in
+    ``cwd``, appending; ``header`` goes first into stderr. Raises OSError."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    with open(cwd / "stdout", "ab") as out, open(cwd / "stderr", "ab") as err:
+        if header:
+            err.write(header)
+            err.flush()
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=err, start_new_session=True, close_fds=True)
+
+
+async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for the child without blocking the loop; its exit code (-N: killed by signal N)."""
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except OSError:  # already reaped or no pidfd support: fall back to a thread
+        return await asyncio.to_thread(proc.wait)
+    exited = loop.create_future()
+
+    def readable() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return proc.wait()
+
+
+def signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+
+
+class _Runner:
+    """What both runners share: one task, a kill that escalates, a report callback."""
+
+    def __init__(self, directory: Path, env: dict[str, str], report: Report,
+                 kill_timeout: float) -> None:
+        self.directory = directory
+        self.env = env
+        self.report = report
+        self.kill_timeout = kill_timeout
+        self.state = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.killed = False
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._guarded(), name=f"runner {self.directory.name}")
+
+    def kill(self) -> None:
+        """SIGTERM the process group now, SIGKILL it after kill_timeout; cancel a backoff."""
+        if self.killed:
+            return
+        self.killed = True
+        self._wake.set()
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            signal_group(proc.pid, signal.SIGTERM)
+            asyncio.get_running_loop().call_later(self.kill_timeout, self._force, proc)
+
+    @staticmethod
+    def _force(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            logger.warning("Process %d did not stop on SIGTERM; sending SIGKILL", proc.pid)
+            signal_group(proc.pid, signal.SIGKILL)
+
+    async def stop(self, timeout: float) -> None:
+        """Kill, wait up to ``timeout``, then SIGKILL the group (worker shutdown)."""
+        self.kill()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            if self.proc is not None:
+                signal_group(self.proc.pid, signal.SIGKILL)
+
+    def _say(self, state: str, message: str = "", exit_code: int | None = None) -> None:
+        self.state = state
+        self.report(state, message, exit_code)
+
+    async def _guarded(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("Runner for %s failed", self.directory)
+            self._say(self._error_state(), f"{exc.__class__.__name__}: {exc}")
+        finally:
+            if self.killed and self.proc is not None:
+                signal_group(self.proc.pid, signal.SIGKILL)  # stragglers of the group
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def _error_state(self) -> str:
+        raise NotImplementedError
+
+
+class DriverRunner(_Runner):
+    """Runs one driver in ``<work>/<driver-id>/``; with supervise, restarts it on failure."""
+
+    def __init__(self, driver_id: str, desc: m.DriverDescription, work_dir: Path,
+                 env: dict[str, str], report: Report, kill_timeout: float = KILL_TIMEOUT,
+                 first_backoff: float = FIRST_BACKOFF, max_backoff: float = MAX_BACKOFF) -> None:
+        super().__init__(work_dir / driver_id, env, report, kill_timeout)
+        self.driver_id = driver_id
+        self.desc = desc
+        self.first_backoff = first_backoff
+        self.max_backoff = max_backoff
+        self.restarts = 0
+
+    def _error_state(self) -> str:
+        return DriverState.ERROR.value
+
+    async def _run(self) -> None:
+        delay = self.first_backoff
+        argv = self.desc.command
+        while True:
+            try:
+                self.proc = spawn(argv, self.directory, self.env, launch_header(argv))
+            except OSError as exc:
+                self._say(DriverState.ERROR.value,
+                          f"cannot start {argv[0]!r}: {exc.strerror or exc}")
+                return
+            began = time.monotonic()
+            if not self.state:
+                self._say(DriverState.RUNNING.value)
+            code = await wait_exit(self.proc)
+            ran = time.monotonic() - began
+            if self.killed:
+                self._say(DriverState.KILLED.value, "killed", code)
+                return
+            if code == 0:
+                self._say(DriverState.FINISHED.value, "", 0)
+                return
+            if not self.desc.supervise:
+                self._say(DriverState.FAILED.value, f"exited with code {code}", code)
+                return
+            if ran > STABLE_RUN:
+                delay = self.first_backoff
+            self.restarts += 1
+            note = (f"Ember: driver exited with code {code} after {ran:.1f} s; restart "
+                    f"{self.restarts} in {delay:g} s\n")
+            with contextlib.suppress(OSError), open(self.directory / "stderr", "a") as err:
+                err.write(note)
+            logger.warning("Driver %s exited with code %d; restarting in %g s", self.driver_id,
+                           code, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            if self.killed:
+                self._say(DriverState.KILLED.value, "killed while waiting to restart", code)
+                return
+            delay = min(delay * 2, self.max_backoff)
+
+
+class ExecutorRunner(_Runner):
+    """Runs one executor in ``<work>/<app-id>/<exec-id>/`` with its placeholders filled."""
+
+    def __init__(self, app_id: str, exec_id: int, desc: m.ApplicationDescription, cores: int,
+                 memory: int, work_dir: Path, env: dict[str, str], values: dict[str, str],
+                 report: Report, kill_timeout: float = KILL_TIMEOUT) -> None:
+        super().__init__(work_dir / app_id / str(exec_id), env, report, kill_timeout)
+        self.app_id, self.exec_id, self.desc = app_id, exec_id, desc
+        self.cores, self.memory = cores, memory
+        self.argv = fill_placeholders(desc.command, values)
+        self.state = ExecutorState.LAUNCHING.value
+
+    def _error_state(self) -> str:
+        return ExecutorState.FAILED.value
+
+    async def _run(self) -> None:
+        try:
+            self.proc = spawn(self.argv, self.directory, self.env, launch_header(self.argv))
+        except OSError as exc:
+            self._say(ExecutorState.FAILED.value,
+                      f"cannot start {self.argv[0]!r}: {exc.strerror or exc}")
+            return
+        self._say(ExecutorState.RUNNING.value)
+        code = await wait_exit(self.proc)
+        if self.killed:
+            self._say(ExecutorState.KILLED.value, "killed", code)
+        else:
+            self._say(ExecutorState.EXITED.value, f"Command exited with code {code}", code)

@@ -127,13 +127,14 @@ class Cluster:
     def worker(self, master_url: str, *extra: str, cores: int = 2, memory: str = "1g",
                env: dict[str, str] | None = None) -> WorkerProc:
         webui = free_port()
+        work_dir = self.tmp / f"work-{self._count + 1}"
         args = ["worker", master_url, "--host", "127.0.0.1", "--webui-port", str(webui),
-                "--work-dir", str(self.tmp / f"work-{self._count + 1}")]
+                "--work-dir", str(work_dir)]
         if cores:
             args += ["--cores", str(cores)]
         if memory:
             args += ["--memory", memory]
-        return WorkerProc(self._proc("worker", [*args, *extra], env), webui)
+        return WorkerProc(self._proc("worker", [*args, *extra], env), webui, work_dir)
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
@@ -172,8 +173,8 @@ class MasterProc:
 
 
 class WorkerProc:
-    def __init__(self, proc: Proc, webui: int) -> None:
-        self.proc, self.webui = proc, webui
+    def __init__(self, proc: Proc, webui: int, work_dir: Path) -> None:
+        self.proc, self.webui, self.work_dir = proc, webui, work_dir
 
     def json(self) -> Any:
         return get_json(f"http://127.0.0.1:{self.webui}/json")
@@ -189,6 +190,14 @@ class WorkerProc:
     @property
     def id(self) -> str:
         return str(wait_for(lambda: self.json()["id"], 15, "worker id"))
+
+
+def ember(*args: str, env: dict[str, str] | None = None, timeout: float = 60
+          ) -> subprocess.CompletedProcess[str]:
+    """Run one `ember` command to completion; its exit code and output."""
+    return subprocess.run([sys.executable, "-m", "toolkit", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=timeout,
+                          stdin=subprocess.DEVNULL, check=False)
 
 
 @contextlib.contextmanager

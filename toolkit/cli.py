@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--cleanup-ttl", metavar="SECONDS",
                         help="age after which a finished dir goes "
                         "(default: $EMBER_WORKER_CLEANUP_TTL, else 604800 = 7 days)")
+    worker.add_argument("--kill-timeout", metavar="SECONDS",
+                        help="a killed driver or executor gets SIGKILL after this long "
+                        "(default: $EMBER_WORKER_KILL_TIMEOUT, else 10)")
     _common(worker)
     worker.set_defaults(run=run_worker, header=True)
 
@@ -250,6 +253,7 @@ def run_master(args: argparse.Namespace) -> int:
 
 def run_worker(args: argparse.Namespace) -> int:
     from toolkit.runtime import config, http, service
+    from toolkit.runtime.runners import KILL_TIMEOUT
     from toolkit.runtime.workdir import CLEANUP_INTERVAL, CLEANUP_TTL
     from toolkit.runtime.worker import Worker, WorkerConfig
 
@@ -278,6 +282,8 @@ def run_worker(args: argparse.Namespace) -> int:
                                   lambda: CLEANUP_INTERVAL),
         cleanup_ttl=_resolve(args.cleanup_ttl, "--cleanup-ttl", "EMBER_WORKER_CLEANUP_TTL",
                              _seconds, lambda: CLEANUP_TTL),
+        kill_timeout=_resolve(args.kill_timeout, "--kill-timeout", "EMBER_WORKER_KILL_TIMEOUT",
+                              _seconds, lambda: KILL_TIMEOUT),
     )
     config.check_exposure("worker", host, settings.secret, args.insecure)
     worker = Worker(settings)

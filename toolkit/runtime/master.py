@@ -182,11 +182,13 @@ class Master(Endpoint):
         if known is not None:
             self._reattach(known, conn)
             conn.send(self._registered(duplicate=True))
+            self.schedule()
             return
         worker = WorkerInfo(msg.id, msg.host, msg.port, msg.cores, msg.memory, msg.webui_url,
                             conn, last_heartbeat=self.clock(), last_seen=self.monotonic())
         if self._register(worker):
             conn.send(self._registered(duplicate=False))
+            self.schedule()
         else:
             logger.warning("Worker registration failed: attempted to re-register worker at same "
                            "address %s", worker.address)

@@ -211,7 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
     _client_options(driver)
     driver.add_argument("--json", action="store_true", help="print JSON")
     driver.set_defaults(run=run_driver)
+
+    token = sub.add_parser("rest-token", help="print the bearer token of the REST API",
+                           description="The token the master's REST API expects in "
+                                       "`Authorization: Bearer TOKEN` when a secret is set.")
+    token.add_argument("--secret-file", metavar="FILE",
+                       help="cluster secret (default: $EMBER_SECRET_FILE)")
+    token.set_defaults(run=run_rest_token)
     return parser
+
+
+def run_rest_token(args: argparse.Namespace) -> int:
+    from toolkit.runtime.wire import rest_token
+
+    secret = _secret(args)
+    if secret is None:
+        raise ConfigError("no secret: pass --secret-file FILE or set EMBER_SECRET_FILE")
+    print(rest_token(secret))
+    return 0
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:

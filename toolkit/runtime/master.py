@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from toolkit.runtime import messages as m
 from toolkit.runtime import scheduling
@@ -140,6 +141,7 @@ class Master(Endpoint):
         self._driver_number = 0
         self._app_number = 0
         self.shuffle: Callable[[list[scheduling.WorkerOffer]], None] = random.shuffle
+        self._rest: Any = None
 
     @property
     def url(self) -> str:
@@ -161,8 +163,15 @@ class Master(Endpoint):
         logger.info("Starting master at %s (worker timeout %g s)", self.url,
                     self.config.worker_timeout)
         self.every(self.config.heartbeat_interval, m.CheckForWorkerTimeOut)
+        if self.config.rest_port is not None:
+            from toolkit.runtime import rest
+
+            self._rest = await rest.start_server(self, self.config.host, self.config.rest_port,
+                                                 self.secret)
 
     async def shutdown(self, reason: str) -> None:
+        if self._rest is not None:
+            await self._rest.cleanup()
         links = [w.conn for w in self._by_address.values() if w.conn is not None]
         for conn in links:
             conn.close()

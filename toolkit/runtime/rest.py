@@ -46,7 +46,6 @@ Other spark properties are ignored; unknown top-level fields are listed in the a
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -61,6 +60,7 @@ import toolkit
 from toolkit.errors import ConfigError, EmberError
 from toolkit.runtime import messages as m
 from toolkit.runtime.config import parse_memory_mb
+from toolkit.runtime.wire import rest_token
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,6 @@ class DriverService(Protocol):
 
 class BadRequest(EmberError, ValueError):
     """A request the API refuses with 400; the message says what is wrong."""
-
-
-def rest_token(secret: bytes) -> str:
-    """The bearer token of the REST API, derived from the cluster secret."""
-    return hmac.new(secret, b"ember-rest-token-v1", hashlib.sha256).hexdigest()
 
 
 def _kind(value: Any) -> str:
@@ -347,3 +342,19 @@ def build_app(service: DriverService, secret: bytes | None) -> web.Application:
     app = web.Application()
     app.router.add_route("*", "/{path:.*}", _RestApi(service, secret).handle)
     return app
+
+
+async def start_server(service: DriverService, host: str, port: int, secret: bytes | None
+                       ) -> web.AppRunner:
+    """Serve the REST API on ``host:port``; ConfigError names the port when it is taken."""
+    runner = web.AppRunner(build_app(service, secret), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"master REST API cannot listen on {host}:{port}: "
+                          f"{exc.strerror or exc} (choose another with --rest-port)") from None
+    log.info("REST submission API at http://%s:%d/v1/submissions (%s)", host, port,
+             "bearer token required" if secret is not None else "no authentication")
+    return runner

@@ -104,6 +104,12 @@ def proof_matches(expected: str, given: str | None) -> bool:
     return given is not None and hmac.compare_digest(expected.encode(), given.encode())
 
 
+def rest_token(secret: bytes) -> str:
+    """The bearer token of the master's REST API, derived from the cluster secret (so no
+    second secret exists to distribute)."""
+    return hmac.new(secret, b"ember-rest-token-v1", hashlib.sha256).hexdigest()
+
+
 _SERVER = b"ember-server"
 _CLIENT = b"ember-client"
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import logging
 import os
 from types import TracebackType
 from typing import Any, TypeVar
+
+import msgspec
 
 from toolkit.errors import ConfigError, WireError
 from toolkit.runtime import messages as m
@@ -140,6 +143,8 @@ class ApplicationClient(_Client):
         url = master_url or os.environ.get("EMBER_MASTER_URL")
         if not url:
             raise ConfigError("no master URL: pass one or set EMBER_MASTER_URL")
+        if not desc.user:
+            desc = msgspec.structs.replace(desc, user=getpass.getuser())
         conn = await connect_master(url, secret if secret is not None else secret_from_env())
         conn.send(m.RegisterApplication(desc))
         client = cls(conn, "")

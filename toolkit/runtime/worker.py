@@ -206,6 +206,7 @@ class Worker(Endpoint):
         logger.info("Asked to launch driver %s", msg.driver_id)
         env = self._child_env(msg.desc.env, {
             "EMBER_DRIVER_ID": msg.driver_id,
+            "EMBER_DRIVER_HOST": self.config.host,
             "EMBER_DRIVER_CORES": str(msg.desc.cores),
             "EMBER_DRIVER_MEMORY": f"{msg.desc.memory}m",
         })

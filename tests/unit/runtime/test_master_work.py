@@ -1,0 +1,169 @@
+"""The Master's driver, application and executor handlers, fed messages directly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.unit.runtime.fakes import Clock, FakeConn
+from toolkit.runtime import messages as m
+from toolkit.runtime.http import master_json
+from toolkit.runtime.master import Master, MasterConfig
+from toolkit.runtime.records import RETAINED
+
+
+@pytest.fixture
+def master() -> Master:
+    clock = Clock()
+    made = Master(MasterConfig(host="10.0.0.1", port=7077), clock=clock, monotonic=clock)
+    made.shuffle = lambda workers: None
+    return made
+
+
+def join(master: Master, wid: str, port: int, cores: int = 2, memory: int = 2048) -> FakeConn:
+    conn = FakeConn(f"10.0.0.2:{port}")
+    master.handle(m.RegisterWorker(wid, "10.0.0.2", port, cores, memory, "http://x", master.url),
+                  conn)
+    return conn
+
+
+def submit(master: Master, conn: FakeConn, cores: int = 1, memory: int = 512,
+           supervise: bool = False, watch: bool = False) -> str:
+    master.handle(m.RequestSubmitDriver(m.DriverDescription(["run"], cores, memory, supervise),
+                                        watch), conn)
+    reply = next(x for x in conn.sent if isinstance(x, m.SubmitDriverResponse))
+    conn.sent.remove(reply)
+    assert reply.success and reply.driver_id
+    return reply.driver_id
+
+
+def sent(conn: FakeConn, kind: type[Any]) -> list[Any]:
+    return [x for x in conn.sent if isinstance(x, kind)]
+
+
+def test_submitted_driver_is_launched_and_its_resources_accounted(master: Master) -> None:
+    worker = join(master, "w1", 4001)
+    client = FakeConn()
+    driver_id = submit(master, client, cores=2, memory=1024, watch=True)
+
+    launch = sent(worker, m.LaunchDriver)
+    assert [x.driver_id for x in launch] == [driver_id]
+    info = master.workers["w1"]
+    assert (info.cores_used, info.memory_used) == (2, 1024)
+    assert sent(client, m.DriverStatusResponse)[-1].state == "RUNNING"
+
+    master.handle(m.DriverStateChanged(7, driver_id, "FINISHED", "", 0), worker)
+    assert sent(worker, m.StateChangeAcked) == [m.StateChangeAcked(7)]
+    assert (info.cores_used, info.memory_used) == (0, 0)
+    final = sent(client, m.DriverStatusResponse)[-1]
+    assert (final.state, final.exit_code) == ("FINISHED", 0)
+    state = master_json(master)
+    assert state["activedrivers"] == []
+    assert [d["state"] for d in state["completeddrivers"]] == ["FINISHED"]
+
+
+def test_drivers_go_round_robin_and_wait_when_nothing_fits(master: Master) -> None:
+    first, second = join(master, "w1", 4001), join(master, "w2", 4002)
+    client = FakeConn()
+    ids = [submit(master, client) for _ in range(4)]
+    big = submit(master, client, cores=3)
+    assert len(sent(first, m.LaunchDriver)) == len(sent(second, m.LaunchDriver)) == 2
+    assert master.drivers[big].state == "SUBMITTED"
+    master.handle(m.DriverStateChanged(1, ids[0], "FINISHED", "", 0), first)
+    assert master.drivers[big].state == "SUBMITTED"
+
+
+def test_a_state_change_from_another_worker_or_a_repeat_is_acked_and_ignored(
+        master: Master) -> None:
+    worker, other = join(master, "w1", 4001), join(master, "w2", 4002, cores=1, memory=1)
+    driver_id = submit(master, FakeConn())
+    master.handle(m.DriverStateChanged(1, driver_id, "FAILED", "", 1), other)
+    assert master.drivers[driver_id].state == "RUNNING"
+    master.handle(m.DriverStateChanged(2, driver_id, "FINISHED", "", 0), worker)
+    master.handle(m.DriverStateChanged(2, driver_id, "FINISHED", "", 0), worker)  # resent
+    assert sent(worker, m.StateChangeAcked) == [m.StateChangeAcked(2)] * 2
+    assert [d.state for d in master.completed_drivers] == ["FINISHED"]
+    assert sent(other, m.StateChangeAcked) == [m.StateChangeAcked(1)]
+
+
+def test_lost_worker_relaunches_supervised_drivers_and_errors_the_others(
+        master: Master) -> None:
+    worker = join(master, "w1", 4001, cores=4)
+    client = FakeConn()
+    kept = submit(master, client, supervise=True, watch=True)
+    dropped = submit(master, client)
+    spare = join(master, "w2", 4002)
+
+    master.handle(m.ConnectionClosed("gone"), worker)
+
+    old = master.driver_status(kept)
+    assert old.state == "RELAUNCHING" and old.relaunched_as
+    assert master.driver_status(dropped).state == "ERROR"
+    assert [x.driver_id for x in sent(spare, m.LaunchDriver)] == [old.relaunched_as]
+    assert master.drivers[old.relaunched_as].worker_id == "w2"
+    watched = sent(client, m.DriverStatusResponse)
+    assert [(s.driver_id, s.state) for s in watched][-2:] == [
+        (kept, "RELAUNCHING"), (old.relaunched_as, "RUNNING")]
+
+
+def test_kill_waiting_driver_is_immediate_and_unknown_is_refused(master: Master) -> None:
+    driver_id = submit(master, FakeConn())
+    killed = master.kill_driver(driver_id)
+    assert killed.success and master.driver_status(driver_id).state == "KILLED"
+    assert not master.kill_driver("driver-none").success
+    assert master.driver_status("driver-none").found is False
+
+
+def test_completed_drivers_are_bounded(master: Master) -> None:
+    for _ in range(RETAINED + 5):
+        master.kill_driver(submit(master, FakeConn()))
+    assert len(master.completed_drivers) <= RETAINED
+    assert master.clear_completed().success and master.completed_drivers == []
+
+
+def test_unknown_work_on_a_reregistered_worker_is_killed(master: Master) -> None:
+    worker = join(master, "w1", 4001)
+    driver_id = submit(master, FakeConn())
+    master.handle(m.WorkerLatestState("w1", [m.ExecutorRef("app-x", 0)],
+                                      [driver_id, "driver-stale"]), worker)
+    assert sent(worker, m.KillDriver) == [m.KillDriver("driver-stale")]
+    assert sent(worker, m.KillExecutor) == [m.KillExecutor(master.url, "app-x", 0)]
+
+
+def register_app(master: Master, **kw: Any) -> tuple[FakeConn, str]:
+    conn = FakeConn("10.0.0.9:5000")
+    master.handle(m.RegisterApplication(m.ApplicationDescription("app", ["run"], **kw)), conn)
+    return conn, sent(conn, m.RegisteredApplication)[0].app_id
+
+
+def test_app_executors_spread_out_and_failures_fail_the_app(master: Master) -> None:
+    workers = [join(master, f"w{i}", 4000 + i, cores=2) for i in range(3)]
+    client, app_id = register_app(master, cores_per_executor=1, max_cores=3,
+                                  memory_per_executor=256)
+    assert sorted(x.worker_id for x in sent(client, m.ExecutorAdded)) == ["w0", "w1", "w2"]
+    assert master_json(master)["activeapps"][0]["state"] == "RUNNING"
+
+    for seq in range(1, 11):
+        added = sent(client, m.ExecutorAdded)[-1]
+        conn = workers[int(added.worker_id[1])]
+        master.handle(m.ExecutorStateChanged(seq, app_id, added.exec_id, "EXITED", "bad", 1),
+                      conn)
+        if app_id not in master.apps:
+            break
+    # Two executors still run (never reported RUNNING either); Spark's rule needs none RUNNING.
+    assert app_id not in master.apps
+    assert sent(client, m.ApplicationRemoved)[0].message == "10 executors failed"
+    assert master.completed_apps[0].state == "FAILED"
+    assert all(w.cores_used == 0 for w in master.workers.values())
+
+
+def test_app_driver_disconnect_ends_the_app_and_frees_the_workers(master: Master) -> None:
+    worker = join(master, "w1", 4001)
+    client, app_id = register_app(master)
+    assert master.workers["w1"].cores_used == 2
+    master.handle(m.ConnectionClosed("peer gone"), client)
+    assert master.completed_apps[0].state == "FAILED"
+    assert sent(worker, m.KillExecutor)[0].app_id == app_id
+    assert sent(worker, m.ApplicationFinished) == [m.ApplicationFinished(app_id)]
+    assert master.workers["w1"].cores_used == 0

@@ -71,7 +71,8 @@ async def test_unacknowledged_changes_are_resent_after_a_reconnect(worker: Worke
     assert not [x for x in third.sent if isinstance(x, m.DriverStateChanged)]
 
 
-async def test_commands_from_a_connection_that_is_not_the_master_are_ignored(worker: Worker) -> None:
+async def test_commands_from_a_connection_that_is_not_the_master_are_ignored(
+        worker: Worker) -> None:
     registered(worker, FakeConn())
     worker.handle(m.LaunchDriver("driver-9", m.DriverDescription(["true"])), FakeConn())
     worker.handle(m.KillDriver("driver-9"), FakeConn())

@@ -168,14 +168,18 @@ class Cluster:
                 env["EMBER_MASTER_HOST"] = inv.advertised(entry)
                 env["EMBER_MASTER_PORT"] = str(inv.setting(entry, "port"))
                 env["EMBER_MASTER_WEBUI_PORT"] = str(inv.setting(entry, "webui_port"))
-                if inv.setting(entry, "worker_timeout") is not None:
-                    env["EMBER_WORKER_TIMEOUT"] = str(inv.setting(entry, "worker_timeout"))
+                for key, name in (("worker_timeout", "EMBER_WORKER_TIMEOUT"),
+                                  ("rest_port", "EMBER_MASTER_REST_PORT")):
+                    if inv.setting(entry, key) is not None:
+                        env[name] = str(inv.setting(entry, key))
             else:
                 env["EMBER_MASTER_URL"] = inv.master_url()
                 env["EMBER_WORKER_HOST"] = inv.advertised(entry)
                 env["EMBER_WORKER_WEBUI_PORT"] = str(inv.setting(entry, "worker_webui_port"))
                 for key, name in (("cores", "EMBER_WORKER_CORES"),
-                                  ("memory", "EMBER_WORKER_MEMORY")):
+                                  ("memory", "EMBER_WORKER_MEMORY"),
+                                  ("cleanup_interval", "EMBER_WORKER_CLEANUP_INTERVAL"),
+                                  ("cleanup_ttl", "EMBER_WORKER_CLEANUP_TTL")):
                     if inv.setting(entry, key) is not None:
                         env[name] = str(inv.setting(entry, key))
                 work_dir = inv.path_setting(entry, "work_dir")

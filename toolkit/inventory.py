@@ -29,18 +29,20 @@ HOST_KEYS = {
     "systemd_scope", "systemd_output", "run_user", "run_group", "restart_sec", "limit_nofile",
     "watchdog_sec",
     # masters
-    "port", "webui_port", "worker_timeout",
+    "port", "webui_port", "worker_timeout", "rest_port",
     # workers
-    "cores", "memory", "instances", "work_dir", "worker_webui_port",
+    "cores", "memory", "instances", "work_dir", "worker_webui_port", "cleanup_interval",
+    "cleanup_ttl",
 }
 BUILTIN: dict[str, Any] = {
     "nice": 0, "log_max_files": 5, "stop_timeout": 10,
     "port": 7077, "webui_port": 8080, "instances": 1, "worker_webui_port": 8081,
 }
 _INT_KEYS = {"nice", "log_max_files", "port", "webui_port", "instances", "worker_webui_port",
-             "ssh_port", "cores", "limit_nofile"}
+             "ssh_port", "cores", "limit_nofile", "rest_port"}
 _RANGES = {"nice": (-20, 19), "log_max_files": (0, 1000), "port": (1, 65535),
            "webui_port": (1, 65535), "worker_webui_port": (1, 65535), "ssh_port": (1, 65535),
+           "rest_port": (1, 65535),
            "instances": (1, 64), "cores": (1, 100_000), "limit_nofile": (64, 2**30)}
 _STR_KEYS = {"ember_home", "python", "log_dir", "pid_dir", "work_dir", "bind_host"}
 _NAME_KEYS = {"run_user", "run_group"}
@@ -267,10 +269,10 @@ def _vars(path: Path, where: str, value: Any) -> dict[str, Any]:
                 parse_memory_mb(str(item))
             except ConfigError as exc:
                 raise ConfigError(f"{path}: {where_key}: {exc}") from None
-        if key in ("stop_timeout", "worker_timeout", "restart_sec") and not (
+        if key in ("stop_timeout", "worker_timeout", "restart_sec", "cleanup_ttl") and not (
                 isinstance(item, (int, float)) and not isinstance(item, bool) and item > 0):
             raise ConfigError(f"{path}: {where_key} must be a number above 0, not {item!r}")
-        if key == "watchdog_sec" and not (
+        if key in ("watchdog_sec", "cleanup_interval") and not (
                 isinstance(item, (int, float)) and not isinstance(item, bool) and item >= 0):
             raise ConfigError(f"{path}: {where_key} must be a number of seconds (0: off), "
                               f"not {item!r}")
@@ -351,8 +353,8 @@ def _validate(inventory: Inventory) -> None:
                               f"workers on one host)")
     seen: dict[tuple[str, int], str] = {}
     for host in inventory.hosts:
-        ports = ([("port", inventory.setting(host, "port")),
-                  ("webui_port", inventory.setting(host, "webui_port"))]
+        ports = ([(key, inventory.setting(host, key)) for key in ("port", "webui_port", "rest_port")
+                  if inventory.setting(host, key) is not None]
                  if host.group == "masters" else
                  [("worker_webui_port", inventory.setting(host, "worker_webui_port") + i)
                   for i in range(int(inventory.setting(host, "instances")))])

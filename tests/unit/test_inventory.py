@@ -94,6 +94,11 @@ def test_spark_workers_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     ("masters: [m1]\ncluster: {backend: docker}", "cluster.backend 'docker'"),
     ("masters: [ 'bad host' ]", "'bad host' is not a host"),
     ("masters: [m1\n", "not valid YAML"),
+    ("masters: [{host: m1, rest_port: 8080}]", "m1 masters rest_port 8080 clashes with m1"),
+    ("masters: [m1]\nworkers: [{host: w1, cleanup_interval: -1}]",
+     "w1.cleanup_interval must be a number of seconds (0: off)"),
+    ("masters: [m1]\nworkers: [{host: w1, cleanup_ttl: 0}]",
+     "w1.cleanup_ttl must be a number above 0"),
 ])
 def test_bad_inventories_name_file_and_key(tmp_path: Path, text: str, error: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -128,8 +128,12 @@ def test_render_writes_what_hosts_would_get(local: Local, tmp_path: Path) -> Non
     ident = getpass.getuser()
     program = (out / "localhost" / "supervisor" / "programs" /
                f"ember-{ident}-worker-2.conf").read_text()
-    assert f"command={shutil.which('nice')} -n 0 {sys.executable} -m toolkit worker --pid-file " \
-           f"{local.home}/run/ember-{ident}-worker-2.pid" in program
+    command = next(line for line in program.splitlines() if line.startswith("command="))
+    nice, _, _, python, *rest = command.removeprefix("command=").split()[:9]
+    assert nice == shutil.which("nice")
+    assert Path(python).resolve() == Path(sys.executable).resolve()  # python or python3
+    assert rest == ["-m", "toolkit", "worker", "--pid-file",
+                    f"{local.home}/run/ember-{ident}-worker-2.pid"]
     assert f"stdout_logfile={local.home}/logs/ember-{ident}-worker-2-localhost.out" in program
     supervisord = (out / "localhost" / "supervisor" / "supervisord.conf").read_text()
     assert f"file={local.home}/run/supervisor.sock" in supervisord
@@ -199,3 +203,41 @@ def test_inventory_from_the_environment(local: Local) -> None:
     assert result.returncode == 0, result.stderr
     assert f"EMBER_HOME={local.home}" in (local.home / "r" / "localhost" /
                                            "ember-env.sh").read_text()
+
+
+def test_work_runs_on_a_started_cluster_with_its_secret(local: Local, tmp_path: Path) -> None:
+    rest = free_port()
+    text = local.inventory.read_text().replace("webui_port: ", f"rest_port: {rest}, webui_port: ",
+                                               1)
+    local.inventory.write_text(text.replace("memory: 512m", "memory: 512m, cleanup_ttl: 3600"))
+    started = local.fab("start-all")
+    assert started.returncode == 0, started.stdout + started.stderr
+    state = local.json()
+    secret = str(local.inventory.parent / "secret")
+    example = ROOT / "examples" / "pi.py"
+
+    def ember(*args: str, secret_file: str | None = secret) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "EMBER_SECRET_FILE"}
+        if secret_file:
+            env["EMBER_SECRET_FILE"] = secret_file
+        return subprocess.run([sys.executable, "-m", "toolkit", *args], capture_output=True,
+                              text=True, env=env, timeout=120, check=False)
+
+    refused = ember("submit", "--master", state["url"], "--", "true", secret_file=None)
+    assert refused.returncode == 1 and "secret" in refused.stderr
+    done = ember("submit", "--master", state["url"], "--wait", "--memory", "128m", "--",
+                 sys.executable, str(example), "--samples", "50000", "--max-cores", "2",
+                 "--executor-memory", "128")
+    assert done.returncode == 0, done.stderr
+    driver_id = done.stdout.strip()
+    output = next(local.home.glob(f"work/{driver_id}/stdout")).read_text()
+    assert "Pi is roughly 3.1" in output  # the driver holds one worker's only core: 1 executor
+
+    token = ember("rest-token").stdout.strip()
+    request = f"http://127.0.0.1:{rest}/v1/submissions/status/{driver_id}"
+    status = subprocess.run(["curl", "-s", "-H", f"Authorization: Bearer {token}", request],
+                            capture_output=True, text=True, check=False)
+    assert json.loads(status.stdout)["driverState"] == "FINISHED"
+    anonymous = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", request],
+                               capture_output=True, text=True, check=False)
+    assert anonymous.stdout == "401"

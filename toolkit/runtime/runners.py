@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -53,17 +56,51 @@ def fill_placeholders(command: list[str], values: dict[str, str]) -> list[str]:
     return filled
 
 
+@functools.cache
+def death_guard() -> tuple[str, ...]:
+    """``setpriv --pdeathsig TERM --`` when util-linux has it: the command then gets SIGTERM if
+    its worker dies, even by SIGKILL (Spark leaves such drivers and executors running).
+
+    A wrapper that execs, rather than a preexec_fn, keeps the fast vfork path of subprocess:
+    forking a Python process costs about 5 ms, the wrapper about 1 ms.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return ()
+    try:
+        usage = subprocess.run([setpriv, "--help"], capture_output=True, text=True, timeout=5,
+                               check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return (setpriv, "--pdeathsig", "TERM", "--") if "--pdeathsig" in usage else ()
+
+
+def find_program(program: str, cwd: Path, env: dict[str, str]) -> str:
+    """The executable ``program`` names, looked up the way exec would; OSError if none."""
+    if "/" in program:
+        path = cwd / program
+        if os.access(path, os.X_OK) and path.is_file():
+            return program
+    else:
+        found = shutil.which(program, path=env.get("PATH", os.defpath))
+        if found is not None:
+            return program
+    raise FileNotFoundError(errno.ENOENT, "no such executable", program)
+
+
 def spawn(argv: list[str], cwd: Path, env: dict[str, str], header: bytes = b""
           ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new session (its own process group) with stdout/stderr files in
     ``cwd``, appending; ``header`` goes first into stderr. Raises OSError."""
     cwd.mkdir(parents=True, exist_ok=True)
+    find_program(argv[0], cwd, env)
     with open(cwd / "stdout", "ab") as out, open(cwd / "stderr", "ab") as err:
         if header:
             err.write(header)
             err.flush()
-        return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=err, start_new_session=True, close_fds=True)
+        return subprocess.Popen([*death_guard(), *argv], cwd=cwd, env=env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                start_new_session=True, close_fds=True)
 
 
 async def wait_exit(proc: subprocess.Popen[bytes]) -> int:

@@ -18,7 +18,7 @@ from toolkit.errors import ConfigError, WireError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.endpoint import Endpoint
-from toolkit.runtime.runners import KILL_TIMEOUT, DriverRunner, ExecutorRunner
+from toolkit.runtime.runners import KILL_TIMEOUT, DriverRunner, ExecutorRunner, death_guard
 from toolkit.runtime.states import DriverState, ExecutorState, is_finished
 from toolkit.runtime.wire import Connection
 from toolkit.runtime.workdir import CLEANUP_INTERVAL, CLEANUP_TTL, clean_work_dir
@@ -409,6 +409,9 @@ class Worker(Endpoint):
         self.id = worker_id(self.config.host, self.port, self.start_time)
         logger.info("Starting worker %s with %d cores, %d MiB RAM, work dir %s", self.id,
                     self.config.cores, self.config.memory, self.config.work_dir)
+        if not death_guard():
+            logger.warning("setpriv --pdeathsig is not available: drivers and executors will "
+                           "outlive this worker if it is killed with SIGKILL")
         self.every(1.0, m.CheckRegistration)
         if self.config.cleanup_interval > 0:
             self.every(self.config.cleanup_interval, m.CleanupWorkDir)

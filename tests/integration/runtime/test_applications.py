@@ -162,7 +162,10 @@ async def test_worker_lost_executors_lost_app_told_and_replaced(cluster: Cluster
         try:
             first.proc.signal(signal.SIGKILL)
             events = await events_until(app, lambda e: len(added(e)) == 1)
-        finally:  # a SIGKILLed worker cannot stop its children (as in Spark)
+            wait_for(lambda: not Path(f"/proc/{orphan}/cmdline").exists()
+                     or not Path(f"/proc/{orphan}/cmdline").read_bytes(), 5,
+                     "the lost worker's executor ended by its death signal")
+        finally:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(orphan, signal.SIGKILL)
         lost = updates(events, "LOST")
@@ -185,7 +188,7 @@ def test_the_pi_example_end_to_end(cluster: Cluster) -> None:
     driver_dir = next(w.work_dir / driver_id for w in workers
                       if (w.work_dir / driver_id).exists())
     output = (driver_dir / "stdout").read_text()
-    assert "Pi is roughly 3.1" in output and "2 executors" in output
+    assert "Pi is roughly 3.1" in output
     apps = master.json()["completedapps"]
     assert [(a["name"], a["state"]) for a in apps] == [("MonteCarloPi", "FINISHED")]
     added_on = {line.split(" on ")[1].split()[0] for line in output.splitlines()

@@ -197,8 +197,10 @@ def test_worker_killed_supervised_driver_relaunched_elsewhere_other_is_error(
         new = wait_driver(master, new_id, "RUNNING")
         assert new["worker"] == second_id and new_id != supervised
         wait_for(lambda: (second.work_dir / new_id / "pid").exists(), 10, "relaunched process")
+        # Spark leaves a killed worker's drivers running; Ember's get SIGTERM (pdeathsig).
+        wait_for(lambda: not any(alive(pid) for pid in orphans), 5, "old processes gone")
     finally:
-        for pid in orphans:  # a SIGKILLed worker cannot stop its children (as in Spark)
+        for pid in orphans:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 

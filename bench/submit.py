@@ -8,10 +8,10 @@ Ember runs as real processes on 127.0.0.1 with fresh ports, at their default log
 master with --rest-port and two workers (--cores 8 --memory 4g each). After one warm-up
 submission, each run measures, over one SubmissionClient connection with watch=True:
   submit_to_running:  RequestSubmitDriver sent -> DriverStatusResponse RUNNING received
-                      (command `true`; target <= 0.020 s);
+                      (command `true`; target <= 20 ms);
   submit_to_finished: the same driver, sent -> DriverStatusResponse FINISHED received;
   submit_to_started:  time.time() before sending -> the wall time `date +%s.%N` writes into
-                      <work dir>/<driver-id>/stdout (target <= 0.100 s);
+                      <work dir>/<driver-id>/stdout (target <= 100 ms);
   throughput:         --drivers `true` drivers (1 core, 16 MiB) all sent at once on the one
                       connection, then every final state read back; drivers/s = N / (last
                       final state - first send) (target >= 200 drivers/s).
@@ -21,7 +21,7 @@ answer. Ember runs /bin/sleep 0.2 (it stays RUNNING long enough to be seen as su
 (master with spark.master.rest.enabled, one worker with 1 core and 1g, started the way
 bench/startup.py does) runs a one-line Java class from a jar built here with javac. Every
 driver is awaited to its final state before the next run. One unreported warm-up each.
-Spark is skipped without --spark-home. Prints min/median; never asserts.
+Spark is skipped without --spark-home. Prints min/median, latencies in ms; never asserts.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ from toolkit.runtime import messages as m
 from toolkit.runtime.client import SubmissionClient
 from toolkit.runtime.states import FINISHED_DRIVER_STATES, DriverState
 
-TARGETS = {"submit_to_running (s)": 0.020, "submit_to_started (s)": 0.100}
+TARGETS = {"submit_to_running (ms)": 20.0, "submit_to_started (ms)": 100.0}
 THROUGHPUT_TARGET = 200.0
-SPARK_REFERENCE = "0.034 s min / 0.045 s median"
+SPARK_REFERENCE = "34 ms min / 45 ms median"
 SPARK_VERSION = "4.3.0"
 FINAL = {s.value for s in FINISHED_DRIVER_STATES}
 HELLO = 'public class Hello { public static void main(String[] a) { System.out.println("hi"); } }'
@@ -190,9 +190,10 @@ async def latencies(client: SubmissionClient, cluster: Cluster, timeout: float
                     ) -> dict[str, float]:
     _, times = await watch(client, tiny(["true"], "bench-true"), timeout)
     driver_id, dated = await watch(client, tiny(["date", "+%s.%N"], "bench-date"), timeout)
-    return {"submit_to_running (s)": times["RUNNING"] - times["sent"],
-            "submit_to_started (s)": started_wall(cluster, driver_id) - dated["wall"],
-            "submit_to_finished (s)": times["FINISHED"] - times["sent"]}
+    ms = {"submit_to_running": times["RUNNING"] - times["sent"],
+          "submit_to_started": started_wall(cluster, driver_id) - dated["wall"],
+          "submit_to_finished": times["FINISHED"] - times["sent"]}
+    return {f"{key} (ms)": value * 1000 for key, value in ms.items()}
 
 
 async def throughput(client: SubmissionClient, drivers: int, timeout: float
@@ -293,7 +294,7 @@ def rest_run(cluster: Cluster, request: dict[str, Any], timeout: float) -> dict[
             state = rest.call("GET", f"status/{driver_id}").get("driverState") or "?"
         if state != "FINISHED":
             note(f"  {cluster.name} REST driver {driver_id} ended {state}")
-        return {"rest_submit_to_running (s)": running}
+        return {"rest_submit_to_running (ms)": running * 1000}
     finally:
         rest.close()
 
@@ -335,7 +336,7 @@ def run(args: argparse.Namespace, procs: Processes, scratch: Path) -> dict[str, 
             if n:
                 rest[name].append(figures)
             else:
-                cold[name] = figures["rest_submit_to_running (s)"]
+                cold[name] = figures["rest_submit_to_running (ms)"]
 
     rpc_table, header, lines = compare({"ember": lat}, TARGETS, ["ember"])
     lines.append(throughput_line(thr, args.drivers))
@@ -348,7 +349,7 @@ def run(args: argparse.Namespace, procs: Processes, scratch: Path) -> dict[str, 
           f"{args.runs} runs after one warm-up, min / median\n")
     print_table(header, lines)
     print("\nfirst REST submission (warm-up run), create -> RUNNING: "
-          + ", ".join(f"{n} {fmt(v)} s" for n, v in cold.items()))
+          + ", ".join(f"{n} {fmt(v)} ms" for n, v in cold.items()))
     if spark is None:
         print("\nSpark skipped (no --spark-home); "
               f"reference on this machine: Spark {SPARK_REFERENCE}")

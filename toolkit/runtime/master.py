@@ -133,6 +133,8 @@ class Master(Endpoint):
         self._next_check: asyncio.TimerHandle | None = None
         self.drivers: dict[str, DriverInfo] = {}
         """Drivers not yet finished, waiting ones included, in submission order."""
+        self.waiting_drivers: dict[str, DriverInfo] = {}
+        """SUBMITTED drivers, oldest first: what schedule() places."""
         self.completed_drivers: list[DriverInfo] = []
         self.apps: dict[str, AppInfo] = {}
         self.completed_apps: list[AppInfo] = []
@@ -451,12 +453,15 @@ class Master(Endpoint):
         """Place waiting drivers, then executors for apps that want cores (scheduling.py)."""
         if self.state != MasterState.ALIVE:
             return
-        waiting = [d for d in self.drivers.values() if d.state == DriverState.SUBMITTED]
+        waiting = list(self.waiting_drivers.values())
         wanting = [a for a in self.apps.values() if a.cores_left > 0]
         if not waiting and not wanting:
             return
-        alive = [w for w in self._by_address.values() if w.state == WorkerState.ALIVE]
-        offers = [scheduling.WorkerOffer(w.id, w.cores_free, w.memory_free) for w in alive]
+        offers = [scheduling.WorkerOffer(w.id, w.cores_free, w.memory_free)
+                  for w in self._by_address.values()
+                  if w.state == WorkerState.ALIVE and w.cores_free > 0]
+        if not offers:  # everything needs a core: a full cluster has nothing to decide
+            return
         drivers = [scheduling.DriverRequest(d.id, d.desc.cores, d.desc.memory) for d in waiting]
         apps = [scheduling.AppRequest(a.id, a.desc.memory_per_executor,
                                       a.desc.cores_per_executor, a.cores_left,
@@ -472,6 +477,7 @@ class Master(Endpoint):
 
     def _launch_driver(self, worker: WorkerInfo, driver: DriverInfo) -> None:
         logger.info("Launching driver %s on worker %s", driver.id, worker.id)
+        del self.waiting_drivers[driver.id]
         worker.add_driver(driver)
         driver.worker_id, driver.worker_host_port = worker.id, worker.address
         driver.state, driver.started = DriverState.RUNNING, self.clock()
@@ -504,7 +510,7 @@ class Master(Endpoint):
         now = self.clock()
         driver = DriverInfo(make_id("driver", now, self._driver_number), desc, now)
         self._driver_number += 1
-        self.drivers[driver.id] = driver
+        self.drivers[driver.id] = self.waiting_drivers[driver.id] = driver
         logger.info("Driver submitted %s: %s", driver.id, desc.name or desc.command[0])
         return m.SubmitDriverResponse(True, driver.id,
                                       f"Driver successfully submitted as {driver.id}"), driver
@@ -512,6 +518,7 @@ class Master(Endpoint):
     def _remove_driver(self, driver: DriverInfo, state: DriverState, message: str | None,
                        exit_code: int | None = None) -> None:
         self.drivers.pop(driver.id, None)
+        self.waiting_drivers.pop(driver.id, None)
         driver.finish(state, message, exit_code)
         retain(self.completed_drivers, driver)
         worker = self.workers.get(driver.worker_id or "")
@@ -529,7 +536,7 @@ class Master(Endpoint):
         watchers = self._watchers.get(driver.id, set())
         self._remove_driver(driver, DriverState.RELAUNCHING, f"worker lost; relaunched as "
                                                                f"{new.id}")
-        self.drivers[new.id] = new
+        self.drivers[new.id] = self.waiting_drivers[new.id] = new
         if watchers:
             self._watchers[new.id] = watchers
         logger.info("Relaunching supervised driver %s as %s", driver.id, new.id)

@@ -74,11 +74,16 @@ def place_drivers(
     n = len(shuffled)
     placements: list[Placement] = []
     cur = 0
+    total_cores, total_memory = sum(cores), sum(memory)
     for driver in drivers:
+        if driver.cores > total_cores or driver.memory > total_memory:
+            continue  # fits nowhere: visiting all n workers would leave cur where it is
         for _ in range(n):
             if memory[cur] >= driver.memory and cores[cur] >= driver.cores:
                 cores[cur] -= driver.cores
                 memory[cur] -= driver.memory
+                total_cores -= driver.cores
+                total_memory -= driver.memory
                 placements.append(
                     Placement(driver.id, shuffled[cur].id, driver.cores, driver.memory)
                 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import signal
 import sys
@@ -18,6 +19,10 @@ from toolkit.runtime.client import ApplicationClient
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "pi.py"
 SLEEPER = ["sh", "-c", "echo $$ > pid; exec sleep 60"]
+# The keys of Spark 4.x's activeapps/completedapps entries (JsonProtocol.writeApplicationInfo).
+SPARK_APP_KEYS = ["id", "starttime", "name", "cores", "user", "memoryperexecutor",
+                  "memoryperslave", "resourcesperexecutor", "resourcesperslave", "submitdate",
+                  "state", "duration"]
 
 
 def app_desc(command: list[str], **kw: Any) -> m.ApplicationDescription:
@@ -84,7 +89,9 @@ async def test_executors_get_placeholders_env_and_their_own_dir(cluster: Cluster
         assert [e["appid"] for e in view["executors"]] == [app.app_id]
         assert (view["coresused"], view["memoryused"]) == (2, 128)
         entry = app_entry(master, app.app_id)
-        assert entry is not None and entry["state"] == "RUNNING" and entry["name"] == "test-app"
+        assert entry is not None and list(entry) == SPARK_APP_KEYS
+        assert (entry["state"], entry["name"], entry["user"]) == ("RUNNING", "test-app",
+                                                                  getpass.getuser())
         app_id = app.app_id
 
     finished = wait_for(lambda: (e := app_entry(master, app_id)) and e["state"] == "FINISHED"

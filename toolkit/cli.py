@@ -447,9 +447,11 @@ def exit_code_of(status: m.DriverStatusResponse) -> int:
     """The exit code `ember submit --wait` returns for a driver's final status."""
     if status.state == "FINISHED":
         return 0
+    if status.state == "KILLED":
+        return 143  # as a shell reports a process ended by SIGTERM, however it really ended
     code = status.exit_code
     if code is None:
-        return 143 if status.state == "KILLED" else 1
+        return 1
     return 128 - code if code < 0 else code or 1
 
 

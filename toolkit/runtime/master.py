@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from toolkit.runtime import messages as m
 from toolkit.runtime import scheduling
@@ -25,6 +25,7 @@ from toolkit.runtime.records import (
     retain,
 )
 from toolkit.runtime.states import (
+    FINISHED_DRIVER_STATES,
     FINISHED_EXECUTOR_STATES,
     ApplicationState,
     DriverState,
@@ -35,6 +36,8 @@ from toolkit.runtime.states import (
 from toolkit.runtime.wire import Connection
 
 logger = logging.getLogger(__name__)
+
+S = TypeVar("S", DriverState, ExecutorState)
 
 REAPER_ITERATIONS = 15
 """A DEAD worker stays listed for (REAPER_ITERATIONS + 1) x worker timeout, as in Spark."""
@@ -61,6 +64,9 @@ class WorkerInfo:
     removed_reason: str | None = field(default=None)
     drivers: dict[str, DriverInfo] = field(default_factory=dict)
     executors: dict[tuple[str, int], ExecutorInfo] = field(default_factory=dict)
+    epoch: int = 0
+    """Counts registrations: work launched in an earlier epoch must be in the worker's next
+    WorkerLatestState, or it was lost."""
 
     def add_driver(self, driver: DriverInfo) -> None:
         self.drivers[driver.id] = driver
@@ -138,7 +144,7 @@ class Master(Endpoint):
         self.completed_drivers: list[DriverInfo] = []
         self.apps: dict[str, AppInfo] = {}
         self.completed_apps: list[AppInfo] = []
-        self._app_by_conn: dict[Connection, AppInfo] = {}
+        self._apps_by_conn: dict[Connection, list[AppInfo]] = {}
         self._watchers: dict[str, set[Connection]] = {}
         self._driver_number = 0
         self._app_number = 0
@@ -190,10 +196,9 @@ class Master(Endpoint):
             conn.send(m.MasterInStandby())
             return
         known = self.live_worker(msg.id)
-        if known is not None:
+        if known is not None:  # schedule() waits for its WorkerLatestState
             self._reattach(known, conn)
             conn.send(self._registered(duplicate=True))
-            self.schedule()
             return
         worker = WorkerInfo(msg.id, msg.host, msg.port, msg.cores, msg.memory, msg.webui_url,
                             conn, last_heartbeat=self.clock(), last_seen=self.monotonic())
@@ -234,12 +239,13 @@ class Master(Endpoint):
             watchers.discard(conn)
             if not watchers:
                 del self._watchers[driver_id]
-        app = self._app_by_conn.get(conn)
-        if app is not None:
+        apps = self._apps_by_conn.pop(conn, [])
+        for app in apps:
             logger.warning("Application %s's driver disconnected without unregistering",
                            app.id)
             self._remove_app(app, ApplicationState.FAILED,
                              "the driver disconnected without unregistering")
+        if apps:
             self.schedule()
 
     def on_check_for_worker_time_out(self, msg: m.CheckForWorkerTimeOut,
@@ -313,8 +319,11 @@ class Master(Endpoint):
             logger.debug("Ignoring %s of driver %s (not running there)", msg.state,
                          msg.driver_id)
             return
-        state = DriverState(msg.state)
-        if state == DriverState.RUNNING:
+        state = _parse(DriverState, msg.state)
+        if state is None or state not in FINISHED_DRIVER_STATES or (
+                state == DriverState.RELAUNCHING):
+            if state != DriverState.RUNNING:
+                logger.warning("Ignoring state %r reported for driver %s", msg.state, driver.id)
             return
         logger.info("Driver %s is %s%s", driver.id, state, f": {msg.message}" if msg.message
                     else "")
@@ -332,7 +341,11 @@ class Master(Endpoint):
             logger.debug("Ignoring %s of executor %s/%d (not running there)", msg.state,
                          msg.app_id, msg.exec_id)
             return
-        state = ExecutorState(msg.state)
+        state = _parse(ExecutorState, msg.state)
+        if state is None or state in (ExecutorState.LAUNCHING, ExecutorState.LOST):
+            logger.warning("Ignoring state %r reported for executor %s/%d", msg.state, app.id,
+                           executor.exec_id)
+            return
         executor.state = state
         if app.conn is not None:
             app.conn.send(m.ExecutorUpdated(executor.exec_id, state.value, msg.message,
@@ -354,10 +367,21 @@ class Master(Endpoint):
         self.schedule()
 
     def on_worker_latest_state(self, msg: m.WorkerLatestState, conn: Connection | None) -> None:
-        """Kill what a (re)registered worker runs that this master does not know of."""
+        """Reconcile with what a (re)registered worker runs: kill what this master does not
+        know of; what it launched there before this registration and the worker no longer
+        runs was lost (its final state, if any, came first: the worker resends those before
+        this report)."""
         worker = self.live_worker(msg.worker_id)
-        if worker is None or worker.conn is None:
+        if worker is None or worker.conn is None or worker.conn is not conn:
             return
+        runs = set(msg.driver_ids)
+        for driver in list(worker.drivers.values()):
+            if driver.epoch < worker.epoch and driver.id not in runs:
+                self._lose_driver(driver, f"worker {worker.id} no longer runs it")
+        running = {(ref.app_id, ref.exec_id) for ref in msg.executors}
+        for key, executor in list(worker.executors.items()):
+            if executor.epoch < worker.epoch and key not in running:
+                self._lose_executor(worker, executor, f"worker {worker.id} no longer runs it")
         for ref in msg.executors:
             if (ref.app_id, ref.exec_id) not in worker.executors:
                 logger.warning("Worker %s runs unknown executor %s/%d; killing it", worker.id,
@@ -368,6 +392,7 @@ class Master(Endpoint):
                 logger.warning("Worker %s runs unknown driver %s; killing it", worker.id,
                                driver_id)
                 worker.conn.send(m.KillDriver(driver_id))
+        self.schedule()
 
     # Applications ------------------------------------------------------------------------
 
@@ -379,7 +404,7 @@ class Master(Endpoint):
         app = AppInfo(make_id("app", now, self._app_number), msg.desc, conn, now)
         self._app_number += 1
         self.apps[app.id] = app
-        self._app_by_conn[conn] = app
+        self._apps_by_conn.setdefault(conn, []).append(app)
         logger.info("Registered app %s with ID %s", msg.desc.name, app.id)
         conn.send(m.RegisteredApplication(app.id, self.url))
         self.schedule()
@@ -405,6 +430,11 @@ class Master(Endpoint):
             return m.KillDriverResponse(driver_id, False, self._not_alive("kill drivers"))
         driver = self.drivers.get(driver_id)
         if driver is None:
+            done = next((d for d in self.completed_drivers if d.id == driver_id), None)
+            if done is not None and done.relaunched_as:
+                return m.KillDriverResponse(driver_id, False,
+                                            f"Driver {driver_id} was relaunched as "
+                                            f"{done.relaunched_as}; kill that one")
             return m.KillDriverResponse(driver_id, False,
                                         f"Driver {driver_id} has already finished or does not "
                                         f"exist")
@@ -478,6 +508,7 @@ class Master(Endpoint):
     def _launch_driver(self, worker: WorkerInfo, driver: DriverInfo) -> None:
         logger.info("Launching driver %s on worker %s", driver.id, worker.id)
         del self.waiting_drivers[driver.id]
+        driver.epoch = worker.epoch
         worker.add_driver(driver)
         driver.worker_id, driver.worker_host_port = worker.id, worker.address
         driver.state, driver.started = DriverState.RUNNING, self.clock()
@@ -487,6 +518,7 @@ class Master(Endpoint):
 
     def _launch_executor(self, worker: WorkerInfo, app: AppInfo, cores: int) -> None:
         executor = app.add_executor(worker.id, worker.address, cores)
+        executor.epoch = worker.epoch
         worker.add_executor(executor)
         app.state = ApplicationState.RUNNING
         logger.info("Launching executor %s/%d on worker %s", app.id, executor.exec_id,
@@ -526,7 +558,7 @@ class Master(Endpoint):
             worker.remove_driver(driver)
         self._tell_watchers(driver)
 
-    def _relaunch_driver(self, driver: DriverInfo) -> None:
+    def _relaunch_driver(self, driver: DriverInfo, reason: str) -> None:
         """Supervised driver whose worker was lost: a new id, scheduled anew; the old one is
         RELAUNCHING (Spark's relaunchDriver)."""
         now = self.clock()
@@ -534,8 +566,7 @@ class Master(Endpoint):
         self._driver_number += 1
         driver.relaunched_as = new.id
         watchers = self._watchers.get(driver.id, set())
-        self._remove_driver(driver, DriverState.RELAUNCHING, f"worker lost; relaunched as "
-                                                               f"{new.id}")
+        self._remove_driver(driver, DriverState.RELAUNCHING, f"{reason}; relaunched as {new.id}")
         self.drivers[new.id] = self.waiting_drivers[new.id] = new
         if watchers:
             self._watchers[new.id] = watchers
@@ -552,8 +583,9 @@ class Master(Endpoint):
     def _remove_app(self, app: AppInfo, state: ApplicationState, message: str | None) -> None:
         logger.info("Removing app %s: %s", app.id, state)
         self.apps.pop(app.id, None)
-        if app.conn is not None:
-            self._app_by_conn.pop(app.conn, None)
+        others = self._apps_by_conn.get(app.conn) if app.conn is not None else None
+        if others is not None and app in others:
+            others.remove(app)
         for executor in list(app.executors.values()):
             worker = self.workers.get(executor.worker_id)
             if worker is not None:
@@ -572,27 +604,33 @@ class Master(Endpoint):
     def _lose_work(self, worker: WorkerInfo) -> None:
         """A worker is gone: its executors are LOST (apps told), its drivers relaunched when
         supervised, else ERROR."""
-        apps_told: set[str] = set()
+        reason = worker.removed_reason or "worker lost"
+        told: set[str] = set()
         for executor in list(worker.executors.values()):
-            worker.remove_executor(executor)
             app = self.apps.get(executor.app_id)
-            if app is None:
-                continue
-            executor.state = ExecutorState.LOST
-            app.remove_executor(executor)
-            if app.conn is not None:
-                app.conn.send(m.ExecutorUpdated(executor.exec_id, ExecutorState.LOST.value,
-                                                "worker lost", None, True))
-                if app.id not in apps_told:
-                    apps_told.add(app.id)
-                    app.conn.send(m.WorkerRemoved(worker.id, worker.host,
-                                                  worker.removed_reason or "worker lost"))
+            self._lose_executor(worker, executor, "worker lost")
+            if app is not None and app.conn is not None and app.id not in told:
+                told.add(app.id)
+                app.conn.send(m.WorkerRemoved(worker.id, worker.host, reason))
         for driver in list(worker.drivers.values()):
-            if driver.desc.supervise:
-                self._relaunch_driver(driver)
-            else:
-                self._remove_driver(driver, DriverState.ERROR,
-                                    f"worker {worker.id} lost: {worker.removed_reason}")
+            self._lose_driver(driver, f"worker {worker.id} lost: {reason}")
+
+    def _lose_driver(self, driver: DriverInfo, reason: str) -> None:
+        if driver.desc.supervise:
+            self._relaunch_driver(driver, reason)
+        else:
+            self._remove_driver(driver, DriverState.ERROR, reason)
+
+    def _lose_executor(self, worker: WorkerInfo, executor: ExecutorInfo, reason: str) -> None:
+        worker.remove_executor(executor)
+        app = self.apps.get(executor.app_id)
+        if app is None:
+            return
+        executor.state = ExecutorState.LOST
+        app.remove_executor(executor)
+        if app.conn is not None:
+            app.conn.send(m.ExecutorUpdated(executor.exec_id, ExecutorState.LOST.value, reason,
+                                            None, True))
 
     def _worker_on(self, conn: Connection | None) -> WorkerInfo | None:
         return next((w for w in self._by_address.values() if w.conn is conn and conn), None)
@@ -627,6 +665,7 @@ class Master(Endpoint):
         logger.info("Worker %s re-registered", worker.id)
         worker.conn = conn
         worker.state = WorkerState.ALIVE
+        worker.epoch += 1
         self._seen(worker)
 
     def _schedule_next_check(self, now: float) -> None:
@@ -658,6 +697,13 @@ class Master(Endpoint):
         self._by_address.pop(worker.address, None)
         self._lose_work(worker)
         self.schedule()
+
+
+def _parse(kind: type[S], text: str) -> S | None:
+    try:
+        return kind(text)
+    except ValueError:
+        return None
 
 
 def _check_driver(desc: m.DriverDescription) -> str | None:

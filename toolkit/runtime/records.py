@@ -60,6 +60,8 @@ class DriverInfo:
     message: str | None = None
     exit_code: int | None = None
     relaunched_as: str | None = None
+    epoch: int = 0
+    """Its worker's registration epoch when it was launched there."""
 
     @property
     def main_class(self) -> str:
@@ -89,6 +91,7 @@ class ExecutorInfo:
     cores: int
     memory: int
     state: ExecutorState = ExecutorState.LAUNCHING
+    epoch: int = 0
 
     @property
     def key(self) -> tuple[str, int]:

@@ -88,6 +88,12 @@ def find_program(program: str, cwd: Path, env: dict[str, str]) -> str:
     raise FileNotFoundError(errno.ENOENT, "no such executable", program)
 
 
+def cannot_start(program: str, exc: OSError, cwd: Path) -> str:
+    where = f" (relative to the run directory {cwd})" if "/" in program and not (
+        program.startswith("/")) else ""
+    return f"cannot start {program!r}: {exc.strerror or exc}{where}"
+
+
 def spawn(argv: list[str], cwd: Path, env: dict[str, str], header: bytes = b""
           ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new session (its own process group) with stdout/stderr files in
@@ -103,13 +109,19 @@ def spawn(argv: list[str], cwd: Path, env: dict[str, str], header: bytes = b""
                                 start_new_session=True, close_fds=True)
 
 
-async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
-    """Wait for the child without blocking the loop; its exit code (-N: killed by signal N)."""
-    loop = asyncio.get_running_loop()
+async def until_exited(pid: int) -> None:
+    """Return once child ``pid`` has exited, without reaping it.
+
+    While it is an unreaped zombie its pid, and so its process group id, cannot be reused:
+    signalling the group stays safe until the caller reaps it. A pidfd on the event loop
+    needs no thread; without pidfd support a thread waits with WNOWAIT.
+    """
     try:
-        fd = os.pidfd_open(proc.pid)
-    except OSError:  # already reaped or no pidfd support: fall back to a thread
-        return await asyncio.to_thread(proc.wait)
+        fd = os.pidfd_open(pid)
+    except OSError:
+        await asyncio.to_thread(os.waitid, os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        return
+    loop = asyncio.get_running_loop()
     exited = loop.create_future()
 
     def readable() -> None:
@@ -122,16 +134,35 @@ async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
     finally:
         loop.remove_reader(fd)
         os.close(fd)
-    return proc.wait()
 
 
-def signal_group(pid: int, signum: int) -> None:
+def signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signum)
+        os.killpg(pgid, signum)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of group ``pgid`` other than its leader (read from /proc)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == pgid:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            members.append(int(entry.name))
+    return members
 
 
 class _Runner:
-    """What both runners share: one task, a kill that escalates, a report callback."""
+    """What both runners share: one task, a kill that escalates, a report callback.
+
+    A child is reaped only by this task, after its whole process group has been dealt with, so
+    no signal ever goes to a pid that could have been reused.
+    """
 
     def __init__(self, directory: Path, env: dict[str, str], report: Report,
                  kill_timeout: float) -> None:
@@ -142,6 +173,8 @@ class _Runner:
         self.state = ""
         self.proc: subprocess.Popen[bytes] | None = None
         self.killed = False
+        self._unreaped = False
+        self._deadline: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -149,32 +182,64 @@ class _Runner:
         self._task = asyncio.create_task(self._guarded(), name=f"runner {self.directory.name}")
 
     def kill(self) -> None:
-        """SIGTERM the process group now, SIGKILL it after kill_timeout; cancel a backoff."""
+        """SIGTERM the process group now (SIGKILL follows after kill_timeout); a runner not
+        started yet, or waiting to restart, starts nothing more."""
         if self.killed:
             return
         self.killed = True
+        self._deadline = asyncio.get_running_loop().time() + self.kill_timeout
         self._wake.set()
-        proc = self.proc
-        if proc is not None and proc.returncode is None:
-            signal_group(proc.pid, signal.SIGTERM)
-            asyncio.get_running_loop().call_later(self.kill_timeout, self._force, proc)
-
-    @staticmethod
-    def _force(proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            logger.warning("Process %d did not stop on SIGTERM; sending SIGKILL", proc.pid)
-            signal_group(proc.pid, signal.SIGKILL)
+        if self._unreaped and self.proc is not None:
+            signal_group(self.proc.pid, signal.SIGTERM)
 
     async def stop(self, timeout: float) -> None:
-        """Kill, wait up to ``timeout``, then SIGKILL the group (worker shutdown)."""
+        """Kill and wait up to ``timeout``, then SIGKILL the group (worker shutdown)."""
         self.kill()
         if self._task is None:
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         except (TimeoutError, asyncio.CancelledError):
-            if self.proc is not None:
+            if self._unreaped and self.proc is not None:
                 signal_group(self.proc.pid, signal.SIGKILL)
+
+    def _spawn(self, argv: list[str], header: bytes) -> subprocess.Popen[bytes]:
+        proc = spawn(argv, self.directory, self.env, header)
+        self.proc, self._unreaped = proc, True
+        return proc
+
+    async def _wait(self, proc: subprocess.Popen[bytes]) -> int:
+        """The exit code of ``proc`` (-N: signal N). When killed: SIGKILL to the group at the
+        deadline, and the rest of the group gets until the deadline after the leader exits."""
+        exited = asyncio.ensure_future(until_exited(proc.pid))
+        try:
+            while not exited.done():
+                if self._deadline is None:
+                    woken = asyncio.ensure_future(self._wake.wait())
+                    await asyncio.wait({exited, woken}, return_when=asyncio.FIRST_COMPLETED)
+                    woken.cancel()
+                    continue
+                remaining = self._deadline - asyncio.get_running_loop().time()
+                if remaining > 0:
+                    await asyncio.wait({exited}, timeout=remaining)
+                    continue
+                logger.warning("Process %d did not stop on SIGTERM; sending SIGKILL", proc.pid)
+                signal_group(proc.pid, signal.SIGKILL)
+                await exited
+            if self.killed:
+                await self._drain_group(proc.pid)
+        finally:
+            exited.cancel()
+        code = proc.wait()
+        self._unreaped = False
+        return code
+
+    async def _drain_group(self, pgid: int) -> None:
+        while group_members(pgid):
+            if self._deadline is None or asyncio.get_running_loop().time() >= self._deadline:
+                signal_group(pgid, signal.SIGKILL)
+                return
+            await asyncio.sleep(0.05)
 
     def _say(self, state: str, message: str = "", exit_code: int | None = None) -> None:
         self.state = state
@@ -187,10 +252,11 @@ class _Runner:
             raise
         except Exception as exc:
             logger.exception("Runner for %s failed", self.directory)
+            if self._unreaped and self.proc is not None:
+                signal_group(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                self._unreaped = False
             self._say(self._error_state(), f"{exc.__class__.__name__}: {exc}")
-        finally:
-            if self.killed and self.proc is not None:
-                signal_group(self.proc.pid, signal.SIGKILL)  # stragglers of the group
 
     async def _run(self) -> None:
         raise NotImplementedError
@@ -219,16 +285,18 @@ class DriverRunner(_Runner):
         delay = self.first_backoff
         argv = self.desc.command
         while True:
+            if self.killed:
+                self._say(DriverState.KILLED.value, "killed before it started")
+                return
             try:
-                self.proc = spawn(argv, self.directory, self.env, launch_header(argv))
+                proc = self._spawn(argv, launch_header(argv))
             except OSError as exc:
-                self._say(DriverState.ERROR.value,
-                          f"cannot start {argv[0]!r}: {exc.strerror or exc}")
+                self._say(DriverState.ERROR.value, cannot_start(argv[0], exc, self.directory))
                 return
             began = time.monotonic()
             if not self.state:
                 self._say(DriverState.RUNNING.value)
-            code = await wait_exit(self.proc)
+            code = await self._wait(proc)
             ran = time.monotonic() - began
             if self.killed:
                 self._say(DriverState.KILLED.value, "killed", code)
@@ -251,7 +319,7 @@ class DriverRunner(_Runner):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
             if self.killed:
-                self._say(DriverState.KILLED.value, "killed while waiting to restart", code)
+                self._say(DriverState.KILLED.value, "killed while waiting to restart")
                 return
             delay = min(delay * 2, self.max_backoff)
 
@@ -272,14 +340,17 @@ class ExecutorRunner(_Runner):
         return ExecutorState.FAILED.value
 
     async def _run(self) -> None:
+        if self.killed:
+            self._say(ExecutorState.KILLED.value, "killed before it started")
+            return
         try:
-            self.proc = spawn(self.argv, self.directory, self.env, launch_header(self.argv))
+            proc = self._spawn(self.argv, launch_header(self.argv))
         except OSError as exc:
             self._say(ExecutorState.FAILED.value,
-                      f"cannot start {self.argv[0]!r}: {exc.strerror or exc}")
+                      cannot_start(self.argv[0], exc, self.directory))
             return
         self._say(ExecutorState.RUNNING.value)
-        code = await wait_exit(self.proc)
+        code = await self._wait(proc)
         if self.killed:
             self._say(ExecutorState.KILLED.value, "killed", code)
         else:

@@ -8,6 +8,7 @@ import collections
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ REFUSED_RETRY = 2.0
 RETAINED_FINISHED = 1000
 """Finished executors and drivers listed in the worker's /json (Spark's retainedExecutors)."""
 SHUTDOWN_KILL_WAIT = 3.0
+_SAFE_ID = re.compile(r"(driver|app)-\d{14}-\d{4,}")
+"""What the master's ids look like; anything else never becomes a path under the work dir."""
 
 
 def registration_delay(attempt: int, rng: Callable[[], float] = random.random) -> float:
@@ -103,6 +106,7 @@ class Worker(Endpoint):
         self._outbox: dict[int, m.DriverStateChanged | m.ExecutorStateChanged] = {}
         """State changes the master has not acknowledged yet, by sequence number."""
         self._seq = 0
+        self.stopping = False
 
     @property
     def webui_url(self) -> str:
@@ -329,11 +333,19 @@ class Worker(Endpoint):
             self.master.send(change)
 
     def _from_master(self, conn: Connection | None, msg: m.Message) -> bool:
-        if conn is not None and conn is self.master:
-            return True
-        logger.warning("Ignoring %s from %s: not the master this worker is registered with",
-                       type(msg).__name__, conn.peer if conn else "?")
-        return False
+        if conn is None or conn is not self.master:
+            logger.warning("Ignoring %s from %s: not the master this worker is registered "
+                           "with", type(msg).__name__, conn.peer if conn else "?")
+            return False
+        if isinstance(msg, m.LaunchDriver | m.LaunchExecutor):
+            if self.stopping:
+                logger.warning("Not launching: this worker is shutting down")
+                return False
+            ids = [msg.driver_id] if isinstance(msg, m.LaunchDriver) else [msg.app_id]
+            if not all(_SAFE_ID.fullmatch(i) for i in ids):
+                logger.warning("Refusing %s with a malformed id %r", type(msg).__name__, ids[0])
+                return False
+        return True
 
     def _child_env(self, user: dict[str, str], ours: dict[str, str]) -> dict[str, str]:
         """The worker's environment without its own EMBER_* settings, then the user's
@@ -418,6 +430,7 @@ class Worker(Endpoint):
         self._ensure_links()
 
     async def shutdown(self, reason: str) -> None:
+        self.stopping = True
         runners = [*self.drivers.values(), *self.executors.values()]
         if runners:
             logger.info("Killing %d drivers and executors", len(runners))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,23 @@ def test_submit_errors_name_the_problem(cluster: Cluster) -> None:
     assert nobody.returncode == 1 and "127.0.0.1:1" in nobody.stderr
     unknown = ember("driver", "status", "driver-x", "--master", master.url)
     assert unknown.returncode == 1 and "not found" in unknown.stdout
+
+
+def test_the_rest_of_the_group_gets_the_kill_timeout_to_finish(cluster: Cluster) -> None:
+    master = cluster.master()
+    worker = cluster.worker(master.url, "--kill-timeout", "5")
+    master.wait_joined(worker)
+    child = ("import signal, sys, time\n"
+             "def bye(*_):\n"
+             "    time.sleep(1); open('done', 'w').write('cleaned up'); sys.exit(0)\n"
+             "signal.signal(signal.SIGTERM, bye)\n"
+             "open('ready', 'w').close()\n"
+             "time.sleep(60)\n")
+    driver_id = submit(master, "sh", "-c", f'{sys.executable} -c "$0" & wait', child,
+                       options=("--memory", "64m"))
+    directory = worker.work_dir / driver_id
+    wait_for(lambda: (directory / "ready").exists(), 10, "the child ready")
+
+    assert ember("driver", "kill", driver_id, "--master", master.url).returncode == 0
+    wait_driver(master, driver_id, "KILLED", timeout=8)
+    assert (directory / "done").read_text() == "cleaned up"

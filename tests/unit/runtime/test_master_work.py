@@ -167,3 +167,57 @@ def test_app_driver_disconnect_ends_the_app_and_frees_the_workers(master: Master
     assert sent(worker, m.KillExecutor)[0].app_id == app_id
     assert sent(worker, m.ApplicationFinished) == [m.ApplicationFinished(app_id)]
     assert master.workers["w1"].cores_used == 0
+
+
+def test_two_apps_on_one_connection_both_end_when_it_closes(master: Master) -> None:
+    join(master, "w1", 4001, cores=4)
+    conn = FakeConn("10.0.0.9:5000")
+    for _ in range(2):
+        master.handle(m.RegisterApplication(m.ApplicationDescription("a", ["run"],
+                                                                     max_cores=1)), conn)
+    assert len(master.apps) == 2
+    master.handle(m.ConnectionClosed("gone"), conn)
+    assert master.apps == {}
+    assert master.workers["w1"].cores_used == 0
+
+
+def test_reregistered_worker_that_lost_work_has_it_relaunched_or_errored(master: Master) -> None:
+    old = join(master, "w1", 4001, cores=4)
+    client = FakeConn()
+    kept = submit(master, client, supervise=True)
+    dropped = submit(master, client)
+    still_running = submit(master, client)
+    new = join(master, "w1", 4001, cores=4)  # same id, new link: a re-registration
+    assert sent(new, m.RegisteredWorker)[0].duplicate
+    after = submit(master, client)  # launched in the new epoch: not in the report below
+    assert master.drivers[after].worker_id == "w1"
+
+    master.handle(m.WorkerLatestState("w1", [], [still_running]), new)
+
+    assert master.driver_status(kept).state == "RELAUNCHING"
+    assert master.driver_status(dropped).state == "ERROR"
+    assert "no longer runs it" in (master.driver_status(dropped).message or "")
+    assert master.driver_status(still_running).state == "RUNNING"
+    assert master.driver_status(after).state == "RUNNING"
+    relaunched = master.driver_status(kept).relaunched_as
+    assert relaunched and master.drivers[relaunched].state == "RUNNING"
+    assert old.closed
+
+
+def test_a_bad_state_from_a_worker_changes_nothing(master: Master) -> None:
+    worker = join(master, "w1", 4001)
+    driver_id = submit(master, FakeConn())
+    for state in ("SUBMITTED", "NONSENSE", "RELAUNCHING"):
+        master.handle(m.DriverStateChanged(1, driver_id, state), worker)
+    assert master.drivers[driver_id].state == "RUNNING"
+    assert master.workers["w1"].cores_used == 1
+    assert len(sent(worker, m.StateChangeAcked)) == 3
+
+
+def test_killing_a_relaunched_driver_names_its_new_id(master: Master) -> None:
+    worker = join(master, "w1", 4001)
+    driver_id = submit(master, FakeConn(), supervise=True)
+    master.handle(m.ConnectionClosed("gone"), worker)
+    answer = master.kill_driver(driver_id)
+    new_id = master.driver_status(driver_id).relaunched_as
+    assert not answer.success and f"relaunched as {new_id}" in answer.message

@@ -75,7 +75,8 @@ async def test_executors_get_placeholders_env_and_their_own_dir(cluster: Cluster
         executor = added(events)[0]
         assert (executor.worker_id, executor.cores, executor.memory) == (worker_id, 2, 128)
         directory = worker.work_dir / app.app_id / str(executor.exec_id)
-        args = wait_for(lambda: (directory / "args").read_text().split(), 10, "args file")
+        wait_for(lambda: (directory / "x").read_text(), 10, "the last file it writes")
+        args = (directory / "args").read_text().split()
         worker_port = worker.json()["id"].rsplit("-", 1)[1]
         assert args == [str(executor.exec_id), app.app_id, "2", "127.0.0.1",
                         f"ember://127.0.0.1:{worker_port}"]

@@ -182,15 +182,25 @@ class _Runner:
         self._task = asyncio.create_task(self._guarded(), name=f"runner {self.directory.name}")
 
     def kill(self) -> None:
-        """SIGTERM the process group now (SIGKILL follows after kill_timeout); a runner not
-        started yet, or waiting to restart, starts nothing more."""
+        """SIGTERM the process group now and SIGKILL what is left of it after kill_timeout; a
+        runner not started yet, or waiting to restart, starts nothing more."""
         if self.killed:
             return
         self.killed = True
-        self._deadline = asyncio.get_running_loop().time() + self.kill_timeout
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self.kill_timeout
         self._wake.set()
         if self._unreaped and self.proc is not None:
             signal_group(self.proc.pid, signal.SIGTERM)
+            loop.call_at(self._deadline, self._escalate, self.proc)
+
+    def _escalate(self, proc: subprocess.Popen[bytes]) -> None:
+        """Deadline passed: SIGKILL the group, unless its leader was reaped (then its pid, and
+        so the group id, may belong to someone else by now)."""
+        if self._unreaped and self.proc is proc:
+            logger.warning("Process group %d did not stop on SIGTERM; sending SIGKILL",
+                           proc.pid)
+            signal_group(proc.pid, signal.SIGKILL)
 
     async def stop(self, timeout: float) -> None:
         """Kill and wait up to ``timeout``, then SIGKILL the group (worker shutdown)."""
@@ -209,27 +219,11 @@ class _Runner:
         return proc
 
     async def _wait(self, proc: subprocess.Popen[bytes]) -> int:
-        """The exit code of ``proc`` (-N: signal N). When killed: SIGKILL to the group at the
-        deadline, and the rest of the group gets until the deadline after the leader exits."""
-        exited = asyncio.ensure_future(until_exited(proc.pid))
-        try:
-            while not exited.done():
-                if self._deadline is None:
-                    woken = asyncio.ensure_future(self._wake.wait())
-                    await asyncio.wait({exited, woken}, return_when=asyncio.FIRST_COMPLETED)
-                    woken.cancel()
-                    continue
-                remaining = self._deadline - asyncio.get_running_loop().time()
-                if remaining > 0:
-                    await asyncio.wait({exited}, timeout=remaining)
-                    continue
-                logger.warning("Process %d did not stop on SIGTERM; sending SIGKILL", proc.pid)
-                signal_group(proc.pid, signal.SIGKILL)
-                await exited
-            if self.killed:
-                await self._drain_group(proc.pid)
-        finally:
-            exited.cancel()
+        """The exit code of ``proc`` (-N: signal N). When killed, the rest of its group gets
+        until the deadline after the leader exits; only then is the leader reaped."""
+        await until_exited(proc.pid)
+        if self.killed:
+            await self._drain_group(proc.pid)
         code = proc.wait()
         self._unreaped = False
         return code

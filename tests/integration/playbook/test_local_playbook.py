@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,10 +236,10 @@ def test_work_runs_on_a_started_cluster_with_its_secret(local: Local, tmp_path: 
     assert "Pi is roughly 3.1" in output  # the driver holds one worker's only core: 1 executor
 
     token = ember("rest-token").stdout.strip()
-    request = f"http://127.0.0.1:{rest}/v1/submissions/status/{driver_id}"
-    status = subprocess.run(["curl", "-s", "-H", f"Authorization: Bearer {token}", request],
-                            capture_output=True, text=True, check=False)
-    assert json.loads(status.stdout)["driverState"] == "FINISHED"
-    anonymous = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", request],
-                               capture_output=True, text=True, check=False)
-    assert anonymous.stdout == "401"
+    url = f"http://127.0.0.1:{rest}/v1/submissions/status/{driver_id}"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert json.load(answer)["driverState"] == "FINISHED"
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(url, timeout=5)
+    assert anonymous.value.code == 401

@@ -1,0 +1,473 @@
+"""The master's work: drivers, applications and their executors.
+
+WorkKeeper is the half of Master that takes submissions, places work with the pure functions of
+scheduling.py, launches it on workers, follows what they report and answers clients. Its
+handlers are synchronous like all of Master's and run on the same inbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from toolkit.runtime import messages as m
+from toolkit.runtime import scheduling
+from toolkit.runtime.records import AppInfo, DriverInfo, ExecutorInfo, make_id, retain
+from toolkit.runtime.states import (
+    FINISHED_DRIVER_STATES,
+    FINISHED_EXECUTOR_STATES,
+    ApplicationState,
+    DriverState,
+    ExecutorState,
+    MasterState,
+    WorkerState,
+)
+
+if TYPE_CHECKING:
+    from toolkit.runtime.master import MasterConfig, WorkerInfo
+    from toolkit.runtime.wire import Connection
+
+logger = logging.getLogger("toolkit.runtime.master")
+
+S = TypeVar("S", DriverState, ExecutorState)
+
+
+class WorkKeeper:
+    """Drivers, applications and executors; mixed into Master, which provides membership."""
+
+    # Provided by Master.
+    config: MasterConfig
+    state: MasterState
+    clock: Callable[[], float]
+    workers: dict[str, WorkerInfo]
+    _by_address: dict[str, WorkerInfo]
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def live_worker(self, worker_id: str) -> WorkerInfo | None:
+        raise NotImplementedError
+
+    def init_work(self) -> None:
+        self.drivers: dict[str, DriverInfo] = {}
+        """Drivers not yet finished, waiting ones included, in submission order."""
+        self.waiting_drivers: dict[str, DriverInfo] = {}
+        """SUBMITTED drivers, oldest first: what schedule() places."""
+        self.completed_drivers: list[DriverInfo] = []
+        self.apps: dict[str, AppInfo] = {}
+        self.completed_apps: list[AppInfo] = []
+        self._apps_by_conn: dict[Connection, list[AppInfo]] = {}
+        self._watchers: dict[str, set[Connection]] = {}
+        self._driver_number = 0
+        self._app_number = 0
+        self.shuffle: Callable[[list[scheduling.WorkerOffer]], None] = random.shuffle
+
+    def _forget_client(self, conn: Connection) -> None:
+        """A connection closed: stop watching for it; its applications end as FAILED."""
+        for driver_id, watchers in list(self._watchers.items()):
+            watchers.discard(conn)
+            if not watchers:
+                del self._watchers[driver_id]
+        apps = self._apps_by_conn.pop(conn, [])
+        for app in apps:
+            logger.warning("Application %s's driver disconnected without unregistering",
+                           app.id)
+            self._remove_app(app, ApplicationState.FAILED,
+                             "the driver disconnected without unregistering")
+        if apps:
+            self.schedule()
+
+    # Drivers: submission clients ---------------------------------------------------------
+
+    def on_request_submit_driver(self, msg: m.RequestSubmitDriver,
+                                 conn: Connection | None) -> None:
+        response, driver = self._submit(msg.desc)
+        if conn is None:
+            return
+        if driver is not None and msg.watch:
+            self._watchers.setdefault(driver.id, set()).add(conn)
+        conn.send(response)
+        if driver is not None:
+            self.schedule()
+
+    def on_request_kill_driver(self, msg: m.RequestKillDriver, conn: Connection | None) -> None:
+        response = self.kill_driver(msg.driver_id)
+        if conn is not None:
+            conn.send(response)
+
+    def on_request_driver_status(self, msg: m.RequestDriverStatus,
+                                 conn: Connection | None) -> None:
+        status = self.driver_status(msg.driver_id)
+        if conn is None:
+            return
+        conn.send(status)
+        if msg.watch and status.found and msg.driver_id in self.drivers:
+            self._watchers.setdefault(msg.driver_id, set()).add(conn)
+
+    def on_request_kill_all_drivers(self, msg: m.RequestKillAllDrivers,
+                                    conn: Connection | None) -> None:
+        response = self.kill_all_drivers()
+        if conn is not None:
+            conn.send(response)
+
+    def on_request_clear_completed_drivers_and_apps(
+            self, msg: m.RequestClearCompletedDriversAndApps, conn: Connection | None) -> None:
+        response = self.clear_completed()
+        if conn is not None:
+            conn.send(response)
+
+    def on_request_driver_list(self, msg: m.RequestDriverList, conn: Connection | None) -> None:
+        if conn is not None:
+            every = [*self.completed_drivers, *self.drivers.values()]
+            conn.send(m.DriverListResponse([d.status() for d in every]))
+
+    # Drivers and executors: worker reports -----------------------------------------------
+
+    def on_driver_state_changed(self, msg: m.DriverStateChanged, conn: Connection | None) -> None:
+        if conn is not None:
+            conn.send(m.StateChangeAcked(msg.seq))
+        driver = self.drivers.get(msg.driver_id)
+        worker = self._worker_on(conn)
+        if driver is None or worker is None or driver.worker_id != worker.id:
+            logger.debug("Ignoring %s of driver %s (not running there)", msg.state,
+                         msg.driver_id)
+            return
+        state = _parse(DriverState, msg.state)
+        if state is None or state not in FINISHED_DRIVER_STATES or (
+                state == DriverState.RELAUNCHING):
+            if state != DriverState.RUNNING:
+                logger.warning("Ignoring state %r reported for driver %s", msg.state, driver.id)
+            return
+        logger.info("Driver %s is %s%s", driver.id, state, f": {msg.message}" if msg.message
+                    else "")
+        self._remove_driver(driver, state, msg.message or None, msg.exit_code)
+        self.schedule()
+
+    def on_executor_state_changed(self, msg: m.ExecutorStateChanged,
+                                  conn: Connection | None) -> None:
+        if conn is not None:
+            conn.send(m.StateChangeAcked(msg.seq))
+        app = self.apps.get(msg.app_id)
+        executor = app.executors.get(msg.exec_id) if app is not None else None
+        worker = self._worker_on(conn)
+        if app is None or executor is None or worker is None or executor.worker_id != worker.id:
+            logger.debug("Ignoring %s of executor %s/%d (not running there)", msg.state,
+                         msg.app_id, msg.exec_id)
+            return
+        state = _parse(ExecutorState, msg.state)
+        if state is None or state in (ExecutorState.LAUNCHING, ExecutorState.LOST):
+            logger.warning("Ignoring state %r reported for executor %s/%d", msg.state, app.id,
+                           executor.exec_id)
+            return
+        executor.state = state
+        if app.conn is not None:
+            app.conn.send(m.ExecutorUpdated(executor.exec_id, state.value, msg.message,
+                                            msg.exit_code))
+        if state not in FINISHED_EXECUTOR_STATES:
+            return
+        logger.info("Executor %s/%d is %s: %s", app.id, executor.exec_id, state, msg.message)
+        app.remove_executor(executor)
+        worker.remove_executor(executor)
+        if state == ExecutorState.FAILED or (state == ExecutorState.EXITED
+                                             and msg.exit_code != 0):
+            app.retry_count += 1
+            if (app.retry_count >= self.config.max_executor_retries
+                    and not any(app.running())):
+                logger.error("Application %s failed %d times with no executor running; "
+                             "removing it", app.id, app.retry_count)
+                self._remove_app(app, ApplicationState.FAILED,
+                                 f"{app.retry_count} executors failed")
+        self.schedule()
+
+    def on_worker_latest_state(self, msg: m.WorkerLatestState, conn: Connection | None) -> None:
+        """Reconcile with what a (re)registered worker runs: kill what this master does not
+        know of; what it launched there before this registration and the worker no longer
+        runs was lost (its final state, if any, came first: the worker resends those before
+        this report)."""
+        worker = self.live_worker(msg.worker_id)
+        if worker is None or worker.conn is None or worker.conn is not conn:
+            return
+        runs = set(msg.driver_ids)
+        for driver in list(worker.drivers.values()):
+            if driver.epoch < worker.epoch and driver.id not in runs:
+                self._lose_driver(driver, f"worker {worker.id} no longer runs it")
+        running = {(ref.app_id, ref.exec_id) for ref in msg.executors}
+        for key, executor in list(worker.executors.items()):
+            if executor.epoch < worker.epoch and key not in running:
+                self._lose_executor(worker, executor, f"worker {worker.id} no longer runs it")
+        for ref in msg.executors:
+            if (ref.app_id, ref.exec_id) not in worker.executors:
+                logger.warning("Worker %s runs unknown executor %s/%d; killing it", worker.id,
+                               ref.app_id, ref.exec_id)
+                worker.conn.send(m.KillExecutor(self.url, ref.app_id, ref.exec_id))
+        for driver_id in msg.driver_ids:
+            if driver_id not in worker.drivers:
+                logger.warning("Worker %s runs unknown driver %s; killing it", worker.id,
+                               driver_id)
+                worker.conn.send(m.KillDriver(driver_id))
+        self.schedule()
+
+    # Applications ------------------------------------------------------------------------
+
+    def on_register_application(self, msg: m.RegisterApplication,
+                                conn: Connection | None) -> None:
+        if conn is None or self.state != MasterState.ALIVE:
+            return
+        now = self.clock()
+        app = AppInfo(make_id("app", now, self._app_number), msg.desc, conn, now)
+        self._app_number += 1
+        self.apps[app.id] = app
+        self._apps_by_conn.setdefault(conn, []).append(app)
+        logger.info("Registered app %s with ID %s", msg.desc.name, app.id)
+        conn.send(m.RegisteredApplication(app.id, self.url))
+        self.schedule()
+
+    def on_unregister_application(self, msg: m.UnregisterApplication,
+                                  conn: Connection | None) -> None:
+        app = self.apps.get(msg.app_id)
+        if app is not None and app.conn is conn:
+            logger.info("Received unregister request from application %s", app.id)
+            self._remove_app(app, ApplicationState.FINISHED, None)
+            self.schedule()
+
+    # Services for the REST API (synchronous; same results as the RPC handlers) ------------
+
+    def submit_driver(self, desc: m.DriverDescription) -> m.SubmitDriverResponse:
+        response, driver = self._submit(desc)
+        if driver is not None:
+            self.schedule()
+        return response
+
+    def kill_driver(self, driver_id: str) -> m.KillDriverResponse:
+        if self.state != MasterState.ALIVE:
+            return m.KillDriverResponse(driver_id, False, self._not_alive("kill drivers"))
+        driver = self.drivers.get(driver_id)
+        if driver is None:
+            done = next((d for d in self.completed_drivers if d.id == driver_id), None)
+            if done is not None and done.relaunched_as:
+                return m.KillDriverResponse(driver_id, False,
+                                            f"Driver {driver_id} was relaunched as "
+                                            f"{done.relaunched_as}; kill that one")
+            return m.KillDriverResponse(driver_id, False,
+                                        f"Driver {driver_id} has already finished or does not "
+                                        f"exist")
+        logger.info("Asked to kill driver %s", driver_id)
+        worker = self.workers.get(driver.worker_id or "")
+        if driver.state == DriverState.SUBMITTED or worker is None or worker.conn is None:
+            self._remove_driver(driver, DriverState.KILLED, "killed before it ran")
+        else:
+            worker.conn.send(m.KillDriver(driver_id))
+        return m.KillDriverResponse(driver_id, True,
+                                    f"Kill request for {driver_id} submitted")
+
+    def driver_status(self, driver_id: str) -> m.DriverStatusResponse:
+        if self.state != MasterState.ALIVE:
+            return m.DriverStatusResponse(driver_id, False,
+                                          message=self._not_alive("report driver status"))
+        driver = self.drivers.get(driver_id) or next(
+            (d for d in self.completed_drivers if d.id == driver_id), None)
+        if driver is None:
+            return m.DriverStatusResponse(driver_id, False,
+                                          message=f"Driver {driver_id} not found")
+        return driver.status()
+
+    def kill_all_drivers(self) -> m.KillAllDriversResponse:
+        if self.state != MasterState.ALIVE:
+            return m.KillAllDriversResponse(False, self._not_alive("kill drivers"))
+        for driver_id in list(self.drivers):
+            self.kill_driver(driver_id)
+        return m.KillAllDriversResponse(True, "Kill request for all drivers submitted")
+
+    def clear_completed(self) -> m.ClearCompletedDriversAndAppsResponse:
+        if self.state != MasterState.ALIVE:
+            return m.ClearCompletedDriversAndAppsResponse(
+                False, self._not_alive("clear completed drivers and applications"))
+        self.completed_drivers.clear()
+        self.completed_apps.clear()
+        return m.ClearCompletedDriversAndAppsResponse(
+            True, "Cleared completed drivers and applications")
+
+    def readiness(self) -> tuple[bool, str]:
+        return self.state != MasterState.STANDBY, f"master is {self.state.value}"
+
+    # Scheduling --------------------------------------------------------------------------
+
+    def schedule(self) -> None:
+        """Place waiting drivers, then executors for apps that want cores (scheduling.py)."""
+        if self.state != MasterState.ALIVE:
+            return
+        waiting = list(self.waiting_drivers.values())
+        wanting = [a for a in self.apps.values() if a.cores_left > 0]
+        if not waiting and not wanting:
+            return
+        offers = [scheduling.WorkerOffer(w.id, w.cores_free, w.memory_free)
+                  for w in self._by_address.values()
+                  if w.state == WorkerState.ALIVE and w.cores_free > 0]
+        if not offers:  # everything needs a core: a full cluster has nothing to decide
+            return
+        drivers = [scheduling.DriverRequest(d.id, d.desc.cores, d.desc.memory) for d in waiting]
+        apps = [scheduling.AppRequest(a.id, a.desc.memory_per_executor,
+                                      a.desc.cores_per_executor, a.cores_left,
+                                      len(a.executors)) for a in wanting]
+        to_drivers, to_executors = scheduling.schedule(drivers, apps, offers,
+                                                       self.config.spread_out, self.shuffle)
+        for placement in to_drivers:
+            self._launch_driver(self.workers[placement.worker_id],
+                                self.drivers[placement.request_id])
+        for placement in to_executors:
+            self._launch_executor(self.workers[placement.worker_id],
+                                  self.apps[placement.request_id], placement.cores)
+
+    def _launch_driver(self, worker: WorkerInfo, driver: DriverInfo) -> None:
+        logger.info("Launching driver %s on worker %s", driver.id, worker.id)
+        del self.waiting_drivers[driver.id]
+        driver.epoch = worker.epoch
+        worker.add_driver(driver)
+        driver.worker_id, driver.worker_host_port = worker.id, worker.address
+        driver.state, driver.started = DriverState.RUNNING, self.clock()
+        if worker.conn is not None:
+            worker.conn.send(m.LaunchDriver(driver.id, driver.desc))
+        self._tell_watchers(driver)
+
+    def _launch_executor(self, worker: WorkerInfo, app: AppInfo, cores: int) -> None:
+        executor = app.add_executor(worker.id, worker.address, cores)
+        executor.epoch = worker.epoch
+        worker.add_executor(executor)
+        app.state = ApplicationState.RUNNING
+        logger.info("Launching executor %s/%d on worker %s", app.id, executor.exec_id,
+                    worker.id)
+        if worker.conn is not None:
+            worker.conn.send(m.LaunchExecutor(self.url, app.id, executor.exec_id, app.desc,
+                                              cores, executor.memory))
+        if app.conn is not None:
+            app.conn.send(m.ExecutorAdded(executor.exec_id, worker.id, worker.address, cores,
+                                          executor.memory))
+
+    # Driver and application helpers ------------------------------------------------------
+
+    def _submit(self, desc: m.DriverDescription) -> tuple[m.SubmitDriverResponse,
+                                                          DriverInfo | None]:
+        if self.state != MasterState.ALIVE:
+            return m.SubmitDriverResponse(False, None, self._not_alive("submit drivers")), None
+        problem = _check_driver(desc)
+        if problem:
+            return m.SubmitDriverResponse(False, None, problem), None
+        now = self.clock()
+        driver = DriverInfo(make_id("driver", now, self._driver_number), desc, now)
+        self._driver_number += 1
+        self.drivers[driver.id] = self.waiting_drivers[driver.id] = driver
+        logger.info("Driver submitted %s: %s", driver.id, desc.name or desc.command[0])
+        return m.SubmitDriverResponse(True, driver.id,
+                                      f"Driver successfully submitted as {driver.id}"), driver
+
+    def _remove_driver(self, driver: DriverInfo, state: DriverState, message: str | None,
+                       exit_code: int | None = None) -> None:
+        self.drivers.pop(driver.id, None)
+        self.waiting_drivers.pop(driver.id, None)
+        driver.finish(state, message, exit_code)
+        retain(self.completed_drivers, driver)
+        worker = self.workers.get(driver.worker_id or "")
+        if worker is not None:
+            worker.remove_driver(driver)
+        self._tell_watchers(driver)
+
+    def _relaunch_driver(self, driver: DriverInfo, reason: str) -> None:
+        """Supervised driver whose worker was lost: a new id, scheduled anew; the old one is
+        RELAUNCHING (Spark's relaunchDriver)."""
+        now = self.clock()
+        new = DriverInfo(make_id("driver", now, self._driver_number), driver.desc, now)
+        self._driver_number += 1
+        driver.relaunched_as = new.id
+        watchers = self._watchers.get(driver.id, set())
+        self._remove_driver(driver, DriverState.RELAUNCHING, f"{reason}; relaunched as {new.id}")
+        self.drivers[new.id] = self.waiting_drivers[new.id] = new
+        if watchers:
+            self._watchers[new.id] = watchers
+        logger.info("Relaunching supervised driver %s as %s", driver.id, new.id)
+
+    def _tell_watchers(self, driver: DriverInfo) -> None:
+        final = driver.id not in self.drivers
+        watchers = self._watchers.pop(driver.id, set()) if final else self._watchers.get(
+            driver.id, set())
+        status = driver.status()
+        for conn in watchers:
+            conn.send(status)
+
+    def _remove_app(self, app: AppInfo, state: ApplicationState, message: str | None) -> None:
+        logger.info("Removing app %s: %s", app.id, state)
+        self.apps.pop(app.id, None)
+        others = self._apps_by_conn.get(app.conn) if app.conn is not None else None
+        if others is not None and app in others:
+            others.remove(app)
+        for executor in list(app.executors.values()):
+            worker = self.workers.get(executor.worker_id)
+            if worker is not None:
+                worker.remove_executor(executor)
+                if worker.conn is not None:
+                    worker.conn.send(m.KillExecutor(self.url, app.id, executor.exec_id))
+            app.remove_executor(executor)
+        app.state, app.ended = state, self.clock()
+        retain(self.completed_apps, app)
+        if state != ApplicationState.FINISHED and app.conn is not None:
+            app.conn.send(m.ApplicationRemoved(message or state.value))
+        for worker in self._by_address.values():
+            if worker.conn is not None:
+                worker.conn.send(m.ApplicationFinished(app.id))
+
+    def _lose_work(self, worker: WorkerInfo) -> None:
+        """A worker is gone: its executors are LOST (apps told), its drivers relaunched when
+        supervised, else ERROR."""
+        reason = worker.removed_reason or "worker lost"
+        told: set[str] = set()
+        for executor in list(worker.executors.values()):
+            app = self.apps.get(executor.app_id)
+            self._lose_executor(worker, executor, "worker lost")
+            if app is not None and app.conn is not None and app.id not in told:
+                told.add(app.id)
+                app.conn.send(m.WorkerRemoved(worker.id, worker.host, reason))
+        for driver in list(worker.drivers.values()):
+            self._lose_driver(driver, f"worker {worker.id} lost: {reason}")
+
+    def _lose_driver(self, driver: DriverInfo, reason: str) -> None:
+        if driver.desc.supervise:
+            self._relaunch_driver(driver, reason)
+        else:
+            self._remove_driver(driver, DriverState.ERROR, reason)
+
+    def _lose_executor(self, worker: WorkerInfo, executor: ExecutorInfo, reason: str) -> None:
+        worker.remove_executor(executor)
+        app = self.apps.get(executor.app_id)
+        if app is None:
+            return
+        executor.state = ExecutorState.LOST
+        app.remove_executor(executor)
+        if app.conn is not None:
+            app.conn.send(m.ExecutorUpdated(executor.exec_id, ExecutorState.LOST.value, reason,
+                                            None, True))
+
+    def _worker_on(self, conn: Connection | None) -> WorkerInfo | None:
+        return next((w for w in self._by_address.values() if w.conn is conn and conn), None)
+
+    def _not_alive(self, what: str) -> str:
+        return f"Current state is not alive: {self.state.value}. Can only {what} in ALIVE state."
+
+
+def _parse(kind: type[S], text: str) -> S | None:
+    try:
+        return kind(text)
+    except ValueError:
+        return None
+
+
+def _check_driver(desc: m.DriverDescription) -> str | None:
+    """What is wrong with a driver description built in-process (the wire checks its own)."""
+    if not desc.command or not all(isinstance(a, str) for a in desc.command):
+        return "the driver command must be a non-empty list of strings"
+    if desc.cores < 1:
+        return f"driver cores must be at least 1, not {desc.cores}"
+    if desc.memory < 1:
+        return f"driver memory must be at least 1 MiB, not {desc.memory}"
+    return None

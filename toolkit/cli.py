@@ -9,11 +9,12 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from toolkit import __version__
 from toolkit.errors import ConfigError
@@ -415,13 +416,13 @@ def _wait_until_told(args: argparse.Namespace, settings: DaemonSettings,
 
 
 def _master_url(args: argparse.Namespace) -> str:
-    url = args.master or os.environ.get("EMBER_MASTER_URL")
-    if not url:
-        raise ConfigError("no master: pass --master ember://host:7077 or set EMBER_MASTER_URL")
     from toolkit.runtime.config import parse_master_url
 
+    url: str | None = args.master or os.environ.get("EMBER_MASTER_URL")
+    if not url:
+        raise ConfigError("no master: pass --master ember://host:7077 or set EMBER_MASTER_URL")
     parse_master_url(url)
-    return str(url)
+    return url
 
 
 def _driver_description(args: argparse.Namespace) -> m.DriverDescription:
@@ -433,7 +434,7 @@ def _driver_description(args: argparse.Namespace) -> m.DriverDescription:
     env = {}
     for item in args.env:
         key, sep, value = item.partition("=")
-        if not sep or not key or not key.replace("_", "a").isalnum():
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise ConfigError(f"--env {item!r} is not NAME=VALUE")
         env[key] = value
     cores = _resolve(args.cores, "--cores", "", _positive_int, lambda: 1)
@@ -455,10 +456,20 @@ def exit_code_of(status: m.DriverStatusResponse) -> int:
     return 128 - code if code < 0 else code or 1
 
 
-def run_submit(args: argparse.Namespace) -> int:
+def _talk(command: str, conversation: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run one client conversation with the master; a lost or silent master is exit 1."""
     import asyncio
 
+    try:
+        return asyncio.run(conversation())
+    except (ConnectionError, TimeoutError) as exc:
+        print(f"ember {command}: {exc or 'no answer from the master'}", file=sys.stderr)
+        return 1
+
+
+def run_submit(args: argparse.Namespace) -> int:
     from toolkit.runtime.client import SubmissionClient
+    from toolkit.runtime.states import REPORTED_DRIVER_ENDS
 
     url = _master_url(args)
     desc = _driver_description(args)
@@ -484,18 +495,13 @@ def run_submit(args: argparse.Namespace) -> int:
                 if status.relaunched_as:
                     print(status.relaunched_as, flush=True)
                     continue
-                if last in ("FINISHED", "FAILED", "KILLED", "ERROR"):
+                if last in REPORTED_DRIVER_ENDS:
                     return exit_code_of(status)
 
-    try:
-        return asyncio.run(go())
-    except (ConnectionError, TimeoutError) as exc:
-        print(f"ember submit: {exc or 'no answer from the master'}", file=sys.stderr)
-        return 1
+    return _talk("submit", go)
 
 
 def run_driver(args: argparse.Namespace) -> int:
-    import asyncio
     import json
 
     import msgspec
@@ -520,8 +526,9 @@ def run_driver(args: argparse.Namespace) -> int:
                 drivers = await client.list()
                 if args.json:
                     print(json.dumps([msgspec.to_builtins(d) for d in drivers], indent=2))
-                for d in [] if args.json else drivers:
-                    print(f"{d.driver_id}  {d.state:<11} {d.worker_id or '-'}")
+                else:
+                    for d in drivers:
+                        print(f"{d.driver_id}  {d.state:<11} {d.worker_id or '-'}")
                 return 0
             if args.action == "status":
                 status = await client.status(args.driver_id)
@@ -538,11 +545,7 @@ def run_driver(args: argparse.Namespace) -> int:
             show(done)
             return 0 if done.success else 1
 
-    try:
-        return asyncio.run(go())
-    except (ConnectionError, TimeoutError) as exc:
-        print(f"ember driver: {exc or 'no answer from the master'}", file=sys.stderr)
-        return 1
+    return _talk("driver", go)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

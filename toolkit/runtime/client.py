@@ -135,7 +135,6 @@ class ApplicationClient(_Client):
     def __init__(self, conn: wire.Connection, app_id: str) -> None:
         super().__init__(conn)
         self.app_id = app_id
-        self.executors: dict[int, m.ExecutorAdded] = {}
 
     @classmethod
     async def register(cls, desc: m.ApplicationDescription, master_url: str | None = None,
@@ -165,8 +164,6 @@ class ApplicationClient(_Client):
         message = await asyncio.wait_for(self.inbox.get(), timeout)
         if message is None:
             raise ConnectionError("the master closed the connection")
-        if isinstance(message, m.ExecutorAdded):
-            self.executors[message.exec_id] = message
         return message
 
     async def stop(self) -> None:

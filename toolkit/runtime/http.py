@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import ConfigError
+from toolkit.runtime.records import DEFAULT_CORES, java_date
 from toolkit.runtime.states import MasterState, WorkerState
 
 if TYPE_CHECKING:
@@ -47,8 +48,6 @@ def driver_json(driver: DriverInfo) -> dict[str, Any]:
 
     Spark writes ``starttime`` as a string of epoch milliseconds; so does Ember.
     """
-    from toolkit.runtime.records import java_date
-
     return {
         "id": driver.id,
         "starttime": str(int((driver.started or driver.submitted) * 1000)),
@@ -64,8 +63,6 @@ def driver_json(driver: DriverInfo) -> dict[str, Any]:
 
 def app_json(app: AppInfo, now: float) -> dict[str, Any]:
     """One entry of ``activeapps``/``completedapps`` (JsonProtocol.writeApplicationInfo)."""
-    from toolkit.runtime.records import java_date
-
     return {
         "id": app.id,
         "starttime": int(app.submitted * 1000),
@@ -85,6 +82,7 @@ def app_json(app: AppInfo, now: float) -> dict[str, Any]:
 def master_json(master: Master) -> dict[str, Any]:
     """The master's state as Spark's ``/json`` shows it (JsonProtocol.writeMasterState)."""
     alive = [w for w in master.workers.values() if w.state == WorkerState.ALIVE]
+    now = master.clock()
     return {
         "url": master.url,
         "workers": [worker_json(w) for w in master.workers.values()],
@@ -95,8 +93,8 @@ def master_json(master: Master) -> dict[str, Any]:
         "memoryused": sum(w.memory_used for w in alive),
         "resources": [{} for _ in alive],
         "resourcesused": [{} for _ in alive],
-        "activeapps": [app_json(a, master.clock()) for a in master.apps.values()],
-        "completedapps": [app_json(a, master.clock()) for a in master.completed_apps],
+        "activeapps": [app_json(a, now) for a in master.apps.values()],
+        "completedapps": [app_json(a, now) for a in master.completed_apps],
         "activedrivers": [driver_json(d) for d in master.drivers.values()],
         "completeddrivers": [driver_json(d) for d in master.completed_drivers],
         "status": master.state.value,
@@ -130,7 +128,7 @@ def executor_json(runner: ExecutorRunner) -> dict[str, Any]:
         "appid": runner.app_id,
         "appdesc": {
             "name": desc.name,
-            "cores": desc.max_cores or 2**31 - 1,
+            "cores": desc.max_cores or DEFAULT_CORES,
             "memoryperexecutor": desc.memory_per_executor,
             "memoryperslave": desc.memory_per_executor,
             "user": desc.user,

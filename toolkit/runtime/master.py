@@ -42,8 +42,6 @@ class WorkerInfo:
     last_seen: float
     """Monotonic time of the same heartbeat: liveness never depends on clock steps."""
     state: WorkerState = WorkerState.ALIVE
-    cores_used: int = 0
-    memory_used: int = 0
     removed_reason: str | None = field(default=None)
     drivers: dict[str, DriverInfo] = field(default_factory=dict)
     executors: dict[tuple[str, int], ExecutorInfo] = field(default_factory=dict)
@@ -51,25 +49,15 @@ class WorkerInfo:
     """Counts registrations: work launched in an earlier epoch must be in the worker's next
     WorkerLatestState, or it was lost."""
 
-    def add_driver(self, driver: DriverInfo) -> None:
-        self.drivers[driver.id] = driver
-        self.cores_used += driver.desc.cores
-        self.memory_used += driver.desc.memory
+    @property
+    def cores_used(self) -> int:
+        return (sum(d.desc.cores for d in self.drivers.values())
+                + sum(e.cores for e in self.executors.values()))
 
-    def remove_driver(self, driver: DriverInfo) -> None:
-        if self.drivers.pop(driver.id, None) is not None:
-            self.cores_used -= driver.desc.cores
-            self.memory_used -= driver.desc.memory
-
-    def add_executor(self, executor: ExecutorInfo) -> None:
-        self.executors[executor.key] = executor
-        self.cores_used += executor.cores
-        self.memory_used += executor.memory
-
-    def remove_executor(self, executor: ExecutorInfo) -> None:
-        if self.executors.pop(executor.key, None) is not None:
-            self.cores_used -= executor.cores
-            self.memory_used -= executor.memory
+    @property
+    def memory_used(self) -> int:
+        return (sum(d.desc.memory for d in self.drivers.values())
+                + sum(e.memory for e in self.executors.values()))
 
     @property
     def address(self) -> str:

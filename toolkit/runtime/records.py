@@ -107,13 +107,16 @@ class AppInfo:
     state: ApplicationState = ApplicationState.WAITING
     executors: dict[int, ExecutorInfo] = field(default_factory=dict)
     next_exec_id: int = 0
-    cores_granted: int = 0
     retry_count: int = 0
     ended: float | None = None
 
     @property
     def requested_cores(self) -> int:
         return self.desc.max_cores or DEFAULT_CORES
+
+    @property
+    def cores_granted(self) -> int:
+        return sum(e.cores for e in self.executors.values())
 
     @property
     def cores_left(self) -> int:
@@ -124,12 +127,10 @@ class AppInfo:
                                 self.desc.memory_per_executor)
         self.next_exec_id += 1
         self.executors[executor.exec_id] = executor
-        self.cores_granted += cores
         return executor
 
     def remove_executor(self, executor: ExecutorInfo) -> None:
-        if self.executors.pop(executor.exec_id, None) is not None:
-            self.cores_granted -= executor.cores
+        self.executors.pop(executor.exec_id, None)
 
     def running(self) -> Iterable[ExecutorInfo]:
         return (e for e in self.executors.values() if e.state == ExecutorState.RUNNING)

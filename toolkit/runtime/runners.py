@@ -34,8 +34,6 @@ STABLE_RUN = 5.0
 KILL_TIMEOUT = 10.0
 """SIGTERM to the process group, then SIGKILL after this long (Spark's 10 s)."""
 
-PLACEHOLDERS = ("EXECUTOR_ID", "APP_ID", "CORES", "HOSTNAME", "WORKER_URL")
-
 Report = Callable[[str, str, "int | None"], None]
 """report(state, message, exit_code)"""
 
@@ -59,32 +57,34 @@ def fill_placeholders(command: list[str], values: dict[str, str]) -> list[str]:
 @functools.cache
 def death_guard() -> tuple[str, ...]:
     """``setpriv --pdeathsig TERM --`` when util-linux has it: the command then gets SIGTERM if
-    its worker dies, even by SIGKILL (Spark leaves such drivers and executors running).
+    its worker dies, even by SIGKILL (Spark leaves such drivers and executors running). Looked
+    up at the first launch, not at start-up.
 
     A wrapper that execs, rather than a preexec_fn, keeps the fast vfork path of subprocess:
     forking a Python process costs about 5 ms, the wrapper about 1 ms.
     """
     setpriv = shutil.which("setpriv")
-    if setpriv is None:
+    usage = ""
+    if setpriv is not None:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            usage = subprocess.run([setpriv, "--help"], capture_output=True, text=True,
+                                   timeout=5, check=False).stdout
+    if setpriv is None or "--pdeathsig" not in usage:
+        logger.warning("setpriv --pdeathsig is not available: drivers and executors will "
+                       "outlive their worker if it is killed with SIGKILL")
         return ()
-    try:
-        usage = subprocess.run([setpriv, "--help"], capture_output=True, text=True, timeout=5,
-                               check=False).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return ()
-    return (setpriv, "--pdeathsig", "TERM", "--") if "--pdeathsig" in usage else ()
+    return (setpriv, "--pdeathsig", "TERM", "--")
 
 
-def find_program(program: str, cwd: Path, env: dict[str, str]) -> str:
-    """The executable ``program`` names, looked up the way exec would; OSError if none."""
+def check_program(program: str, cwd: Path, env: dict[str, str]) -> None:
+    """Raise OSError unless ``program`` names an executable, looked up the way exec would
+    (the wrapper would otherwise turn a missing program into exit code 127)."""
     if "/" in program:
         path = cwd / program
         if os.access(path, os.X_OK) and path.is_file():
-            return program
-    else:
-        found = shutil.which(program, path=env.get("PATH", os.defpath))
-        if found is not None:
-            return program
+            return
+    elif shutil.which(program, path=env.get("PATH", os.defpath)) is not None:
+        return
     raise FileNotFoundError(errno.ENOENT, "no such executable", program)
 
 
@@ -99,7 +99,7 @@ def spawn(argv: list[str], cwd: Path, env: dict[str, str], header: bytes = b""
     """Start ``argv`` in a new session (its own process group) with stdout/stderr files in
     ``cwd``, appending; ``header`` goes first into stderr. Raises OSError."""
     cwd.mkdir(parents=True, exist_ok=True)
-    find_program(argv[0], cwd, env)
+    check_program(argv[0], cwd, env)
     with open(cwd / "stdout", "ab") as out, open(cwd / "stderr", "ab") as err:
         if header:
             err.write(header)
@@ -213,8 +213,17 @@ class _Runner:
             if self._unreaped and self.proc is not None:
                 signal_group(self.proc.pid, signal.SIGKILL)
 
-    def _spawn(self, argv: list[str], header: bytes) -> subprocess.Popen[bytes]:
-        proc = spawn(argv, self.directory, self.env, header)
+    def _launch(self, argv: list[str], cannot: str) -> subprocess.Popen[bytes] | None:
+        """Start ``argv``, or report KILLED (killed before this) or ``cannot`` (no program)
+        and return None."""
+        if self.killed:
+            self._say(DriverState.KILLED.value, "killed before it started")  # same for executors
+            return None
+        try:
+            proc = spawn(argv, self.directory, self.env, launch_header(argv))
+        except OSError as exc:
+            self._say(cannot, cannot_start(argv[0], exc, self.directory))
+            return None
         self.proc, self._unreaped = proc, True
         return proc
 
@@ -279,13 +288,8 @@ class DriverRunner(_Runner):
         delay = self.first_backoff
         argv = self.desc.command
         while True:
-            if self.killed:
-                self._say(DriverState.KILLED.value, "killed before it started")
-                return
-            try:
-                proc = self._spawn(argv, launch_header(argv))
-            except OSError as exc:
-                self._say(DriverState.ERROR.value, cannot_start(argv[0], exc, self.directory))
+            proc = self._launch(argv, DriverState.ERROR.value)
+            if proc is None:
                 return
             began = time.monotonic()
             if not self.state:
@@ -334,14 +338,8 @@ class ExecutorRunner(_Runner):
         return ExecutorState.FAILED.value
 
     async def _run(self) -> None:
-        if self.killed:
-            self._say(ExecutorState.KILLED.value, "killed before it started")
-            return
-        try:
-            proc = self._spawn(self.argv, launch_header(self.argv))
-        except OSError as exc:
-            self._say(ExecutorState.FAILED.value,
-                      cannot_start(self.argv[0], exc, self.directory))
+        proc = self._launch(self.argv, ExecutorState.FAILED.value)
+        if proc is None:
             return
         self._say(ExecutorState.RUNNING.value)
         code = await self._wait(proc)

@@ -52,6 +52,9 @@ FINISHED_DRIVER_STATES = frozenset({DriverState.FINISHED, DriverState.KILLED,
                                     DriverState.RELAUNCHING})
 """A driver in one of these states no longer runs anywhere (RELAUNCHING: a new id took over)."""
 
+REPORTED_DRIVER_ENDS = FINISHED_DRIVER_STATES - {DriverState.RELAUNCHING}
+"""The final states a worker reports for a driver (RELAUNCHING is the master's own)."""
+
 FINISHED_EXECUTOR_STATES = frozenset({ExecutorState.KILLED, ExecutorState.FAILED,
                                       ExecutorState.LOST, ExecutorState.EXITED})
 

@@ -16,8 +16,8 @@ from toolkit.runtime import messages as m
 from toolkit.runtime import scheduling
 from toolkit.runtime.records import AppInfo, DriverInfo, ExecutorInfo, make_id, retain
 from toolkit.runtime.states import (
-    FINISHED_DRIVER_STATES,
     FINISHED_EXECUTOR_STATES,
+    REPORTED_DRIVER_ENDS,
     ApplicationState,
     DriverState,
     ExecutorState,
@@ -136,10 +136,10 @@ class WorkKeeper:
                          msg.driver_id)
             return
         state = _parse(DriverState, msg.state)
-        if state is None or state not in FINISHED_DRIVER_STATES or (
-                state == DriverState.RELAUNCHING):
-            if state != DriverState.RUNNING:
-                logger.warning("Ignoring state %r reported for driver %s", msg.state, driver.id)
+        if state == DriverState.RUNNING:  # already RUNNING since the master launched it
+            return
+        if state not in REPORTED_DRIVER_ENDS:
+            logger.warning("Ignoring state %r reported for driver %s", msg.state, driver.id)
             return
         logger.info("Driver %s is %s%s", driver.id, state, f": {msg.message}" if msg.message
                     else "")
@@ -170,7 +170,7 @@ class WorkKeeper:
             return
         logger.info("Executor %s/%d is %s: %s", app.id, executor.exec_id, state, msg.message)
         app.remove_executor(executor)
-        worker.remove_executor(executor)
+        worker.executors.pop(executor.key, None)
         if state == ExecutorState.FAILED or (state == ExecutorState.EXITED
                                              and msg.exit_code != 0):
             app.retry_count += 1
@@ -246,7 +246,7 @@ class WorkKeeper:
             return m.KillDriverResponse(driver_id, False, self._not_alive("kill drivers"))
         driver = self.drivers.get(driver_id)
         if driver is None:
-            done = next((d for d in self.completed_drivers if d.id == driver_id), None)
+            done = self._find_driver(driver_id)
             if done is not None and done.relaunched_as:
                 return m.KillDriverResponse(driver_id, False,
                                             f"Driver {driver_id} was relaunched as "
@@ -267,8 +267,7 @@ class WorkKeeper:
         if self.state != MasterState.ALIVE:
             return m.DriverStatusResponse(driver_id, False,
                                           message=self._not_alive("report driver status"))
-        driver = self.drivers.get(driver_id) or next(
-            (d for d in self.completed_drivers if d.id == driver_id), None)
+        driver = self._find_driver(driver_id)
         if driver is None:
             return m.DriverStatusResponse(driver_id, False,
                                           message=f"Driver {driver_id} not found")
@@ -325,7 +324,7 @@ class WorkKeeper:
         logger.info("Launching driver %s on worker %s", driver.id, worker.id)
         del self.waiting_drivers[driver.id]
         driver.epoch = worker.epoch
-        worker.add_driver(driver)
+        worker.drivers[driver.id] = driver
         driver.worker_id, driver.worker_host_port = worker.id, worker.address
         driver.state, driver.started = DriverState.RUNNING, self.clock()
         if worker.conn is not None:
@@ -335,7 +334,7 @@ class WorkKeeper:
     def _launch_executor(self, worker: WorkerInfo, app: AppInfo, cores: int) -> None:
         executor = app.add_executor(worker.id, worker.address, cores)
         executor.epoch = worker.epoch
-        worker.add_executor(executor)
+        worker.executors[executor.key] = executor
         app.state = ApplicationState.RUNNING
         logger.info("Launching executor %s/%d on worker %s", app.id, executor.exec_id,
                     worker.id)
@@ -371,7 +370,7 @@ class WorkKeeper:
         retain(self.completed_drivers, driver)
         worker = self.workers.get(driver.worker_id or "")
         if worker is not None:
-            worker.remove_driver(driver)
+            worker.drivers.pop(driver.id, None)
         self._tell_watchers(driver)
 
     def _relaunch_driver(self, driver: DriverInfo, reason: str) -> None:
@@ -405,7 +404,7 @@ class WorkKeeper:
         for executor in list(app.executors.values()):
             worker = self.workers.get(executor.worker_id)
             if worker is not None:
-                worker.remove_executor(executor)
+                worker.executors.pop(executor.key, None)
                 if worker.conn is not None:
                     worker.conn.send(m.KillExecutor(self.url, app.id, executor.exec_id))
             app.remove_executor(executor)
@@ -438,7 +437,7 @@ class WorkKeeper:
             self._remove_driver(driver, DriverState.ERROR, reason)
 
     def _lose_executor(self, worker: WorkerInfo, executor: ExecutorInfo, reason: str) -> None:
-        worker.remove_executor(executor)
+        worker.executors.pop(executor.key, None)
         app = self.apps.get(executor.app_id)
         if app is None:
             return
@@ -447,6 +446,11 @@ class WorkKeeper:
         if app.conn is not None:
             app.conn.send(m.ExecutorUpdated(executor.exec_id, ExecutorState.LOST.value, reason,
                                             None, True))
+
+    def _find_driver(self, driver_id: str) -> DriverInfo | None:
+        """An active driver, else a completed one still retained."""
+        return self.drivers.get(driver_id) or next(
+            (d for d in self.completed_drivers if d.id == driver_id), None)
 
     def _worker_on(self, conn: Connection | None) -> WorkerInfo | None:
         return next((w for w in self._by_address.values() if w.conn is conn and conn), None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
 import random
@@ -19,7 +20,7 @@ from toolkit.errors import ConfigError, WireError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.endpoint import Endpoint
-from toolkit.runtime.runners import KILL_TIMEOUT, DriverRunner, ExecutorRunner, death_guard
+from toolkit.runtime.runners import KILL_TIMEOUT, DriverRunner, ExecutorRunner
 from toolkit.runtime.states import DriverState, ExecutorState, is_finished
 from toolkit.runtime.wire import Connection
 from toolkit.runtime.workdir import CLEANUP_INTERVAL, CLEANUP_TTL, clean_work_dir
@@ -30,7 +31,7 @@ REGISTER_FIRST_DELAY = 0.1
 REGISTER_MAX_DELAY = 1.0
 REFUSED_RETRY = 2.0
 RETAINED_FINISHED = 1000
-"""Finished executors and drivers listed in the worker's /json (Spark's retainedExecutors)."""
+"""Finished executors listed in the worker's /json (Spark's retainedExecutors)."""
 SHUTDOWN_KILL_WAIT = 3.0
 _SAFE_ID = re.compile(r"(driver|app)-\d{14}-\d{4,}")
 """What the master's ids look like; anything else never becomes a path under the work dir."""
@@ -91,22 +92,28 @@ class Worker(Endpoint):
         self.master: Connection | None = None
         self.master_url = ""
         self.master_webui_url = ""
-        self.cores_used = 0
-        self.memory_used = 0
         self._unregistered_since = monotonic()
         self._links: dict[str, asyncio.Task[Any]] = {}
         self._link_conns: dict[str, Connection] = {}
         self._heartbeat: asyncio.Task[Any] | None = None
         self.drivers: dict[str, DriverRunner] = {}
         self.executors: dict[tuple[str, int], ExecutorRunner] = {}
-        self.finished_drivers: collections.deque[DriverRunner] = collections.deque(
-            maxlen=RETAINED_FINISHED)
         self.finished_executors: collections.deque[ExecutorRunner] = collections.deque(
             maxlen=RETAINED_FINISHED)
         self._outbox: dict[int, m.DriverStateChanged | m.ExecutorStateChanged] = {}
         """State changes the master has not acknowledged yet, by sequence number."""
         self._seq = 0
         self.stopping = False
+
+    @property
+    def cores_used(self) -> int:
+        return (sum(r.desc.cores for r in self.drivers.values())
+                + sum(r.cores for r in self.executors.values()))
+
+    @property
+    def memory_used(self) -> int:
+        return (sum(r.desc.memory for r in self.drivers.values())
+                + sum(r.memory for r in self.executors.values()))
 
     @property
     def webui_url(self) -> str:
@@ -198,7 +205,6 @@ class Worker(Endpoint):
             self._lose_registration()
             self._ensure_links()
 
-
     # Drivers and executors ---------------------------------------------------------------
 
     def on_launch_driver(self, msg: m.LaunchDriver, conn: Connection | None) -> None:
@@ -221,8 +227,6 @@ class Worker(Endpoint):
         runner = DriverRunner(msg.driver_id, msg.desc, self.config.work_dir, env, report,
                               self.config.kill_timeout)
         self.drivers[msg.driver_id] = runner
-        self.cores_used += msg.desc.cores
-        self.memory_used += msg.desc.memory
         runner.start()
 
     def on_kill_driver(self, msg: m.KillDriver, conn: Connection | None) -> None:
@@ -242,9 +246,6 @@ class Worker(Endpoint):
             return
         if is_finished(DriverState(msg.state)):
             del self.drivers[msg.driver_id]
-            self.cores_used -= runner.desc.cores
-            self.memory_used -= runner.desc.memory
-            self.finished_drivers.append(runner)
             logger.info("Driver %s is %s%s", msg.driver_id, msg.state,
                         f" ({msg.message})" if msg.message else "")
         self._report(lambda seq: m.DriverStateChanged(seq, msg.driver_id, msg.state,
@@ -263,10 +264,12 @@ class Worker(Endpoint):
                   "CORES": str(msg.cores), "HOSTNAME": self.config.host,
                   "WORKER_URL": f"ember://{self.config.host}:{self.port}"}
         env = self._child_env(msg.desc.env, {
-            **{f"EMBER_{k}": v for k, v in values.items() if k not in ("CORES", "EXECUTOR_ID")},
             "EMBER_EXECUTOR_ID": values["EXECUTOR_ID"],
+            "EMBER_APP_ID": values["APP_ID"],
             "EMBER_EXECUTOR_CORES": values["CORES"],
             "EMBER_EXECUTOR_MEMORY": f"{msg.memory}m",
+            "EMBER_HOSTNAME": values["HOSTNAME"],
+            "EMBER_WORKER_URL": values["WORKER_URL"],
         })
 
         def report(state: str, message: str, code: int | None) -> None:
@@ -276,8 +279,6 @@ class Worker(Endpoint):
                                 self.config.work_dir, env, values, report,
                                 self.config.kill_timeout)
         self.executors[key] = runner
-        self.cores_used += msg.cores
-        self.memory_used += msg.memory
         runner.start()
 
     def on_kill_executor(self, msg: m.KillExecutor, conn: Connection | None) -> None:
@@ -297,8 +298,6 @@ class Worker(Endpoint):
             return
         if is_finished(ExecutorState(msg.state)):
             del self.executors[(msg.app_id, msg.exec_id)]
-            self.cores_used -= runner.cores
-            self.memory_used -= runner.memory
             self.finished_executors.append(runner)
             logger.info("Executor %s/%d finished with state %s%s", msg.app_id, msg.exec_id,
                         msg.state, f" ({msg.message})" if msg.message else "")
@@ -341,21 +340,26 @@ class Worker(Endpoint):
             if self.stopping:
                 logger.warning("Not launching: this worker is shutting down")
                 return False
-            ids = [msg.driver_id] if isinstance(msg, m.LaunchDriver) else [msg.app_id]
-            if not all(_SAFE_ID.fullmatch(i) for i in ids):
-                logger.warning("Refusing %s with a malformed id %r", type(msg).__name__, ids[0])
+            work_id = msg.driver_id if isinstance(msg, m.LaunchDriver) else msg.app_id
+            if not _SAFE_ID.fullmatch(work_id):
+                logger.warning("Refusing %s with a malformed id %r", type(msg).__name__, work_id)
                 return False
         return True
 
     def _child_env(self, user: dict[str, str], ours: dict[str, str]) -> dict[str, str]:
         """The worker's environment without its own EMBER_* settings, then the user's
         variables, then Ember's (which win)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
-        env.update(user)
-        env["EMBER_MASTER_URL"] = self.config.master_url
+        return {**self._base_env, **user, **self._cluster_env, **ours}
+
+    @functools.cached_property
+    def _base_env(self) -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+
+    @functools.cached_property
+    def _cluster_env(self) -> dict[str, str]:
+        env = {"EMBER_MASTER_URL": self.config.master_url}
         if self.config.secret_file is not None:
             env["EMBER_SECRET_FILE"] = str(self.config.secret_file.absolute())
-        env.update(ours)
         return env
 
     # Helpers -----------------------------------------------------------------------------
@@ -421,9 +425,6 @@ class Worker(Endpoint):
         self.id = worker_id(self.config.host, self.port, self.start_time)
         logger.info("Starting worker %s with %d cores, %d MiB RAM, work dir %s", self.id,
                     self.config.cores, self.config.memory, self.config.work_dir)
-        if not death_guard():
-            logger.warning("setpriv --pdeathsig is not available: drivers and executors will "
-                           "outlive this worker if it is killed with SIGKILL")
         self.every(1.0, m.CheckRegistration)
         if self.config.cleanup_interval > 0:
             self.every(self.config.cleanup_interval, m.CleanupWorkDir)

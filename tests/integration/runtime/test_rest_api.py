@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -142,7 +143,18 @@ def test_rest_needs_the_token_of_the_secret(cluster: Cluster, tmp_path: Path) ->
 
 def test_rest_is_off_by_default(cluster: Cluster) -> None:
     master = cluster.master()
+    time.sleep(0.3)  # the REST port, when on, is bound before the web UI answers
     assert "REST" not in master.proc.log()
+    listening = Path("/proc/net/tcp").read_text() + Path("/proc/net/tcp6").read_text()
+    ports = {int(line.split()[1].rsplit(":", 1)[1], 16) for line in listening.splitlines()[1:]
+             if line.split()[3] == "0A" and _owned_by(master.proc.pid, line.split()[9])}
+    assert ports == {master.port, master.webui}
+
+
+def _owned_by(pid: int, inode: str) -> bool:
+    """Whether the socket with this inode is one of process ``pid``'s open files."""
+    fds = Path(f"/proc/{pid}/fd")
+    return any(os.readlink(fd) == f"socket:[{inode}]" for fd in fds.iterdir())
 
 
 SPARK_SUBMIT = Path(os.environ.get("SPARK_HOME", "/opt/spark-venv/lib/python3.11/site-packages/"

@@ -28,7 +28,6 @@ def running(worker: Worker, driver_id: str) -> None:
     desc = m.DriverDescription(["true"], cores=2, memory=512)
     worker.drivers[driver_id] = DriverRunner(driver_id, desc, worker.config.work_dir, {},
                                              lambda *a: None)
-    worker.cores_used, worker.memory_used = 2, 512
 
 
 def registered(worker: Worker, conn: FakeConn) -> None:

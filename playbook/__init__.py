@@ -17,6 +17,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from toolkit import inventory as inventory_module
+from toolkit import provision
 from toolkit.cluster import Cluster, Outcome, format_status, render_all, summary
 from toolkit.errors import EmberError
 
@@ -156,15 +157,15 @@ def render(c: Any, inventory: str | None = None, out: str = "rendered") -> None:
                                 "(default: python3 on the host)"})
 def deploy(c: Any, inventory: str | None = None, hosts: str | None = None,
            serial: bool = False, python: str = "python3") -> None:
-    """Build a wheel here, upload it with its dependencies' wheels, install offline in a venv."""
-    _run("deploy", inventory, hosts, None, serial, lambda cl: cl.deploy(python))
+    """Install exactly lock/runtime.txt and the toolkit in a venv on every host, offline."""
+    _run("deploy", inventory, hosts, None, serial, lambda cl: provision.deploy(cl, python))
 
 
 @task(help=HOSTS)
 def doctor(c: Any, inventory: str | None = None, hosts: str | None = None,
            serial: bool = False) -> None:
-    """Preflight per host: SSH and host key, python, toolkit version, ports, writable dirs."""
-    _run("doctor", inventory, hosts, None, serial, lambda cl: cl.doctor())
+    """Preflight per host: SSH and host key, python, toolkit and locked packages, ports, dirs."""
+    _run("doctor", inventory, hosts, None, serial, lambda cl: provision.doctor(cl))
 
 
 SCOPE = "systemd's system manager (/etc/systemd/system) or the SSH user's own (~/.config/" \

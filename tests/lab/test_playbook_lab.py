@@ -7,6 +7,7 @@ installed on each host by `fab deploy` once per module; the tests then run the r
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.netlab import Lab, missing_requirements
+from tests.lab.netlab import Lab, LabHost, missing_requirements
 from tests.procs import wait_for
+from toolkit.lock import RUNTIME, drift, expected, extras, lock_dir, read_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB = Path(sys.executable).parent / "fab"
@@ -45,6 +47,16 @@ class Deployed:
     @property
     def workers(self) -> list[str]:
         return [h.address for h in self.lab.hosts[1:]]
+
+    def ssh(self, host: LabHost, *argv: str) -> str:
+        """A command on a lab host over SSH (host key checked); its output, or the test fails."""
+        done = subprocess.run(
+            ["ssh", "-i", str(self.lab.key), "-o", f"UserKnownHostsFile={self.lab.known_hosts}",
+             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+             f"root@{host.address}", shlex.join(argv)],
+            capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
 
     def master_json(self) -> dict:  # type: ignore[type-arg]
         from tests.procs import get_json
@@ -103,7 +115,50 @@ def test_deploy_installed_the_toolkit_everywhere(lab: Deployed) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     for address in [lab.master, *lab.workers]:
         assert f"{address}: doctor: ssh ok, host key verified, python 3." in result.stdout
-    assert "toolkit 0.1.0" in result.stdout and "ports free" in result.stdout
+    assert "toolkit 0.1.0, packages as locked" in result.stdout and "ports free" in result.stdout
+
+
+DRIFT = """
+import importlib.metadata, pathlib, sysconfig
+idna = importlib.metadata.distribution("idna")
+metadata = pathlib.Path(str(idna.locate_file(f"idna-{idna.version}.dist-info/METADATA")))
+metadata.write_text(metadata.read_text().replace(f"Version: {idna.version}", "Version: 3.1"))
+extra = pathlib.Path(sysconfig.get_paths()["purelib"]) / "leftover-1.0.dist-info"
+extra.mkdir()
+(extra / "METADATA").write_text("Metadata-Version: 2.1\\nName: leftover\\nVersion: 1.0\\n")
+(extra / "RECORD").write_text("".join(f"leftover-1.0.dist-info/{name},,\\n"
+                                     for name in ("METADATA", "RECORD")))
+"""
+
+
+def test_deploy_installs_exactly_the_lock_and_doctor_names_a_host_that_drifts(
+        lab: Deployed) -> None:
+    host = lab.lab.hosts[2]
+    python = f"{lab.lab.common}/ember/venv/bin/python"
+    listed = lab.ssh(host, python, "-m", "pip", "list", "--format", "json")
+    installed = {d["name"]: d["version"] for d in json.loads(listed)}
+    locked = expected(read_lock(lock_dir() / RUNTIME), None)  # the hosts run this Python
+    assert drift(locked, installed) == [] and extras(locked, installed) == []
+    assert installed["ember-toolkit"] == "0.1.0"  # beside it only the venv's own installers
+
+    # the host drifts: idna's recorded version changes, a package the lock does not name appears
+    lab.ssh(host, python, "-c", DRIFT)
+    try:
+        doctor = lab.fab("doctor")
+        assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+        assert (f"{host.address}: doctor: installed packages differ from lock/runtime.txt "
+                f"(run fab deploy): idna 3.1 is installed, the lock has {locked['idna']}; "
+                f"leftover 1.0 is installed but not in the lock" in doctor.stdout)
+        assert doctor.stdout.count("packages as locked") == len(lab.lab.hosts) - 1
+    finally:
+        again = lab.fab("deploy", "--hosts", host.address, "--python", BASE_PYTHON,
+                        timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (f"{host.address}: deploy: ember-toolkit 0.1.0 and {len(locked)} locked packages "
+            f"installed in {lab.lab.common}/ember/venv; removed leftover") in again.stdout
+    listed = lab.ssh(host, python, "-m", "pip", "list", "--format", "json")
+    assert drift(locked, {d["name"]: d["version"] for d in json.loads(listed)}) == []
+    assert lab.fab("doctor").returncode == 0
 
 
 def test_start_all_status_logs_and_stop_all(stopped: Deployed) -> None:

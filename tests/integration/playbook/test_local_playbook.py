@@ -149,7 +149,7 @@ def test_doctor_on_a_local_host(local: Local) -> None:
     result = local.fab("doctor")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "localhost: doctor: local host (no SSH), python 3." in result.stdout
-    assert "toolkit 0.1.0" in result.stdout and "ports free" in result.stdout
+    assert "toolkit 0.1.0, packages as locked" in result.stdout and "ports free" in result.stdout
     assert local.fab("start-master").returncode == 0
     busy = local.fab("doctor")
     assert busy.returncode == 0 and "ports in use by running ember roles" in busy.stdout

@@ -157,12 +157,13 @@ def _owned_by(pid: int, inode: str) -> bool:
     return any(os.readlink(fd) == f"socket:[{inode}]" for fd in fds.iterdir())
 
 
-SPARK_SUBMIT = Path(os.environ.get("SPARK_HOME", "/opt/spark-venv/lib/python3.11/site-packages/"
-                                                 "pyspark")) / "bin" / "spark-submit"
+SPARK_SUBMIT = Path(os.environ.get("SPARK_HOME", "/nonexistent")) / "bin" / "spark-submit"
 
 
 @pytest.mark.skipif(not SPARK_SUBMIT.exists() or not shutil.which("javac"),
-                    reason="needs Apache Spark's spark-submit (set SPARK_HOME) and a JDK")
+                    reason="needs Apache Spark and a JDK: scripts/test sets up the locked Spark "
+                           "(scripts/spark-env) and, as root, installs default-jdk-headless; "
+                           "or set SPARK_HOME to a Spark 4 install")
 def test_spark_submit_itself_submits_a_jar(cluster: Cluster, tmp_path: Path) -> None:
     source = tmp_path / "Hello.java"
     source.write_text('public class Hello { public static void main(String[] a) {'

@@ -24,21 +24,6 @@ DEV = "dev.txt"
 INSTALLERS = frozenset({"pip", "setuptools", "wheel"})
 SELF = "ember-toolkit"
 
-# What a host reports of itself, run by its own python (``-c``): ``facts`` holds its installed
-# distributions and the environment the lock's markers are evaluated in. Standard library plus
-# packaging, which is in the lock; without it (nothing deployed yet) the environment is None.
-PROBE = """\
-import json, importlib.metadata as md
-try:
-    from packaging.markers import default_environment
-    env = default_environment()
-except ImportError:
-    env = None
-facts = {'environment': env, 'installed': {
-    d.metadata['Name']: d.version for d in md.distributions() if d.metadata['Name']}}
-"""
-
-
 @dataclass(frozen=True)
 class Pin:
     name: str  # canonical: lower case, runs of -_. as one -

@@ -17,14 +17,15 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit import __version__
+from toolkit import __version__, probe
 from toolkit.errors import EmberError
-from toolkit.lock import DEV, PROBE, RUNTIME, drift, expected, extras, lock_dir, read_lock
+from toolkit.lock import DEV, RUNTIME, drift, expected, extras, lock_dir, read_lock
 
 if TYPE_CHECKING:
     from toolkit.cluster import Cluster, Outcome, Target
 
 HERE = f"{sys.version_info[0]}.{sys.version_info[1]}"
+PROBE = Path(probe.__file__).read_text()
 
 
 def _outcome(target: Target, task: str, ok: bool, message: str) -> Outcome:
@@ -56,13 +57,16 @@ def build_wheels(into: Path) -> dict[str, bytes]:
     return wheels
 
 
-def installed_set(target: Target, python: str) -> dict[str, Any] | None:
-    """What ``python`` on the host has installed, and its marker environment; None if it fails."""
-    result = target.host.run([python, "-c", PROBE + "print(json.dumps(facts))"], timeout=60)
-    if not result.ok:
-        return None
-    facts: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return facts
+def host_facts(target: Target, python: str, *args: str) -> tuple[dict[str, Any] | None, str]:
+    """toolkit/probe.py run by ``python`` on the host: its facts, or None and why not."""
+    result = target.host.run([python, "-c", PROBE, *args], timeout=60)
+    if result.ok:
+        try:
+            facts: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+            return facts, ""
+        except (ValueError, IndexError):
+            pass
+    return None, f"{python} does not run here (exit {result.exited}): {result.tail(3)}"
 
 
 def runtime_set(facts: dict[str, Any]) -> dict[str, str]:
@@ -88,8 +92,8 @@ def deploy(cluster: Cluster, system_python: str = "python3") -> list[Outcome]:
 
     def install(target: Target) -> list[Outcome]:
         if target.entries[0].local:
-            facts = installed_set(target, sys.executable)
-            problems = lock_drift(facts) if facts else ["cannot list installed packages"]
+            facts, why = host_facts(target, sys.executable)
+            problems = lock_drift(facts) if facts else [why]
             return [_outcome(target, "deploy", not problems,
                              f"local host: uses this installation ({sys.executable})" +
                              ("" if not problems else
@@ -120,16 +124,16 @@ def deploy(cluster: Cluster, system_python: str = "python3") -> list[Outcome]:
             result = target.host.run(argv, timeout=600)
             if not result.ok:
                 return [_failed(target, argv, result)]
-        facts = installed_set(target, target.python)
+        facts, why = host_facts(target, target.python)
         if facts is None:
-            return [_outcome(target, "deploy", False, f"{target.python} cannot list packages")]
+            return [_outcome(target, "deploy", False, why)]
         # a host runs the runtime set only: whatever else an earlier deploy left goes
         extra = extras(runtime_set(facts), facts["installed"])
         if extra:
             prune = [*pip, "uninstall", "-q", "-y", *extra]
             if not (result := target.host.run(prune, timeout=600)).ok:
                 return [_failed(target, prune, result)]
-            facts = installed_set(target, target.python) or facts
+            facts = host_facts(target, target.python)[0] or facts
         problems = lock_drift(facts)
         if problems:
             return [_outcome(target, "deploy", False, "installed, but differs from the lock:\n  "
@@ -147,33 +151,6 @@ def _failed(target: Target, argv: list[str], result: Any) -> Outcome:
                     f"{shlex.join(argv)} failed (exit {result.exited})\n{result.tail(8)}")
 
 
-DOCTOR_PROBE = PROBE + """\
-import os, socket, sys
-facts['python'] = sys.version.split()[0]
-try:
-    import toolkit; facts['toolkit'] = toolkit.__version__
-except ImportError:
-    facts['toolkit'] = None
-home = sys.argv[1]
-try:
-    os.makedirs(home, exist_ok=True)
-except OSError:
-    pass
-facts['writable'] = os.path.isdir(home) and os.access(home, os.W_OK)
-busy = []
-for spec in sys.argv[2:]:
-    host, port = spec.rsplit(':', 1); s = socket.socket()
-    try:
-        s.bind((host, int(port)))
-    except OSError:
-        busy.append(spec)
-    finally:
-        s.close()
-facts['busy'] = busy
-print(json.dumps(facts))
-"""
-
-
 def doctor(cluster: Cluster) -> list[Outcome]:
     """Preflight checks per host; every problem is named."""
 
@@ -188,13 +165,9 @@ def doctor(cluster: Cluster) -> list[Outcome]:
                 base = int(cluster.inventory.setting(entry, "worker_webui_port"))
                 count = int(cluster.inventory.setting(entry, "instances"))
                 ports += [f"{bind}:{base + i}" for i in range(count)]
-        result = target.host.run([target.python, "-c", DOCTOR_PROBE, target.home, *ports],
-                                 timeout=60)
-        if not result.ok:
-            return [_outcome(target, "doctor", False,
-                             f"{target.python} does not run here (exit {result.exited}): "
-                             f"{result.tail(3)}; run fab deploy")]
-        facts = json.loads(result.stdout.strip().splitlines()[-1])
+        facts, why = host_facts(target, target.python, target.home, *ports)
+        if facts is None:
+            return [_outcome(target, "doctor", False, f"{why}; run fab deploy")]
         problems = []
         if tuple(int(x) for x in facts["python"].split(".")[:2]) < (3, 11):
             problems.append(f"python {facts['python']} is older than 3.11")

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.lab.netlab import attach, make_bridge, run
+from tests.lab.netlab import PACKAGES, attach, make_bridge, run
 
 SYSTEMD = Path("/lib/systemd/systemd")
 SSHD = Path("/usr/sbin/sshd")
@@ -42,12 +42,11 @@ _serial = itertools.count()
 def missing_requirements() -> str | None:
     """Why a SystemdHost cannot run here, or None."""
     if os.geteuid() != 0:
-        return "a systemd host needs root (network namespaces, systemd-nspawn)"
+        return ("a systemd host needs root (network namespaces, systemd-nspawn): "
+                "run scripts/test as root")
     for tool in TOOLS:
         if shutil.which(tool) is None:
-            if tool == "systemd-nspawn":
-                return "systemd-nspawn is not installed (apt-get install systemd-container)"
-            return f"{tool} is not installed"
+            return f"{tool} is not installed (apt-get install {PACKAGES[tool]})"
     if not SYSTEMD.exists():
         return f"{SYSTEMD} is missing (apt-get install systemd)"
     if not SSHD.exists():

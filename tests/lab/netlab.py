@@ -22,13 +22,18 @@ from pathlib import Path
 def missing_requirements() -> str | None:
     """Why the lab cannot run here, or None."""
     if os.geteuid() != 0:
-        return "the lab needs root (network namespaces)"
+        return "the lab needs root (network namespaces): run scripts/test as root"
     for tool in ("ip", "unshare", "ssh-keygen", "setsid"):
         if shutil.which(tool) is None:
-            return f"{tool} is not installed"
+            return f"{tool} is not installed (apt-get install {PACKAGES[tool]})"
     if not Path("/usr/sbin/sshd").exists():
         return "openssh-server is not installed (apt-get install openssh-server)"
     return None
+
+
+PACKAGES = {"ip": "iproute2", "unshare": "util-linux", "setsid": "util-linux",
+            "ssh": "openssh-client", "ssh-keygen": "openssh-client",
+            "systemd-nspawn": "systemd-container"}
 
 
 def run(*argv: str) -> str:

@@ -52,11 +52,13 @@ def writable(home: str) -> bool:
 
 
 def busy(specs: list[str]) -> list[str]:
-    """The HOST:PORT addresses that cannot be bound here now."""
+    """The HOST:PORT addresses a server cannot listen on now. Like the servers, with
+    SO_REUSEADDR: a port whose last connections linger in TIME_WAIT is free for them."""
     taken = []
     for spec in specs:
         host, _, port = spec.rpartition(":")
         with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, int(port)))
             except OSError:

@@ -27,7 +27,7 @@ def test_a_host_reports_python_packages_markers_home_and_busy_ports(tmp_path: Pa
         facts = run_probe(str(home), f"127.0.0.1:{port}", f"127.0.0.1:{spare}")
     assert facts["python"] == sys.version.split()[0]
     assert facts["installed"]["msgspec"] == probe.installed()["msgspec"]
-    assert facts["environment"]["python_version"] == "%d.%d" % sys.version_info[:2]
+    assert facts["environment"]["python_version"] == "{}.{}".format(*sys.version_info[:2])
     assert facts["writable"] is True and home.is_dir()
     assert facts["busy"] == [f"127.0.0.1:{port}"]
 
@@ -46,3 +46,17 @@ def test_an_unwritable_home_is_reported(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert probe.writable(str(blocker / "home")) is False
+
+
+def test_a_port_whose_connections_linger_in_time_wait_is_free() -> None:
+    """What a just-stopped master leaves behind must not read as 'ports in use'."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Ember's servers do
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+        client.close()
+    assert probe.busy([f"127.0.0.1:{port}"]) == []

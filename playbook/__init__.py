@@ -19,6 +19,7 @@ from invoke.tasks import task
 from toolkit import inventory as inventory_module
 from toolkit import provision
 from toolkit.cluster import Cluster, Outcome, format_status, render_all, summary
+from toolkit.daemon.logs import checked_pattern
 from toolkit.errors import EmberError
 
 HOSTS = {
@@ -139,6 +140,11 @@ def logs(c: Any, inventory: str | None = None, hosts: str | None = None,
          host: str | None = None, role: str | None = None, n: int = 20, follow: bool = False,
          grep: str | None = None) -> None:
     """Each host's daemon logs, lines prefixed with the host (like workers.sh)."""
+    if grep is not None:
+        try:
+            checked_pattern(grep)
+        except EmberError as exc:
+            raise Exit(f"error: {exc}", code=2) from None
     with cluster(inventory, host or hosts, role) as bound:
         failed = bound.logs(n, follow, grep)
     if failed:

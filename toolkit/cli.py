@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "`go`, or `skip REASON`")
     daemon.add_argument("-n", "--lines", type=int, default=20, help="logs: how many lines")
     daemon.add_argument("--follow", "-f", action="store_true", help="logs: keep printing")
-    daemon.add_argument("--grep", metavar="REGEX", help="logs: only matching lines")
+    daemon.add_argument("--grep", metavar="REGEX", type=_pattern,
+                        help="logs: only matching lines")
     daemon.set_defaults(run=run_daemon, role_args=[])
 
     submit = sub.add_parser(
@@ -306,6 +307,15 @@ def run_worker(args: argparse.Namespace) -> int:
     config.check_exposure("worker", host, settings.secret, args.insecure)
     worker = Worker(settings)
     return service.run(worker, http.worker_server(worker), host, args.pid_file)
+
+
+def _pattern(text: str) -> str:
+    from toolkit.daemon.logs import checked_pattern
+
+    try:
+        return checked_pattern(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--grep ")) from None
 
 
 def run_daemon(args: argparse.Namespace) -> int:

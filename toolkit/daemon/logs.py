@@ -10,6 +10,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from toolkit.errors import ConfigError
+
 
 def rotated(log: Path, n: int) -> Path:
     return log.with_name(f"{log.name}.{n}")
@@ -33,6 +35,16 @@ def rotate(log: Path, max_files: int) -> None:
         suffix = extra.name[len(log.name) + 1:]
         if suffix.isdigit() and int(suffix) > max_files:
             extra.unlink()
+
+
+def checked_pattern(text: str) -> str:
+    """A ``--grep`` pattern, compiled once where it is typed: a bad one is named before any
+    host is asked (on every host it would fail the same way)."""
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"--grep {text!r} is not a regular expression: {exc}") from None
+    return text
 
 
 def tail(log: Path, lines: int = 10) -> list[str]:

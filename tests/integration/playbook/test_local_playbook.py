@@ -197,6 +197,19 @@ def test_logs_follow_streams_new_lines_and_serial_start(local: Local) -> None:
         follower.wait(10)
 
 
+def test_a_bad_grep_pattern_is_named_before_any_host_is_asked(local: Local) -> None:
+    result = local.fab("logs", "--grep", "(")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == ("error: --grep '(' is not a regular expression: "
+                                     "missing ), unterminated subpattern at position 0")
+    assert result.stdout == ""  # no host was asked
+    daemon = subprocess.run([sys.executable, "-m", "toolkit", "daemon", "logs", "worker",
+                             "--grep", "a[b"], capture_output=True, text=True, check=False)
+    assert daemon.returncode == 2
+    assert ("argument --grep: 'a[b' is not a regular expression: unterminated character set"
+            in daemon.stderr) and "Traceback" not in daemon.stderr
+
+
 def test_inventory_from_the_environment(local: Local) -> None:
     result = subprocess.run([str(FAB), "-r", str(ROOT), "render", "--out",
                              str(local.home / "r")], capture_output=True, text=True,

@@ -217,8 +217,44 @@ def _from_workers_file(path: Path, text: str) -> Inventory:
     inventory = Inventory(path, "ember", "supervisor",
                           Path("~/.ember/secrets/ember.secret").expanduser(), ssh, defaults,
                           {}, (master,), workers)
-    _validate(inventory)
+    # This machine's name often resolves to loopback (Debian: 127.0.1.1), so resolve it.
+    _validate(inventory, resolve=True)
     return inventory
+
+
+def _check_reachable(inventory: Inventory, resolve: bool) -> None:
+    """Workers on other hosts can never reach a master bound to loopback: refuse at load."""
+    remote = next((w for w in inventory.workers if not w.local), None)
+    if remote is None:
+        return
+    for master in inventory.masters:
+        bind = inventory.advertised(master)
+        if _loopback(bind, resolve):
+            hint = ("set EMBER_MASTER_HOST to an address the workers can reach" if resolve else
+                    "give the master an address the workers can reach (its host, or bind_host)")
+            raise ConfigError(f"{inventory.path}: the master on {master.address} would bind "
+                              f"{bind}, a loopback address, so worker {remote.address} (another "
+                              f"host) could never reach it: {hint}")
+
+
+def _loopback(address: str, resolve: bool) -> bool:
+    """Whether ``address`` is loopback only; a name is looked up only when ``resolve``."""
+    import ipaddress
+    import socket
+
+    if address in LOCAL_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        pass
+    if not resolve:
+        return False
+    try:
+        found = {str(info[4][0]) for info in socket.getaddrinfo(address, None)}
+    except OSError:
+        return False  # binding will say so, with the name
+    return bool(found) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found)
 
 
 def _parse_workers(path: Path, text: str) -> list[str]:
@@ -340,10 +376,11 @@ def _local_path(path: Path, value: Any) -> Path:
                                  else path.parent.absolute() / result))
 
 
-def _validate(inventory: Inventory) -> None:
+def _validate(inventory: Inventory, resolve: bool = False) -> None:
     path = inventory.path
     if not inventory.masters:
         raise ConfigError(f"{path}: no masters: name at least one host under masters")
+    _check_reachable(inventory, resolve)
     for group in (inventory.masters, inventory.workers):
         names = [h.address.rpartition("@")[2] for h in group]
         twice = sorted({n for n in names if names.count(n) > 1})

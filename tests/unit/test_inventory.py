@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -68,6 +69,41 @@ def test_spark_workers_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert inv.master_url() == "ember://10.1.2.3:7077"  # what remote workers are told
     assert inv.home(inv.workers[0]) == "/srv/ember"
     assert (inv.ssh.user, inv.ssh.known_hosts) == ("ops", tmp_path / "kh")
+
+
+@pytest.mark.parametrize("master_host", [None, "localhost", "127.0.1.1", "::1"])
+def test_a_workers_file_whose_master_would_bind_loopback_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, master_host: str | None) -> None:
+    """Spark's start-all.sh lets the master bind this machine's FQDN; on Debian that name
+    often resolves to 127.0.1.1 and every remote worker then fails, 30 s later each."""
+    path = tmp_path / "workers"
+    path.write_text("10.77.0.11\n")
+    if master_host is None:
+        monkeypatch.delenv("EMBER_MASTER_HOST", raising=False)
+        monkeypatch.setattr("socket.getfqdn", lambda: "localhost")  # as on such a machine
+    else:
+        monkeypatch.setenv("EMBER_MASTER_HOST", master_host)
+    monkeypatch.setenv("EMBER_HOME", "/srv/ember")
+    with pytest.raises(ConfigError) as caught:
+        inventory.load(path)
+    bind = master_host or "localhost"
+    assert str(caught.value) == (
+        f"{path}: the master on localhost would bind {bind}, a loopback address, so worker "
+        f"10.77.0.11 (another host) could never reach it: set EMBER_MASTER_HOST to an address "
+        f"the workers can reach")
+
+
+def test_a_local_master_with_remote_workers_is_refused_and_local_workers_are_fine(
+        tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape(
+            "the master on localhost would bind 127.0.0.1, a loopback address, so worker w1 "
+            "(another host)")):
+        load(tmp_path, "defaults: {ember_home: /srv/e}\nmasters: [localhost]\nworkers: [w1]\n")
+    with pytest.raises(ConfigError, match=re.escape("the master on m1 would bind 127.0.0.1")):
+        load(tmp_path, "defaults: {ember_home: /srv/e}\n"
+                       "masters: [{host: m1, bind_host: 127.0.0.1}]\nworkers: [w1]\n")
+    local = load(tmp_path, "masters: [localhost]\nworkers: [localhost]\n")
+    assert local.master_url() == "ember://127.0.0.1:7077"
 
 
 @pytest.mark.parametrize(("text", "error"), [

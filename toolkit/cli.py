@@ -326,7 +326,10 @@ def run_daemon(args: argparse.Namespace) -> int:
     if args.files_from_stdin:
         from toolkit.files import install_bundle
 
-        install_bundle(sys.stdin.buffer.readline())
+        files = sys.stdin.buffer.readline()
+        if args.action == "install-systemd" and not _systemd_here(args):
+            return 1  # checked before anything is written: the host keeps its files
+        install_bundle(files)
     settings = load_settings(backend=args.backend)
     if args.scope:
         settings = dataclasses.replace(settings, systemd_scope=args.scope)
@@ -381,6 +384,22 @@ def run_daemon(args: argparse.Namespace) -> int:
 def _instances(args: argparse.Namespace) -> list[int]:
     return [_resolve(part, "INSTANCE", "", _positive_int, lambda: 1)
             for part in args.instance.split(",")]
+
+
+def _systemd_here(args: argparse.Namespace) -> bool:
+    """Whether systemd of the asked scope runs here; if not, say so."""
+    from toolkit.daemon import systemd
+    from toolkit.daemon.settings import load_settings
+    from toolkit.errors import EmberError
+
+    try:
+        settings = load_settings(backend=args.backend)
+        systemd.require_systemd(dataclasses.replace(
+            settings, systemd_scope=args.scope or settings.systemd_scope))
+    except EmberError as exc:
+        print(f"ember daemon {args.action}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _systemd_units(args: argparse.Namespace, settings: DaemonSettings) -> int:

@@ -385,10 +385,13 @@ class Cluster:
         """Render and install each host's units, daemon-reload, enable (and start, with
         ``now``): master hosts first, as start-all does, then worker hosts in parallel."""
         secret = self.secret()
-        flags = [*(["--scope", scope] if scope else []), *(["--now"] if now else [])]
 
         def install(target: Target, role: str) -> list[Outcome]:
-            result = self.begin(target, "install-systemd", role, *flags,
+            # the scope travels as a flag: the host checks for systemd before it writes a file
+            chosen = scope or str(self.inventory.setting(target.entries[0], "systemd_scope")
+                                  or "system")
+            result = self.begin(target, "install-systemd", role, "--scope", chosen,
+                                *(["--now"] if now else []),
                                 files=self.files(target, secret)).finish(timeout=180)
             lines = (result.stdout + result.stderr).strip().splitlines()
             return [Outcome(target.address, role, 0, result.ok, (

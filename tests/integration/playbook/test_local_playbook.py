@@ -210,6 +210,16 @@ def test_a_bad_grep_pattern_is_named_before_any_host_is_asked(local: Local) -> N
             in daemon.stderr) and "Traceback" not in daemon.stderr
 
 
+@pytest.mark.skipif(Path("/run/systemd/system").exists(),
+                    reason="systemd runs on this machine: installing here would be for real")
+def test_install_systemd_where_systemd_does_not_run_writes_nothing(local: Local) -> None:
+    result = local.fab("install-systemd")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "localhost: master: failed (exit 1)" in result.stdout
+    assert "systemd is not running here" in result.stdout
+    assert not (local.home / "conf").exists()  # no ember-env.sh, no secret, nothing
+
+
 def test_inventory_from_the_environment(local: Local) -> None:
     result = subprocess.run([str(FAB), "-r", str(ROOT), "render", "--out",
                              str(local.home / "r")], capture_output=True, text=True,

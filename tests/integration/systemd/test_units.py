@@ -84,6 +84,20 @@ def test_supervisor_mode_installs_supervisord_only_without_ember_settings(tmp_pa
     assert "EnvironmentFile" not in unit and "Type=simple" in unit
 
 
+@pytest.mark.parametrize("backend", ["systemd", "supervisor"])
+def test_units_name_the_ident_they_run_under_not_a_cluster(tmp_path: Path, backend: str) -> None:
+    """The ident (EMBER_IDENT_STRING, the user by default) names supervisord's identifier and
+    the pid and log files; the cluster name only names the secret file."""
+    settings = settings_for(tmp_path, backend, "system", "journal")
+    for name, unit in unit_texts(settings).items():
+        assert "(ident t" in unit.splitlines()[0], name
+        assert "cluster" not in unit, name
+    from toolkit.daemon.supervisor import SupervisorBackend
+
+    SupervisorBackend(settings).write_config()
+    assert "identifier=ember-t\n" in (tmp_path / "sv" / "supervisord.conf").read_text()
+
+
 def test_user_scope_units_leave_out_what_a_user_manager_cannot_do(tmp_path: Path) -> None:
     unit = unit_texts(settings_for(tmp_path, "systemd", "user", "journal",
                                    EMBER_RUN_USER="ember"))["ember-master.service"]

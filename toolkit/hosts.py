@@ -12,6 +12,7 @@ import fcntl
 import io
 import math
 import os
+import secrets
 import shlex
 import subprocess
 import threading
@@ -307,11 +308,18 @@ class SSHHost:
             if self.read(path) == data:
                 sftp.chmod(path, mode)
                 return False
-            tmp = f"{directory}/.{name}.tmp"
-            with sftp.open(tmp, "wb") as handle:
-                sftp.chmod(tmp, mode)
-                handle.write(data)
-            sftp.posix_rename(tmp, path)
+            # a name of its own, created exclusively: parallel uploads of one path do not
+            # collide, and nothing planted there (a symlink) is followed
+            tmp = f"{directory}/.{name}.{secrets.token_hex(8)}.tmp"
+            try:
+                with sftp.open(tmp, "wbx") as handle:  # w: writable, x: O_EXCL
+                    sftp.chmod(tmp, mode)
+                    handle.write(data)
+                sftp.posix_rename(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
+                    sftp.remove(tmp)
+                raise
         except HostError:
             raise
         except (paramiko.SSHException, EOFError, OSError) as exc:

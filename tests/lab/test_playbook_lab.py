@@ -161,6 +161,38 @@ def test_deploy_installs_exactly_the_lock_and_doctor_names_a_host_that_drifts(
     assert lab.fab("doctor").returncode == 0
 
 
+def test_ssh_uploads_of_one_path_in_parallel_do_not_collide_or_follow_planted_links(
+        lab: Deployed) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from toolkit import inventory
+    from toolkit.hosts import host_for
+
+    loaded = inventory.load(lab.inventory)
+    entry = loaded.workers[0]
+    host = lab.lab.hosts[1]
+    assert entry.address == host.address
+    folder = host.root / "home" / "uploads"  # the host's own view: {common}/uploads
+    folder.mkdir()
+    victim = host.root / "home" / "victim"
+    victim.write_text("keep me\n")
+    (folder / ".conf.tmp").symlink_to(victim)  # planted where a fixed temp name would be
+    payloads = [f"version {n}\n".encode() * 1000 for n in range(8)]
+    hosts = [host_for(entry, loaded.ssh) for _ in payloads]  # one connection each
+    try:
+        with ThreadPoolExecutor(len(hosts)) as pool:
+            written = list(pool.map(lambda h, data: h.put(f"{lab.lab.common}/uploads/conf",
+                                                          data), hosts, payloads))
+    finally:
+        for each in hosts:
+            each.close()
+    assert all(written)
+    final = folder / "conf"
+    assert not final.is_symlink() and final.read_bytes() in payloads
+    assert victim.read_text() == "keep me\n"
+    assert sorted(p.name for p in folder.iterdir()) == [".conf.tmp", "conf"]  # no temp left
+
+
 def test_start_all_status_logs_and_stop_all(stopped: Deployed) -> None:
     lab = stopped
     before = {host.name: set(lab.lab.pids(host)) for host in lab.lab.hosts}  # sshd and unshare

@@ -81,12 +81,12 @@ def stop_all(c: Any, inventory: str | None = None, hosts: str | None = None,
     _run("stop-all", inventory, hosts, roles, serial, lambda cl: cl.stop_all())
 
 
-@task(help=COMMON)
+@task(help={**COMMON, "wait": "seconds to wait for every worker to be ALIVE (default 60)"})
 def restart_all(c: Any, inventory: str | None = None, hosts: str | None = None,
-                roles: str | None = None, serial: bool = False) -> None:
-    """stop-all, then start-all."""
+                roles: str | None = None, serial: bool = False, wait: float = 60) -> None:
+    """stop-all, then start-all; every outcome of both counts."""
     _run("restart-all", inventory, hosts, roles, serial,
-         lambda cl: [o for o in cl.stop_all() if o.ok is False] + cl.start_all())
+         lambda cl: cl.stop_all() + cl.start_all(wait))
 
 
 @task(help=HOSTS)

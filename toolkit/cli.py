@@ -93,7 +93,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ember", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ember", description="Run Ember, a Spark-standalone-style cluster: its master and "
+        "workers, their daemons, and the work submitted to them.",
+        epilog="`ember COMMAND --help` shows a command's options. The playbook (`fab "
+        "start-all`, ...) starts a whole cluster from an inventory.")
     parser.add_argument("--version", action="version", version=f"ember {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -220,6 +220,25 @@ def test_install_systemd_where_systemd_does_not_run_writes_nothing(local: Local)
     assert not (local.home / "conf").exists()  # no ember-env.sh, no secret, nothing
 
 
+def test_restart_all_counts_both_halves_and_takes_wait(local: Local) -> None:
+    assert local.fab("start-all").returncode == 0
+    before = {w["id"] for w in local.json()["workers"] if w["state"] == "ALIVE"}
+    result = local.fab("restart-all", "--wait", "30")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "localhost: worker 1: stopping worker 1" in result.stdout
+    assert "localhost: worker 1: ready as process" in result.stdout
+    assert "restart-all: all 6 succeeded" in result.stdout  # 3 stopped, 3 started
+    after = {w["id"] for w in local.json()["workers"] if w["state"] == "ALIVE"}
+    assert len(after) == 2 and not after & before
+
+
+def test_ember_help_says_what_the_command_is_for() -> None:
+    done = subprocess.run([sys.executable, "-m", "toolkit", "--help"], capture_output=True,
+                          text=True, check=True)
+    assert "Run Ember, a Spark-standalone-style cluster" in done.stdout
+    assert "Thin" not in done.stdout and "resolve defaults" not in done.stdout
+
+
 def test_inventory_from_the_environment(local: Local) -> None:
     result = subprocess.run([str(FAB), "-r", str(ROOT), "render", "--out",
                              str(local.home / "r")], capture_output=True, text=True,

@@ -111,16 +111,17 @@ class Cluster:
 
     # Fan-out -----------------------------------------------------------------------------
 
-    def each(self, targets: list[Target], work: Callable[[Target], list[Outcome]]
-             ) -> list[Outcome]:
-        """Run ``work`` per target, in parallel unless serial; a raised error is that host's."""
+    def each(self, targets: list[Target], work: Callable[[Target], list[Outcome]],
+             label: str | None = None) -> list[Outcome]:
+        """Run ``work`` per target, in parallel unless serial; a raised error is that host's,
+        reported for each of its role instances, or once under ``label`` (a host-wide task)."""
         def guarded(target: Target) -> list[Outcome]:
             try:
                 outcomes = work(target)
             except Exception as exc:  # one host's failure, whatever it is, stays that host's
                 text = str(exc) if isinstance(exc, (EmberError, OSError)) else (
                     f"{exc.__class__.__name__}: {exc}")
-                roles = target.roles or [("host", 0)]
+                roles = [(label, 0)] if label else target.roles or [("host", 0)]
                 outcomes = [Outcome(target.address, r, i, False, text) for r, i in roles]
             for outcome in outcomes:
                 self.report(outcome)
@@ -409,7 +410,7 @@ class Cluster:
             return [Outcome(target.address, "units", 0, result.ok,
                             result.tail(1) if result.ok else
                             f"failed (exit {result.exited})\n{result.tail(12)}")]
-        return self.each(list(self.targets.values()), uninstall)
+        return self.each(list(self.targets.values()), uninstall, label="units")
 
     # Master's view -------------------------------------------------------------------------
 
@@ -548,7 +549,7 @@ class Cluster:
                     self._emit(prefix + text)
             return []
 
-        if any(not o.ok for o in self.each(list(self.targets.values()), show)):
+        if any(not o.ok for o in self.each(list(self.targets.values()), show, label="logs")):
             failed.set()
         if follow:
             try:

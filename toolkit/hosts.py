@@ -7,9 +7,12 @@ Commands are argv lists, quoted with shlex for the remote shell: no inventory va
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
+import hashlib
 import io
+import logging
 import math
 import os
 import secrets
@@ -182,6 +185,10 @@ class _AcceptNew:
             handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
+# paramiko's transport thread logs each failure it also raises: Ember reports it once, per host
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+
 class SSHHost:
     """A host reached over SSH with its host key verified."""
 
@@ -212,7 +219,7 @@ class SSHHost:
                     self._failure = exc
                     raise
                 except Exception as exc:  # paramiko raises many kinds
-                    self._failure = HostError(f"{self.name}: SSH failed: {exc}")
+                    self._failure = HostError(f"SSH failed: {exc}")
                     raise self._failure from None
             return self._conn
 
@@ -224,7 +231,9 @@ class SSHHost:
         from fabric import Config, Connection
 
         ssh = self._ssh
-        kwargs: dict[str, Any] = {"allow_agent": False, "look_for_keys": ssh.key_file is None}
+        kwargs: dict[str, Any] = {"allow_agent": False, "look_for_keys": ssh.key_file is None,
+                                  "banner_timeout": ssh.connect_timeout,
+                                  "auth_timeout": ssh.connect_timeout}
         if ssh.key_file is not None:
             kwargs["key_filename"] = str(ssh.key_file)
         conn = Connection(address, user=user, port=port,
@@ -245,21 +254,31 @@ class SSHHost:
         try:
             conn.open()
         except paramiko.BadHostKeyException as exc:
-            raise HostError(f"{self.name}: HOST KEY CHANGED (expected {exc.expected_key.get_name()}"
-                            f" from {ssh.known_hosts}); refusing to connect") from None
+            raise HostError(f"HOST KEY CHANGED: the host offered {_fingerprint(exc.key)}, "
+                            f"{ssh.known_hosts} expects {_fingerprint(exc.expected_key)}; "
+                            f"refusing to connect") from None
+        except paramiko.ssh_exception.NoValidConnectionsError as exc:
+            reasons = sorted({e.strerror or str(e) for e in exc.errors.values()})
+            raise HostError(f"cannot connect to port {self._port}: "
+                            f"{'; '.join(reasons)}") from None
         except paramiko.SSHException as exc:
             text = str(exc)
             if "not found in known_hosts" in text:
                 raise HostError(
-                    f"{self.name}: host key unknown: not in {ssh.known_hosts} and "
-                    f"ssh.host_key_policy is reject. Verify the host's key and add it (for "
-                    f"example with ssh-keyscan), or set host_key_policy: accept-new") from None
-            raise HostError(f"{self.name}: SSH failed: {text}") from None
+                    f"host key unknown: not in {ssh.known_hosts} and ssh.host_key_policy is "
+                    f"reject. Verify the host's key and add it (for example with "
+                    f"ssh-keyscan), or set host_key_policy: accept-new") from None
+            # paramiko says "No existing session" when the handshake never started in time
+            if "protocol banner" in text or "No existing session" in text:
+                raise HostError(f"no SSH banner within {ssh.connect_timeout:g} s: port "
+                                f"{self._port} accepts connections but no SSH server answers"
+                                ) from None
+            raise HostError(f"SSH failed: {text}") from None
         except TimeoutError:
-            raise HostError(f"{self.name}: SSH connect timed out after "
+            raise HostError(f"SSH connect to port {self._port} timed out after "
                             f"{ssh.connect_timeout:g} s") from None
         except OSError as exc:
-            raise HostError(f"{self.name}: cannot connect to port {self._port}: "
+            raise HostError(f"cannot connect to port {self._port}: "
                             f"{exc.strerror or exc}") from None
         return conn
 
@@ -291,7 +310,7 @@ class SSHHost:
             channel = transport.open_session(timeout=self._ssh.connect_timeout)
             channel.exec_command(line)
         except Exception as exc:  # paramiko raises many kinds
-            raise HostError(f"{self.name}: cannot run a command: {exc}") from None
+            raise HostError(f"cannot run a command: {exc}") from None
         return _SSHSession(self.name, line, channel)
 
     def put(self, path: str, data: bytes, mode: int = 0o644) -> bool:
@@ -323,7 +342,7 @@ class SSHHost:
         except HostError:
             raise
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise HostError(f"{self.name}: cannot write {path}: {exc}") from None
+            raise HostError(f"cannot write {path}: {exc}") from None
         return True
 
     @staticmethod
@@ -417,6 +436,12 @@ class _LineWriter(io.TextIOBase):
         for line in lines:
             self._on_line(line)
         return len(text)
+
+
+def _fingerprint(key: Any) -> str:
+    """As OpenSSH shows a key: its type and SHA256 fingerprint."""
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+    return f"{key.get_name()} SHA256:{digest}"
 
 
 def host_for(entry: HostEntry, ssh: SSHSettings, port: int | None = None) -> Host:

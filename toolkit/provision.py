@@ -143,7 +143,7 @@ def deploy(cluster: Cluster, system_python: str = "python3") -> list[Outcome]:
                          f"ember-toolkit {__version__} and {count} locked packages "
                          f"installed in {venv}{removed}")]
 
-    return cluster.each(list(cluster.targets.values()), install)
+    return cluster.each(list(cluster.targets.values()), install, label="deploy")
 
 
 def _failed(target: Target, argv: list[str], result: Any) -> Outcome:
@@ -194,4 +194,4 @@ def doctor(cluster: Cluster) -> list[Outcome]:
         return [_outcome(target, "doctor", not problems,
                          "; ".join(problems) if problems else ok_line)]
 
-    return cluster.each(list(cluster.targets.values()), check)
+    return cluster.each(list(cluster.targets.values()), check, label="doctor")

@@ -241,7 +241,8 @@ def test_a_down_host_is_reported_and_the_others_start(stopped: Deployed) -> None
     try:
         result = lab.fab("start-all", "--wait", "10")
         assert result.returncode == 1
-        assert f"{down.address}: worker 1: {down.address}: cannot connect" in result.stdout
+        assert (f"{down.address}: worker 1: cannot connect to port 22: Connection refused"
+                in result.stdout)
         assert f"failed on {down.address}" in result.stdout
         assert lab.master_json()["aliveworkers"] == 2
     finally:
@@ -258,9 +259,36 @@ def test_unknown_host_key_is_refused_clearly(stopped: Deployed) -> None:
     inventory = write_inventory(lab.lab, lab.workdir / "partial.yml", known_hosts=partial)
     result = lab.fab("start-all", "--wait", "10", inventory=inventory)
     assert result.returncode == 1
-    assert f"{strange}: worker 1: {strange}: host key unknown: not in {partial}" in result.stdout
+    assert f"{strange}: worker 1: host key unknown: not in {partial}" in result.stdout
     assert lab.master_json()["aliveworkers"] == 2
     lab.fab("stop-all", inventory=inventory)
+
+
+def test_a_changed_host_key_shows_both_fingerprints(stopped: Deployed) -> None:
+    lab = stopped
+    other = lab.workdir / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    strange = lab.workers[0]
+    changed = lab.workdir / "changed_known_hosts"
+    lines = lab.lab.known_hosts.read_text().splitlines(True)
+    public = " ".join(other.with_suffix(".pub").read_text().split()[:2])
+    changed.write_text("".join(f"{strange} {public}\n" if line.startswith(strange + " ")
+                               else line for line in lines))
+    inventory = write_inventory(lab.lab, lab.workdir / "changed.yml", known_hosts=changed)
+    result = lab.fab("doctor", inventory=inventory)
+    assert result.returncode == 1
+
+    def fingerprint(pub: str) -> str:
+        done = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", pub],
+                              capture_output=True, text=True, check=True)
+        return done.stdout.split()[1]
+
+    real = lab.lab.hosts[1].root / "ssh_host_ed25519_key.pub"
+    assert (f"{strange}: doctor: HOST KEY CHANGED: the host offered ssh-ed25519 "
+            f"{fingerprint(str(real))}, {changed} expects ssh-ed25519 "
+            f"{fingerprint(str(other.with_suffix('.pub')))}; refusing to connect"
+            in result.stdout), result.stdout
+    assert result.stdout.count("doctor: ssh ok") == len(lab.lab.hosts) - 1
 
 
 def test_spark_style_workers_file(stopped: Deployed) -> None:

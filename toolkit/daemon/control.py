@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from toolkit.daemon.logs import rotate, tail
 from toolkit.daemon.pidfile import read_pid_file
-from toolkit.daemon.procs import Found, PidState, check, format_uptime
+from toolkit.daemon.procs import Found, PidState, Stopped, check, format_uptime
 from toolkit.daemon.settings import DaemonSettings
 
 LSB_RUNNING, LSB_DEAD, LSB_NOT_RUNNING = 0, 1, 3
@@ -33,7 +33,7 @@ class Backend(Protocol):
     def prepare(self) -> None: ...
     def launch(self, role: str, instance: int, command: list[str], env: dict[str, str],
                log: Path) -> Callable[[], str | None]: ...
-    def stop(self, role: str, instance: int, pid: int | None) -> bool: ...
+    def stop(self, role: str, instance: int, pid: int | None) -> Stopped: ...
     def program(self, role: str, instance: int) -> tuple[str | None, bool]: ...
 
 
@@ -204,9 +204,13 @@ def stop(settings: DaemonSettings, role: str, instance: int, say: Say = print) -
         return 0
     say(f"stopping {what}")
     pid = state.pid if state.found == Found.RUNNING else None
-    if not backend.stop(role, instance, pid):
+    ended = backend.stop(role, instance, pid)
+    if ended == Stopped.ALIVE:
         say(f"{what} (process {pid}) is still running after SIGKILL")
         return 1
+    if ended == Stopped.KILLED:
+        say(f"{what} did not stop within {settings.stop_timeout:g} s of SIGTERM: "
+            f"killed with SIGKILL")
     if check(pid_file, role).found == Found.DEAD:
         pid_file.unlink(missing_ok=True)
     return 0

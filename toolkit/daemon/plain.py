@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from toolkit.daemon.procs import kill_group, wait_gone
+from toolkit.daemon.procs import Stopped, kill_group, wait_gone
 from toolkit.daemon.settings import DaemonSettings
 
 
@@ -35,18 +35,18 @@ class PlainBackend:
             return None if code is None else f"it exited with code {code}"
         return failure
 
-    def stop(self, role: str, instance: int, pid: int | None) -> bool:
-        """SIGTERM, wait EMBER_STOP_TIMEOUT, then SIGKILL the group; True when it is gone."""
+    def stop(self, role: str, instance: int, pid: int | None) -> Stopped:
+        """SIGTERM, wait EMBER_STOP_TIMEOUT, then SIGKILL the group."""
         if pid is None:
-            return True
+            return Stopped.GONE
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
-            return True
+            return Stopped.GONE
         if wait_gone(pid, self.settings.stop_timeout):
-            return True
+            return Stopped.GONE
         kill_group(pid)
-        return wait_gone(pid, 5.0)
+        return Stopped.KILLED if wait_gone(pid, 5.0) else Stopped.ALIVE
 
     def program(self, role: str, instance: int) -> tuple[str | None, bool]:
         return None, False

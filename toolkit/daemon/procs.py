@@ -92,6 +92,14 @@ def wait_gone(pid: int, timeout: float) -> bool:
     return True
 
 
+class Stopped(enum.Enum):
+    """How a stop ended."""
+
+    GONE = "gone"      # it ended on SIGTERM (or was not running)
+    KILLED = "killed"  # it outlived the stop timeout: SIGKILL ended it
+    ALIVE = "alive"    # it outlived SIGKILL too
+
+
 def kill_group(pid: int) -> None:
     """SIGKILL the process's group when it leads one (it does: setsid/setpgrp), else the pid."""
     with contextlib.suppress(ProcessLookupError):

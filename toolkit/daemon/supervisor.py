@@ -18,7 +18,7 @@ from typing import Any, cast
 
 from toolkit.daemon.logs import tail
 from toolkit.daemon.pidfile import read_pid_file
-from toolkit.daemon.procs import wait_gone
+from toolkit.daemon.procs import Stopped, wait_gone
 from toolkit.daemon.settings import DaemonSettings, check_socket_path
 from toolkit.errors import EmberError
 from toolkit.files import write_atomic
@@ -158,12 +158,27 @@ class SupervisorBackend:
         for path in self.settings.supervisor_programs.glob("*.conf"):
             path.unlink()
         if not self.running():
+            self._clear_leftovers()
             return False
         pid = read_pid_file(self.settings.supervisor_pid_file)
         self._proxy().supervisor.shutdown()
         if pid is not None:
             wait_gone(pid, self.settings.stop_timeout + 10)
         return True
+
+    def _clear_leftovers(self) -> None:
+        """A killed supervisord leaves its pid file and socket: remove them, but only when the
+        pid is no supervisord any more (a hung one keeps its files)."""
+        s = self.settings
+        pid = read_pid_file(s.supervisor_pid_file)
+        if pid is not None:
+            try:
+                if b"supervisord" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return
+            except OSError:
+                pass
+        s.supervisor_pid_file.unlink(missing_ok=True)
+        s.supervisor_socket.unlink(missing_ok=True)
 
     # programs ----------------------------------------------------------------------------
 
@@ -224,7 +239,7 @@ class SupervisorBackend:
             return f"supervisord reports it {state}" + (f" ({detail})" if detail else "")
         return failure
 
-    def stop(self, role: str, instance: int, pid: int | None) -> bool:
+    def stop(self, role: str, instance: int, pid: int | None) -> Stopped:
         """supervisord sends SIGTERM, waits stopwaitsecs, then SIGKILLs the group.
 
         A process supervisord does not run (its supervisord was killed, or it was started with
@@ -236,6 +251,7 @@ class SupervisorBackend:
             self.settings.program_file(role, instance).unlink(missing_ok=True)
             return PlainBackend(self.settings).stop(role, instance, pid)
         name = self.settings.name(role, instance)
+        started = time.monotonic()
         try:
             self._proxy().supervisor.stopProcess(name, True)
         except xmlrpc.client.Fault as fault:
@@ -245,7 +261,11 @@ class SupervisorBackend:
             return PlainBackend(self.settings).stop(role, instance, pid)
         finally:
             self._remove(name, self.settings.program_file(role, instance))
-        return pid is None or wait_gone(pid, 5.0)
+        if pid is not None and not wait_gone(pid, 5.0):
+            return Stopped.ALIVE
+        # supervisord SIGKILLs the group when stopwaitsecs (the stop timeout) runs out
+        killed = time.monotonic() - started >= math.ceil(self.settings.stop_timeout) - 0.05
+        return Stopped.KILLED if killed else Stopped.GONE
 
     def _remove(self, name: str, path: Path) -> None:
         """A stopped program is forgotten, so that it does not autostart with supervisord."""

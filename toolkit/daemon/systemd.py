@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from toolkit.daemon.procs import wait_gone
+from toolkit.daemon.procs import Stopped, wait_gone
 from toolkit.daemon.settings import DaemonSettings
 from toolkit.errors import EmberError
 from toolkit.files import write_atomic
@@ -227,10 +227,17 @@ class SystemdBackend:
                 problem += "\n" + journal.stdout.rstrip()
         return lambda: problem
 
-    def stop(self, role: str, instance: int, pid: int | None) -> bool:
+    def stop(self, role: str, instance: int, pid: int | None) -> Stopped:
         unit = self._unit(role, instance)
         systemctl(self.settings, "stop", unit, timeout=self.settings.stop_timeout + 30)
-        return pid is None or wait_gone(pid, 5.0)
+        if pid is not None and not wait_gone(pid, 5.0):
+            return Stopped.ALIVE
+        done = systemctl(self.settings, "show", unit, "--property",
+                         "ExecMainCode,ExecMainStatus", check=False)
+        props = dict(line.partition("=")[::2] for line in done.stdout.splitlines())
+        # CLD_KILLED (2) by SIGKILL (9): TimeoutStopSec ran out
+        killed = props.get("ExecMainCode") == "2" and props.get("ExecMainStatus") == "9"
+        return Stopped.KILLED if killed else Stopped.GONE
 
     def program(self, role: str, instance: int) -> tuple[str | None, bool]:
         """systemd's view (ActiveState/SubState, restarts) and whether the unit is up or

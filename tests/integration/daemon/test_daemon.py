@@ -324,8 +324,16 @@ def test_role_that_ignores_sigterm_is_killed_after_the_timeout(daemons: Daemons)
     result = daemons.run("stop", "master", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert time.monotonic() - started >= 1.0
+    assert "master 1 did not stop within 1 s of SIGTERM: killed with SIGKILL" in result.stdout
     assert not alive(pid)
     assert not daemons.pid_file("master").exists()
+
+
+def test_a_role_that_stops_on_sigterm_is_not_said_to_be_killed(daemons: Daemons) -> None:
+    assert daemons.run("start", "master").returncode == 0
+    result = daemons.run("stop", "master")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SIGKILL" not in result.stdout
 
 
 def test_start_failure_exits_non_zero_with_the_log_tail(daemons: Daemons) -> None:
@@ -363,6 +371,19 @@ def test_a_role_that_outlived_a_killed_supervisord_is_not_started_twice(daemons:
     finally:  # a second master would have taken over the pid file, hiding this one
         if alive(master):
             os.kill(master, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("backend", ["supervisor"])
+def test_stopping_after_a_killed_supervisord_leaves_no_pid_file_or_socket(
+        daemons: Daemons) -> None:
+    assert daemons.run("start", "master").returncode == 0
+    folder = Path(daemons.env["EMBER_SUPERVISOR_DIR"])
+    os.kill(int((folder / "supervisord.pid").read_text()), signal.SIGKILL)
+    time.sleep(0.2)
+    result = daemons.run("stop", "master", "--shutdown-supervisor")  # as stop-all does
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (folder / "supervisord.pid").exists()
+    assert not (folder / "supervisor.sock").exists()
 
 
 def _cmdline(proc: Path) -> bytes:

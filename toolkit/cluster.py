@@ -24,7 +24,7 @@ from typing import Any
 
 from toolkit.errors import ConfigError, EmberError
 from toolkit.files import bundle
-from toolkit.hosts import Host, Result, Session, host_for
+from toolkit.hosts import Host, HostError, Result, Session, host_for
 from toolkit.inventory import HostEntry, Inventory
 from toolkit.render import render
 
@@ -497,17 +497,21 @@ class Cluster:
                 try:
                     found = self.statuses(target, role, instances)
                 except (EmberError, OSError) as exc:
-                    found = {i: {"state": "unreachable", "pid": None, "uptime": None,
-                                 "code": None, "error": str(exc)} for i in instances}
+                    # a host we cannot reach, or whose answer is late or garbled: say which
+                    state = "unreachable" if isinstance(exc, (HostError, OSError)) else "unknown"
+                    found = {i: _unknown(state, str(exc)) for i in instances}
                 infos.update({(role, i): info for i, info in found.items()})
             for role, instance in target.roles:
-                info = infos[(role, instance)]
+                info = infos.get((role, instance)) or _unknown(
+                    "unknown", f"ember daemon status said nothing of {role} {instance}")
                 row = {"host": target.address, "role": role, "instance": instance,
                        "daemon": info["state"], "pid": info["pid"], "uptime": info["uptime"],
                        **view(target, role, instance)}
+                if info.get("detail"):
+                    row["detail"] = info["detail"]
                 if "error" in info:
                     row["error"] = info["error"]
-                ok = info["code"] == 0 and row["master_view"] == "ALIVE"
+                ok = info["state"] == "running" and row["master_view"] == "ALIVE"
                 outcomes.append(Outcome(target.address, role, instance, ok, "", row))
             return outcomes
 
@@ -518,7 +522,11 @@ class Cluster:
             self.say = quiet
         rows = []
         for outcome in outcomes:
-            row = dict(outcome.data)
+            # a host whose rows could not be built at all still gets one, with the reason
+            row = dict(outcome.data) or {
+                "host": outcome.host, "role": outcome.role, "instance": outcome.instance,
+                "daemon": "unknown", "pid": None, "uptime": None, "master_view": "missing",
+                "cores": None, "memory": None, "error": outcome.message}
             row["ok"] = outcome.ok
             rows.append(row)
         return rows
@@ -571,6 +579,10 @@ class Cluster:
             self.say(line)
 
 
+def _unknown(state: str, reason: str) -> dict[str, Any]:
+    return {"state": state, "pid": None, "uptime": None, "code": None, "error": reason}
+
+
 def _first_alive(answers: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The active master's view: the first ALIVE one, else any that answered."""
     alive = [s for s in answers if s.get("status") == "ALIVE"]
@@ -591,7 +603,9 @@ def format_status(rows: list[dict[str, Any]]) -> str:
     text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in lines)
     errors = [f"{r['host']}: {r['error']}" for r in rows if r.get("error")]
-    return "\n".join([text, *errors])
+    notes = [f"{r['host']}: {r['role']} {r['instance']}: {r['detail']}" for r in rows
+             if r.get("detail") and not r.get("ok") and not r.get("error")]
+    return "\n".join([text, *errors, *notes])
 
 
 def summary(task: str, outcomes: list[Outcome]) -> tuple[int, str]:

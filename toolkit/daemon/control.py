@@ -140,7 +140,9 @@ def start(settings: DaemonSettings, role: str, instance: int, role_args: list[st
         state = check(pid_file, role)
         if state.found == Found.RUNNING:
             if if_stopped:
-                say(f"{what} already running as process {state.pid}")
+                unsupervised = "" if backend is None else _unsupervised(settings, backend, role,
+                                                                         instance)
+                say(f"{what} already running as process {state.pid}{unsupervised}")
                 return 0
             say(f"{what} running as process {state.pid}. Stop it first.")
             return 1
@@ -230,6 +232,10 @@ def status_info(settings: DaemonSettings, role: str, instance: int) -> dict[str,
         info.update(code=LSB_RUNNING, state="running", uptime=round(uptime, 1),
                     message=f"{what} is running as process {state.pid}, up "
                             f"{format_uptime(uptime)}{suffix}")
+        if settings.backend != "plain" and not supervised:
+            info.update(state="unsupervised",
+                        message=f"{info['message']}; {settings.backend} does not supervise it, "
+                                f"so a crash would not be restarted ({RESUPERVISE})")
     elif state.found == Found.STALE and state.info is not None:
         info.update(code=LSB_DEAD, state="stale",
                     message=f"{what} is not running; pid file {pid_file} is stale (pid "
@@ -243,6 +249,19 @@ def status_info(settings: DaemonSettings, role: str, instance: int) -> dict[str,
     else:
         info.update(code=LSB_NOT_RUNNING, state="stopped", message=f"{what} is not running{suffix}")
     return info
+
+
+RESUPERVISE = "`ember daemon restart` or `fab restart-all` puts it back under supervision"
+
+
+def _unsupervised(settings: DaemonSettings, backend: Backend, role: str, instance: int) -> str:
+    """A note for a running role its backend does not supervise (its supervisord was killed,
+    or it was started with the plain backend); empty when it is supervised."""
+    if settings.backend == "plain":
+        return ""
+    detail, supervised = backend.program(role, instance)
+    return "" if supervised else (f", but {settings.backend} does not supervise it "
+                                  f"({detail}): left running; {RESUPERVISE}")
 
 
 def status(settings: DaemonSettings, role: str, instance: int, say: Say = print,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import getpass
+import http.client
 import math
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +28,7 @@ from toolkit.files import write_atomic
 RUNNING_STATES = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")
 FAILED_STATES = ("BACKOFF", "FATAL", "EXITED", "STOPPED", "UNKNOWN")
 BAD_NAME, NOT_RUNNING, ALREADY_STARTED = 10, 70, 60
+QUERY_TIMEOUT = 5.0  # a question to supervisord (state, process info) that does not wait
 
 
 class SupervisorError(EmberError, RuntimeError):
@@ -42,15 +45,21 @@ class SupervisorBackend:
 
     # supervisord itself ------------------------------------------------------------------
 
-    def _proxy(self) -> Any:
+    def _proxy(self, timeout: float | None = None) -> Any:
+        """XML-RPC over supervisord's socket. Every call is bounded: by ``timeout``, else by
+        the stop timeout plus a margin (stopProcess waits that long). A frozen supervisord
+        accepts the connection and never answers."""
         from supervisor.xmlrpc import SupervisorTransport
 
-        transport = SupervisorTransport(None, None, f"unix://{self.settings.supervisor_socket}")
+        path = str(self.settings.supervisor_socket)
+        bound = timeout if timeout is not None else self.settings.stop_timeout + 15
+        transport = SupervisorTransport(None, None, f"unix://{path}")
+        transport._get_connection = lambda: _UnixConnection(path, bound)
         return xmlrpc.client.ServerProxy("http://localhost", transport=transport)
 
     def running(self) -> bool:
         try:
-            self._proxy().supervisor.getState()
+            self._proxy(QUERY_TIMEOUT).supervisor.getState()
         except (OSError, xmlrpc.client.Error):
             return False
         return True
@@ -59,7 +68,7 @@ class SupervisorBackend:
         """True when supervisord runs no program (or is not running)."""
         if not self.running():
             return True
-        infos = self._proxy().supervisor.getAllProcessInfo()
+        infos = self._proxy(QUERY_TIMEOUT).supervisor.getAllProcessInfo()
         return not any(info["statename"] in RUNNING_STATES for info in infos)
 
     @contextlib.contextmanager
@@ -207,7 +216,8 @@ class SupervisorBackend:
 
     def _info(self, name: str) -> dict[str, Any] | None:
         try:
-            return cast(dict[str, Any], self._proxy().supervisor.getProcessInfo(name))
+            return cast(dict[str, Any],
+                        self._proxy(QUERY_TIMEOUT).supervisor.getProcessInfo(name))
         except xmlrpc.client.Fault as fault:
             if fault.faultCode == BAD_NAME:
                 return None
@@ -279,9 +289,24 @@ class SupervisorBackend:
         (then stop must go through supervisord even without a live pid). One RPC."""
         try:
             info = self._info(self.settings.name(role, instance))
+        except TimeoutError:
+            return f"supervisord does not answer within {QUERY_TIMEOUT:g} s", False
         except (OSError, xmlrpc.client.Error):
             return "supervisord is not running", False
         if info is None:
             return "supervisor: not configured", False
         return f"supervisor: {info['statename']}", info["statename"] in RUNNING_STATES
 
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket, with a timeout on connect and on every read."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)

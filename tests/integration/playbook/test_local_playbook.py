@@ -6,9 +6,11 @@ import getpass
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -237,6 +239,48 @@ def test_ember_help_says_what_the_command_is_for() -> None:
                           text=True, check=True)
     assert "Run Ember, a Spark-standalone-style cluster" in done.stdout
     assert "Thin" not in done.stdout and "resolve defaults" not in done.stdout
+
+
+def test_status_with_a_frozen_supervisord_is_bounded_and_keeps_every_row(local: Local) -> None:
+    assert local.fab("start-all").returncode == 0
+    supervisord = int(next(local.home.rglob("supervisord.pid")).read_text())
+    os.kill(supervisord, signal.SIGSTOP)  # accepts connections, never answers
+    try:
+        started = time.monotonic()
+        result = local.fab("status", "--json")
+        took = time.monotonic() - started
+    finally:
+        os.kill(supervisord, signal.SIGCONT)
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["role"], r["instance"], r["daemon"], r["ok"]) for r in rows] == [
+        ("master", 1, "unsupervised", False), ("worker", 1, "unsupervised", False),
+        ("worker", 2, "unsupervised", False)]
+    assert all(r["detail"] == "supervisord does not answer within 5 s" for r in rows)
+    assert took < 30
+    table = local.fab("status")
+    assert table.returncode == 0, table.stdout + table.stderr  # answers again, all supervised
+
+
+def test_a_killed_supervisord_shows_unsupervised_roles_and_start_all_says_so(
+        local: Local) -> None:
+    assert local.fab("start-all").returncode == 0
+    supervisord = int(next(local.home.rglob("supervisord.pid")).read_text())
+    os.kill(supervisord, signal.SIGKILL)  # its roles keep running, unsupervised
+    time.sleep(0.2)
+    status = local.fab("status", "--json")
+    assert status.returncode == 1
+    assert {r["daemon"] for r in json.loads(status.stdout)} == {"unsupervised"}
+    again = local.fab("start-all")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert ("localhost: worker 1: already running as process" in again.stdout
+            and "but supervisor does not supervise it (supervisor: not configured): left "
+                "running; `ember daemon restart` or `fab restart-all` puts it back under "
+                "supervision" in again.stdout)
+    assert local.fab("restart-all").returncode == 0
+    status = local.fab("status", "--json")
+    assert status.returncode == 0, status.stdout
+    assert {r["daemon"] for r in json.loads(status.stdout)} == {"running"}
 
 
 def test_inventory_from_the_environment(local: Local) -> None:

@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start, stop, status: print one JSON object per instance")
     daemon.add_argument("--shutdown-supervisor", action="store_true",
                         help="stop: then shut supervisord down if it runs nothing else")
+    daemon.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="start: give up on readiness after SECONDS if that is sooner "
+                             "than EMBER_START_TIMEOUT (30); what is not ready is stopped")
     daemon.add_argument("--if-stopped", action="store_true",
                         help="start: exit 0, doing nothing, when the instance already runs")
     daemon.add_argument("--files-from-stdin", action="store_true",
@@ -350,9 +353,13 @@ def run_daemon(args: argparse.Namespace) -> int:
     instance, role = instances[0], args.role
     try:
         if args.when_told:
-            refused = _wait_until_told(args, settings, instances)
+            refused, limit = _wait_until_told(args, settings, instances)
             if refused is not None:
                 return refused
+            args.timeout = limit if limit is not None else args.timeout
+        if args.timeout is not None:  # a caller's deadline: sooner, never later
+            settings = dataclasses.replace(
+                settings, start_timeout=min(settings.start_timeout, args.timeout))
         if args.action == "start":
             return control.each_instance(role, instances, lambda i, say: control.start(
                 settings, role, i, args.role_args, say, if_stopped=args.if_stopped), args.json)
@@ -427,16 +434,21 @@ def _systemd_units(args: argparse.Namespace, settings: DaemonSettings) -> int:
 
 
 def _wait_until_told(args: argparse.Namespace, settings: DaemonSettings,
-                     instances: list[int]) -> int | None:
-    """--when-told: get ready, then read one line. `go` carries on (None). Otherwise nothing
-    is done and exit is 1: `skip REASON` says REASON; end of input means the caller is gone."""
+                     instances: list[int]) -> tuple[int | None, float | None]:
+    """--when-told: get ready, then read one line. `go [SECONDS]` carries on (None, with the
+    time a start may take). Otherwise nothing is done and exit is 1: `skip REASON` says
+    REASON; end of input means the caller is gone."""
     from toolkit.daemon import control
 
     if args.action == "start":
         control.prepare(settings)
     order = sys.stdin.readline().strip()
-    if order == "go":
-        return None
+    word, _, rest = order.partition(" ")
+    if word == "go":
+        try:
+            return None, float(rest) if rest else None
+        except ValueError:
+            raise ConfigError(f"--when-told: 'go' takes seconds, not {rest!r}") from None
     done = "started" if args.action == "start" else "stopped"
     reason = order.removeprefix("skip").strip() if order.startswith("skip") else (
         "nobody said to go ahead")
@@ -445,7 +457,7 @@ def _wait_until_told(args: argparse.Namespace, settings: DaemonSettings,
         say(f"{args.role} {instance} not {done}: {reason}")
         return 1
 
-    return control.each_instance(args.role, instances, refuse, args.json)
+    return control.each_instance(args.role, instances, refuse, args.json), None
 
 
 def _master_url(args: argparse.Namespace) -> str:

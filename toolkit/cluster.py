@@ -320,22 +320,25 @@ class Cluster:
 
     # Operations ----------------------------------------------------------------------------
 
-    def start_masters(self) -> list[Outcome]:
+    def start_masters(self, wait: float = 60.0) -> list[Outcome]:
         secret = self.secret()
-        return self.each(self.with_role("master"),
-                         lambda t: self._do(t, "start", "master", "--if-stopped", secret=secret))
+        return self.each(self.with_role("master"), lambda t: self._do(
+            t, "start", "master", "--if-stopped", "--timeout", f"{wait:.1f}", secret=secret))
 
     def start_workers(self, wait: float = 60.0) -> list[Outcome]:
+        deadline = time.monotonic() + wait
         secret = self.secret()
         return self._until_alive(self.each(self.with_role("worker"), lambda t: self._do(
-            t, "start", "worker", "--if-stopped", secret=secret)), wait)
+            t, "start", "worker", "--if-stopped", "--timeout", f"{_left(deadline):.1f}",
+            secret=secret)), deadline)
 
-    def _until_alive(self, outcomes: list[Outcome], wait: float) -> list[Outcome]:
-        """Wait until every worker started is ALIVE in the master's view; late ones fail."""
+    def _until_alive(self, outcomes: list[Outcome], deadline: float) -> list[Outcome]:
+        """Wait until every worker started is ALIVE in the master's view, up to the deadline;
+        late ones fail and are stopped."""
         expected = {self.worker_address(self.targets[o.host], o.instance)
                     for o in outcomes if o.ok and o.role == "worker"}
         if expected:
-            late = self.wait_alive(expected, wait)
+            late = self.wait_alive(expected, deadline)
             late_keys = {(o.host, o.instance) for o in late}
             outcomes = [o for o in outcomes if (o.host, o.instance) not in late_keys] + late
         return outcomes
@@ -349,15 +352,18 @@ class Cluster:
     def start_all(self, wait: float = 60.0) -> list[Outcome]:
         """Masters first, workers once a master is ready. Meanwhile every worker host gets
         ready: connected, files installed, supervisord started; its workers wait for `go`."""
+        deadline = time.monotonic() + wait  # --wait bounds the whole run
         if self.serial:
-            return self.start_masters() + self.start_workers(wait)
+            outcomes = self.start_masters(wait)
+            return outcomes + self.start_workers(_left(deadline))
         secret = self.secret()
         workers = self._gated(self.with_role("worker"), "start", "worker", "--if-stopped",
                               secret=secret)
-        outcomes = self.start_masters()
+        outcomes = self.start_masters(wait)
         if outcomes and not any(o.ok for o in outcomes):
             return outcomes + workers(b"skip no master is up\n")
-        return self._until_alive(outcomes + workers(b"go\n"), wait)
+        return self._until_alive(
+            outcomes + workers(f"go {_left(deadline):.1f}\n".encode()), deadline)
 
     def stop_workers(self) -> list[Outcome]:
         return self.each(self.with_role("worker"), lambda t: self._do(t, "stop", "worker"))
@@ -434,12 +440,11 @@ class Cluster:
         return {(w["host"], int(w["webuiaddress"].rpartition(":")[2] or 0))
                 for w in state.get("workers", []) if w["state"] == "ALIVE"}
 
-    def wait_alive(self, expected: set[tuple[str, int]], timeout: float) -> list[Outcome]:
-        """Wait until each expected worker instance is ALIVE in the master's /json."""
-        deadline = time.monotonic() + timeout
+    def wait_alive(self, expected: set[tuple[str, int]], deadline: float) -> list[Outcome]:
+        """Wait until each expected worker instance is ALIVE in the master's /json, up to the
+        deadline. Late ones fail and are stopped: none is left retrying on its own."""
         shown = -1
-        missing = expected
-        while time.monotonic() < deadline:
+        while True:
             missing = expected - self.alive_in_master()
             alive = len(expected) - len(missing)
             if alive != shown:
@@ -448,17 +453,29 @@ class Cluster:
                 shown = alive
             if not missing:
                 return []
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.1)
-        failures = []
-        for target in self.with_role("worker"):
-            for role, instance in target.roles:
-                if role == "worker" and self.worker_address(target, instance) in missing:
-                    failures.append(Outcome(target.address, "worker", instance, False,
-                                            f"not ALIVE in the master's view after "
-                                            f"{timeout:g} s"))
-        for outcome in failures:
-            self.report(outcome)
-        return failures
+        late = {t.address: [i for r, i in t.roles
+                            if r == "worker" and self.worker_address(t, i) in missing]
+                for t in self.with_role("worker")}
+
+        def stop_late(target: Target) -> list[Outcome]:
+            instances = late[target.address]
+            result = self.daemon(target, "stop", "worker", ",".join(map(str, instances)),
+                                 timeout=self.stop_bound(target))
+            what = "stopped" if result.ok else (
+                f"could not be stopped (exit {result.exited}): run `ember daemon stop worker "
+                f"{','.join(map(str, instances))}` on {target.address}\n{result.tail(3)}")
+            return [Outcome(target.address, "worker", i, False,
+                            f"not ALIVE in the master's view within --wait: {what}")
+                    for i in instances]
+
+        return self.each([t for t in self.with_role("worker") if late[t.address]], stop_late)
+
+    def stop_bound(self, target: Target) -> float:
+        """How long a stop may take on this host: its stop timeout, SIGKILL, a margin."""
+        return float(self.inventory.setting(target.entries[0], "stop_timeout")) + 30
 
     def status(self) -> list[dict[str, Any]]:
         """One row per role instance: daemon state and the master's view of it."""
@@ -577,6 +594,11 @@ class Cluster:
     def _emit(self, line: str) -> None:
         with self._lock:
             self.say(line)
+
+
+def _left(deadline: float) -> float:
+    """Seconds to a deadline; at least one, so a late step still gets a fair try."""
+    return max(1.0, deadline - time.monotonic())
 
 
 def _unknown(state: str, reason: str) -> dict[str, Any]:

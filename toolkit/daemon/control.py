@@ -165,13 +165,16 @@ def start(settings: DaemonSettings, role: str, instance: int, role_args: list[st
         say(f"{what} ready as process {read_pid_file(pid_file)}")
         return 0
     say(f"failed to launch {what}: {problem}")
-    now = check(pid_file, role)
-    if now.found == Found.RUNNING:
-        say(f"  (it is still running as process {now.pid}: `ember daemon stop {role} "
-            f"{instance}` stops it)")
     for line in tail(log, 10):
         say(f"  {line}")
     say(f"full log in {log}")
+    # nothing half-started is left behind, retrying on its own (a worker for its whole
+    # registration timeout): what failed to start is stopped
+    if check(pid_file, role).found == Found.RUNNING or (backend.program(role, instance)[1]):
+        if stop(settings, role, instance, lambda _line: None) == 0:
+            say(f"  {what} was stopped")
+        else:
+            say(f"  {what} could not be stopped: `ember daemon stop {role} {instance}`")
     return 1
 
 

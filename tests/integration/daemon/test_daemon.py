@@ -209,6 +209,19 @@ def test_when_told_gets_ready_then_waits_for_go(daemons: Daemons) -> None:
     assert stopped.returncode == 0 and "stopping worker 1" in stopped.stdout
 
 
+def test_go_with_seconds_bounds_the_start_and_what_is_not_ready_is_stopped(
+        daemons: Daemons) -> None:
+    args = ("start", "worker", "1", "--when-told", "--", daemons.master_url)  # no master
+    started = time.monotonic()
+    late = daemons.run(*args, stdin="go 2\n")
+    assert late.returncode == 1
+    assert time.monotonic() - started < 2 + 10
+    assert "failed to launch worker 1" in late.stdout and "worker 1 was stopped" in late.stdout
+    assert daemons.run("status", "worker").returncode == 3  # nothing left retrying
+    bad = daemons.run(*args, stdin="go soon\n")
+    assert bad.returncode == 2 and "'go' takes seconds, not 'soon'" in bad.stderr
+
+
 def test_double_start_is_refused(daemons: Daemons) -> None:
     assert daemons.run("start", "master").returncode == 0
     pid = daemons.pid("master")

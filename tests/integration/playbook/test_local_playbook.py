@@ -283,6 +283,25 @@ def test_a_killed_supervisord_shows_unsupervised_roles_and_start_all_says_so(
     assert {r["daemon"] for r in json.loads(status.stdout)} == {"running"}
 
 
+def test_start_workers_wait_bounds_the_run_and_stops_what_failed(local: Local) -> None:
+    assert local.fab("start-master").returncode == 0
+    master = int(next(local.home.rglob("ember-*-master-1.pid")).read_text())
+    os.kill(master, signal.SIGSTOP)  # workers connect but can never register
+    try:
+        started = time.monotonic()
+        result = local.fab("start-workers", "--wait", "4")
+        took = time.monotonic() - started
+    finally:
+        os.kill(master, signal.SIGCONT)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert took < 4 + 12, result.stdout  # its own start timeout is 30 s per worker
+    assert result.stdout.count("was stopped") == 2, result.stdout
+    assert not list(local.home.rglob("ember-*-worker-*.pid"))  # nothing left retrying
+    status = local.fab("status", "--json")
+    assert [r["daemon"] for r in json.loads(status.stdout) if r["role"] == "worker"] == [
+        "stopped", "stopped"]
+
+
 def test_inventory_from_the_environment(local: Local) -> None:
     result = subprocess.run([str(FAB), "-r", str(ROOT), "render", "--out",
                              str(local.home / "r")], capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""Fabric tasks. Each is a few lines: parse options, call toolkit.cluster, print, exit code.
+"""Fabric tasks. Each is a few lines: parse options, call toolkit.ops, print, exit code.
 
 Common options: --inventory FILE (default $EMBER_INVENTORY, else inventory/local.yml),
 --hosts h1,h2 and --roles master,worker to limit, --serial for one host after another.
@@ -17,10 +17,14 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from toolkit import inventory as inventory_module
-from toolkit import provision
-from toolkit.cluster import Cluster, Outcome, format_status, render_all, summary
 from toolkit.daemon.logs import checked_pattern
 from toolkit.errors import EmberError
+from toolkit.ops import provision
+from toolkit.ops.cluster import Cluster, Outcome, summary
+from toolkit.ops.logs import logs as show_logs
+from toolkit.ops.preview import render_all
+from toolkit.ops.status import format_status
+from toolkit.ops.status import status as status_rows
 
 HOSTS = {
     "inventory": "inventory file: YAML or a Spark-style workers file "
@@ -125,7 +129,7 @@ def status(c: Any, inventory: str | None = None, hosts: str | None = None,
     Exits 1 if anything is not running or not ALIVE in the master's view.
     """
     with cluster(inventory, hosts, roles, serial) as bound:
-        rows = bound.status()
+        rows = status_rows(bound)
     print(json.dumps(rows, indent=2) if json_ else format_status(rows), flush=True)
     if not all(row["ok"] for row in rows):
         raise Exit(code=1)
@@ -146,7 +150,7 @@ def logs(c: Any, inventory: str | None = None, hosts: str | None = None,
         except EmberError as exc:
             raise Exit(f"error: {exc}", code=2) from None
     with cluster(inventory, host or hosts, role) as bound:
-        failed = bound.logs(n, follow, grep)
+        failed = show_logs(bound, n, follow, grep)
     if failed:
         raise Exit(code=1)
 

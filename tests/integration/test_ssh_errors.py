@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.procs import free_port
-from toolkit.hosts import HostError, SSHHost
 from toolkit.inventory import HostEntry, SSHSettings
+from toolkit.ops.transport import HostError, SSHHost
 
 
 def ssh_host(tmp_path: Path, port: int) -> SSHHost:

@@ -166,7 +166,7 @@ def test_ssh_uploads_of_one_path_in_parallel_do_not_collide_or_follow_planted_li
     from concurrent.futures import ThreadPoolExecutor
 
     from toolkit import inventory
-    from toolkit.hosts import host_for
+    from toolkit.ops.transport import host_for
 
     loaded = inventory.load(lab.inventory)
     entry = loaded.workers[0]

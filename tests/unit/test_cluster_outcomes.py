@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from toolkit.cluster import Cluster, Target
-from toolkit.hosts import LocalHost, Result
+from toolkit.ops.cluster import Cluster, Target
+from toolkit.ops.transport import LocalHost, Result
 
 
 def target() -> Target:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from toolkit import probe
+from toolkit.ops import probe
 
 
 def run_probe(*args: str, python: str = sys.executable) -> dict:  # type: ignore[type-arg]

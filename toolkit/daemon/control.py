@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from toolkit.daemon.logs import rotate, tail
 from toolkit.daemon.pidfile import read_pid_file
 from toolkit.daemon.procs import Found, PidState, Stopped, check, format_uptime
+from toolkit.daemon.protocol import Report
 from toolkit.daemon.settings import DaemonSettings
 
 LSB_RUNNING, LSB_DEAD, LSB_NOT_RUNNING = 0, 1, 3
@@ -102,8 +103,7 @@ def each_instance(role: str, instances: list[int], action: Callable[[int, Say], 
         with lock:
             codes[instance] = code
             if as_json:
-                say(json.dumps({"role": role, "instance": instance, "code": code,
-                                "lines": lines}))
+                say(Report(role, instance, code, lines).line())
             else:
                 for line in lines:
                     say(line)

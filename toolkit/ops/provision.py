@@ -17,19 +17,20 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit import __version__, probe
+from toolkit import __version__
 from toolkit.errors import EmberError
 from toolkit.lock import DEV, RUNTIME, drift, expected, extras, lock_dir, read_lock
+from toolkit.ops import probe
 
 if TYPE_CHECKING:
-    from toolkit.cluster import Cluster, Outcome, Target
+    from toolkit.ops.cluster import Cluster, Outcome, Target
 
 HERE = f"{sys.version_info[0]}.{sys.version_info[1]}"
 PROBE = Path(probe.__file__).read_text()
 
 
 def _outcome(target: Target, task: str, ok: bool, message: str) -> Outcome:
-    from toolkit.cluster import Outcome
+    from toolkit.ops.cluster import Outcome
 
     return Outcome(target.address, task, 0, ok, message)
 

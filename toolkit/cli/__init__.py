@@ -6,7 +6,6 @@ Heavy imports happen inside the subcommand that needs them, so `ember --help` st
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import re
@@ -14,59 +13,17 @@ import shlex
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from toolkit import __version__
+from toolkit.cli import daemon as daemon_cli
+from toolkit.cli.options import port, positive_int, resolve, seconds, seconds_or_off
 from toolkit.errors import ConfigError
 
 if TYPE_CHECKING:
-    from toolkit.daemon.settings import DaemonSettings
     from toolkit.runtime import messages as m
 
-T = TypeVar("T")
-
 LOG_FORMAT = "%(asctime)s %(levelname)s %(module)s: %(message)s"
-
-
-def _port(text: str) -> int:
-    if not text.strip().isdigit() or not 0 <= int(text) < 65536:
-        raise ValueError(f"{text!r} is not a port number (0-65535)")
-    return int(text)
-
-
-def _positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ValueError(f"{text!r} is not a positive whole number")
-    return int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise ValueError(f"{text!r} must be more than 0 seconds")
-    return value
-
-
-def _resolve(flag: str | None, option: str, env: str, parse: Callable[[str], T],
-             default: Callable[[], T]) -> T:
-    """The flag if given, else the environment variable, else the default; errors name which."""
-    if flag is not None:
-        source, text = option, flag
-    elif os.environ.get(env):
-        source, text = env, os.environ[env]
-    else:
-        return default()
-    try:
-        return parse(text)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-
-
-def _seconds_or_off(text: str) -> float:
-    return 0.0 if text.strip() in ("0", "0.0") else _seconds(text)
 
 
 def _secret_path(args: argparse.Namespace) -> Path | None:
@@ -189,9 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "`go`, or `skip REASON`")
     daemon.add_argument("-n", "--lines", type=int, default=20, help="logs: how many lines")
     daemon.add_argument("--follow", "-f", action="store_true", help="logs: keep printing")
-    daemon.add_argument("--grep", metavar="REGEX", type=_pattern,
+    daemon.add_argument("--grep", metavar="REGEX", type=daemon_cli.checked_grep,
                         help="logs: only matching lines")
-    daemon.set_defaults(run=run_daemon, role_args=[])
+    daemon.set_defaults(run=daemon_cli.run_daemon, role_args=[])
 
     submit = sub.add_parser(
         "submit", help="run a command on the cluster as a driver",
@@ -259,17 +216,17 @@ def run_master(args: argparse.Namespace) -> int:
     from toolkit.runtime import config, http, service
     from toolkit.runtime.master import Master, MasterConfig
 
-    host = _resolve(args.host, "--host", "EMBER_MASTER_HOST", str, config.default_host)
+    host = resolve(args.host, "--host", "EMBER_MASTER_HOST", str, config.default_host)
     settings = MasterConfig(
         host=host,
-        port=_resolve(args.port, "--port", "EMBER_MASTER_PORT", _port, lambda: 7077),
-        webui_port=_resolve(args.webui_port, "--webui-port", "EMBER_MASTER_WEBUI_PORT", _port,
+        port=resolve(args.port, "--port", "EMBER_MASTER_PORT", port, lambda: 7077),
+        webui_port=resolve(args.webui_port, "--webui-port", "EMBER_MASTER_WEBUI_PORT", port,
                             lambda: 8080),
-        worker_timeout=_resolve(args.worker_timeout, "--worker-timeout", "EMBER_WORKER_TIMEOUT",
-                                _seconds, lambda: 60.0),
+        worker_timeout=resolve(args.worker_timeout, "--worker-timeout", "EMBER_WORKER_TIMEOUT",
+                                seconds, lambda: 60.0),
         secret=_secret(args),
         spread_out=not args.consolidate,
-        rest_port=_resolve(args.rest_port, "--rest-port", "EMBER_MASTER_REST_PORT", _port,
+        rest_port=resolve(args.rest_port, "--rest-port", "EMBER_MASTER_REST_PORT", port,
                            lambda: None),
     )
     config.check_exposure("master", host, settings.secret, args.insecure)
@@ -286,178 +243,34 @@ def run_worker(args: argparse.Namespace) -> int:
     url = args.master_url or os.environ.get("EMBER_MASTER_URL")
     if not url:
         raise ConfigError("worker needs a master URL: ember worker ember://host:7077")
-    host = _resolve(args.host, "--host", "EMBER_WORKER_HOST", str, config.default_host)
+    host = resolve(args.host, "--host", "EMBER_WORKER_HOST", str, config.default_host)
     settings = WorkerConfig(
         masters=tuple(config.parse_master_url(url)),
         host=host,
-        port=_resolve(args.port, "--port", "EMBER_WORKER_PORT", _port, lambda: 0),
-        webui_port=_resolve(args.webui_port, "--webui-port", "EMBER_WORKER_WEBUI_PORT", _port,
+        port=resolve(args.port, "--port", "EMBER_WORKER_PORT", port, lambda: 0),
+        webui_port=resolve(args.webui_port, "--webui-port", "EMBER_WORKER_WEBUI_PORT", port,
                             lambda: 8081),
-        cores=_resolve(args.cores, "--cores", "EMBER_WORKER_CORES", _positive_int,
+        cores=resolve(args.cores, "--cores", "EMBER_WORKER_CORES", positive_int,
                        config.default_cores),
-        memory=_resolve(args.memory, "--memory", "EMBER_WORKER_MEMORY",
+        memory=resolve(args.memory, "--memory", "EMBER_WORKER_MEMORY",
                         config.parse_memory_mb, config.default_memory_mb),
-        work_dir=_resolve(args.work_dir, "--work-dir", "EMBER_WORKER_DIR", Path,
+        work_dir=resolve(args.work_dir, "--work-dir", "EMBER_WORKER_DIR", Path,
                           lambda: config.ember_home() / "work"),
-        register_timeout=_resolve(args.register_timeout, "--register-timeout",
-                                  "EMBER_WORKER_REGISTER_TIMEOUT", _seconds, lambda: 600.0),
+        register_timeout=resolve(args.register_timeout, "--register-timeout",
+                                  "EMBER_WORKER_REGISTER_TIMEOUT", seconds, lambda: 600.0),
         secret=_secret(args),
         secret_file=_secret_path(args),
-        cleanup_interval=_resolve(args.cleanup_interval, "--cleanup-interval",
-                                  "EMBER_WORKER_CLEANUP_INTERVAL", _seconds_or_off,
+        cleanup_interval=resolve(args.cleanup_interval, "--cleanup-interval",
+                                  "EMBER_WORKER_CLEANUP_INTERVAL", seconds_or_off,
                                   lambda: CLEANUP_INTERVAL),
-        cleanup_ttl=_resolve(args.cleanup_ttl, "--cleanup-ttl", "EMBER_WORKER_CLEANUP_TTL",
-                             _seconds, lambda: CLEANUP_TTL),
-        kill_timeout=_resolve(args.kill_timeout, "--kill-timeout", "EMBER_WORKER_KILL_TIMEOUT",
-                              _seconds, lambda: KILL_TIMEOUT),
+        cleanup_ttl=resolve(args.cleanup_ttl, "--cleanup-ttl", "EMBER_WORKER_CLEANUP_TTL",
+                             seconds, lambda: CLEANUP_TTL),
+        kill_timeout=resolve(args.kill_timeout, "--kill-timeout", "EMBER_WORKER_KILL_TIMEOUT",
+                              seconds, lambda: KILL_TIMEOUT),
     )
     config.check_exposure("worker", host, settings.secret, args.insecure)
     worker = Worker(settings)
     return service.run(worker, http.worker_server(worker), host, args.pid_file)
-
-
-def _pattern(text: str) -> str:
-    from toolkit.daemon.logs import checked_pattern
-
-    try:
-        return checked_pattern(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--grep ")) from None
-
-
-def run_daemon(args: argparse.Namespace) -> int:
-    from toolkit.daemon import control
-    from toolkit.daemon.settings import load_settings
-    from toolkit.errors import EmberError
-
-    if args.files_from_stdin:
-        from toolkit.files import install_bundle
-
-        files = sys.stdin.buffer.readline()
-        if args.action == "install-systemd" and not _systemd_here(args):
-            return 1  # checked before anything is written: the host keeps its files
-        install_bundle(files)
-    settings = load_settings(backend=args.backend)
-    if args.scope:
-        settings = dataclasses.replace(settings, systemd_scope=args.scope)
-    if args.action == "supervisor-shutdown":
-        return control.supervisor_shutdown(settings)
-    if args.action in ("install-systemd", "uninstall-systemd"):
-        return _systemd_units(args, settings)
-    if args.role is None:
-        raise ConfigError(f"daemon {args.action} needs a role: master or worker")
-    instances = _instances(args)
-    if len(instances) > 1 and args.action not in ("start", "stop", "status"):
-        raise ConfigError(f"daemon {args.action} takes one instance; start, stop and status "
-                          f"take several (1,2,3)")
-    instance, role = instances[0], args.role
-    try:
-        if args.when_told:
-            refused, limit = _wait_until_told(args, settings, instances)
-            if refused is not None:
-                return refused
-            args.timeout = limit if limit is not None else args.timeout
-        if args.timeout is not None:  # a caller's deadline: sooner, never later
-            settings = dataclasses.replace(
-                settings, start_timeout=min(settings.start_timeout, args.timeout))
-        if args.action == "start":
-            return control.each_instance(role, instances, lambda i, say: control.start(
-                settings, role, i, args.role_args, say, if_stopped=args.if_stopped), args.json)
-        if args.action == "stop":
-            code = control.each_instance(
-                role, instances, lambda i, say: control.stop(settings, role, i, say), args.json)
-            if args.shutdown_supervisor:
-                control.supervisor_shutdown(settings, only_if_idle=True)
-            return code
-        if args.action == "restart":
-            return control.restart(settings, role, instance, args.role_args)
-        if args.action == "run":
-            return control.run_foreground(settings, role, instance, args.role_args)
-        if args.action == "logs" and settings.backend == "systemd" and (
-                settings.systemd_output == "journal"):
-            from toolkit.daemon.systemd import show_journal
-
-            return show_journal(settings, role, instance, args.lines, args.grep, args.follow,
-                                lambda line: print(line, flush=True))
-        if args.action == "logs":
-            from toolkit.daemon.logs import show
-
-            return show(settings.log_file(role, instance), args.lines, args.grep,
-                        args.follow, lambda line: print(line, flush=True))
-        return max(control.status(settings, role, i, as_json=args.json) for i in instances)
-    except ConfigError:
-        raise
-    except EmberError as exc:
-        print(f"ember daemon {args.action}: {exc}", file=sys.stderr)
-        return 1
-
-
-def _instances(args: argparse.Namespace) -> list[int]:
-    return [_resolve(part, "INSTANCE", "", _positive_int, lambda: 1)
-            for part in args.instance.split(",")]
-
-
-def _systemd_here(args: argparse.Namespace) -> bool:
-    """Whether systemd of the asked scope runs here; if not, say so."""
-    from toolkit.daemon import systemd
-    from toolkit.daemon.settings import load_settings
-    from toolkit.errors import EmberError
-
-    try:
-        settings = load_settings(backend=args.backend)
-        systemd.require_systemd(dataclasses.replace(
-            settings, systemd_scope=args.scope or settings.systemd_scope))
-    except EmberError as exc:
-        print(f"ember daemon {args.action}: {exc}", file=sys.stderr)
-        return False
-    return True
-
-
-def _systemd_units(args: argparse.Namespace, settings: DaemonSettings) -> int:
-    """install-systemd: units for this host's backend, enabling the named role instances
-    (under supervisor: ember-supervisord.service); uninstall-systemd: all of Ember's."""
-    from toolkit.daemon import systemd
-    from toolkit.errors import EmberError
-
-    try:
-        if args.action == "uninstall-systemd":
-            return systemd.uninstall(settings)
-        enable = []
-        if args.role is not None and settings.backend == "supervisor":
-            enable = [systemd.SUPERVISORD_UNIT]
-        elif args.role is not None:
-            enable = [settings.unit(args.role, i) for i in _instances(args)]
-        return systemd.install(settings, enable, args.now)
-    except EmberError as exc:
-        print(f"ember daemon {args.action}: {exc}", file=sys.stderr)
-        return 1
-
-
-def _wait_until_told(args: argparse.Namespace, settings: DaemonSettings,
-                     instances: list[int]) -> tuple[int | None, float | None]:
-    """--when-told: get ready, then read one line. `go [SECONDS]` carries on (None, with the
-    time a start may take). Otherwise nothing is done and exit is 1: `skip REASON` says
-    REASON; end of input means the caller is gone."""
-    from toolkit.daemon import control
-
-    if args.action == "start":
-        control.prepare(settings)
-    order = sys.stdin.readline().strip()
-    word, _, rest = order.partition(" ")
-    if word == "go":
-        try:
-            return None, float(rest) if rest else None
-        except ValueError:
-            raise ConfigError(f"--when-told: 'go' takes seconds, not {rest!r}") from None
-    done = "started" if args.action == "start" else "stopped"
-    reason = order.removeprefix("skip").strip() if order.startswith("skip") else (
-        "nobody said to go ahead")
-
-    def refuse(instance: int, say: Callable[[str], None]) -> int:
-        say(f"{args.role} {instance} not {done}: {reason}")
-        return 1
-
-    return control.each_instance(args.role, instances, refuse, args.json), None
 
 
 def _master_url(args: argparse.Namespace) -> str:
@@ -482,8 +295,8 @@ def _driver_description(args: argparse.Namespace) -> m.DriverDescription:
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise ConfigError(f"--env {item!r} is not NAME=VALUE")
         env[key] = value
-    cores = _resolve(args.cores, "--cores", "", _positive_int, lambda: 1)
-    memory = _resolve(args.memory, "--memory", "", lambda t: parse_memory_mb(t, "--memory"),
+    cores = resolve(args.cores, "--cores", "", positive_int, lambda: 1)
+    memory = resolve(args.memory, "--memory", "", lambda t: parse_memory_mb(t, "--memory"),
                       lambda: 1024)
     return m.DriverDescription(list(args.role_args), cores, memory, args.supervise, args.name,
                                env)

@@ -8,24 +8,22 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import dataclasses
 import json
 import os
 import secrets
-import shlex
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from toolkit.daemon.protocol import Order, read_reports, read_statuses
 from toolkit.errors import ConfigError, EmberError
 from toolkit.files import bundle
-from toolkit.hosts import Host, HostError, Result, Session, host_for
 from toolkit.inventory import HostEntry, Inventory
+from toolkit.ops.transport import Host, Result, Session, host_for
 from toolkit.render import render
 
 Say = Callable[[str], None]
@@ -112,9 +110,10 @@ class Cluster:
     # Fan-out -----------------------------------------------------------------------------
 
     def each(self, targets: list[Target], work: Callable[[Target], list[Outcome]],
-             label: str | None = None) -> list[Outcome]:
+             label: str | None = None, quiet: bool = False) -> list[Outcome]:
         """Run ``work`` per target, in parallel unless serial; a raised error is that host's,
-        reported for each of its role instances, or once under ``label`` (a host-wide task)."""
+        for each of its role instances, or once under ``label`` (a host-wide task). Each
+        outcome is reported as it comes, unless ``quiet`` (the caller prints them its way)."""
         def guarded(target: Target) -> list[Outcome]:
             try:
                 outcomes = work(target)
@@ -123,7 +122,7 @@ class Cluster:
                     f"{exc.__class__.__name__}: {exc}")
                 roles = [(label, 0)] if label else target.roles or [("host", 0)]
                 outcomes = [Outcome(target.address, r, i, False, text) for r, i in roles]
-            for outcome in outcomes:
+            for outcome in outcomes if not quiet else ():
                 self.report(outcome)
             return outcomes
 
@@ -138,6 +137,11 @@ class Cluster:
             for n, line in enumerate(outcome.message.splitlines() or [""]):
                 self.say(f"{outcome.host}: {what if n == 0 else ' ' * len(what)}"
                          f"{':' if n == 0 else ' '} {line}")
+
+    def emit(self, line: str) -> None:
+        """One line of output, whole, whichever thread says it."""
+        with self._lock:
+            self.say(line)
 
     def with_role(self, role: str) -> list[Target]:
         return [t for t in self.targets.values() if any(r == role for r, _ in t.roles)]
@@ -230,9 +234,8 @@ class Cluster:
         result = self.daemon(target, "status", role, ",".join(map(str, instances)), "--json",
                              timeout=30)
         try:
-            infos = [json.loads(line) for line in result.stdout.strip().splitlines()]
-            return {int(info["instance"]): info for info in infos}
-        except (ValueError, KeyError):
+            return read_statuses(result.stdout)
+        except ValueError:
             raise EmberError(f"status failed (exit {result.exited}): {result.tail(5)}") from None
 
     def begin(self, target: Target, action: str, role: str, *flags: str,
@@ -251,12 +254,7 @@ class Cluster:
     def outcomes(target: Target, action: str, role: str, result: Result) -> list[Outcome]:
         """One outcome per instance from the command's JSON lines; an instance it did not
         report on failed with the command's exit code and the tail of its output."""
-        said: dict[int, dict[str, Any]] = {}
-        for line in result.stdout.splitlines():
-            with contextlib.suppress(ValueError, TypeError, KeyError):
-                report = json.loads(line)
-                if report["role"] == role:
-                    said[int(report["instance"])] = report
+        said = read_reports(result.stdout, role)
         outcomes = []
         for instance in target.instances(role):
             report = said.get(instance)
@@ -265,15 +263,15 @@ class Cluster:
                                         f"failed to {action} (exit {result.exited})\n"
                                         f"{result.tail(12)}"))
                 continue
-            lines = [str(line).removeprefix(f"{role} {instance} ") for line in report["lines"]]
-            if report["code"] == 0:
+            lines = [line.removeprefix(f"{role} {instance} ") for line in report.lines]
+            if report.code == 0:
                 outcomes.append(Outcome(target.address, role, instance, True,
                                         lines[-1] if lines else "done"))
             elif lines and lines[-1].startswith("not "):  # told not to go ahead
                 outcomes.append(Outcome(target.address, role, instance, False, lines[-1]))
             else:
                 outcomes.append(Outcome(target.address, role, instance, False, "\n".join(
-                    [f"failed to {action} (exit {report['code']})", *lines])))
+                    [f"failed to {action} (exit {report.code})", *lines])))
         return outcomes
 
     def _do(self, target: Target, action: str, role: str, *flags: str,
@@ -361,9 +359,9 @@ class Cluster:
                               secret=secret)
         outcomes = self.start_masters(wait)
         if outcomes and not any(o.ok for o in outcomes):
-            return outcomes + workers(b"skip no master is up\n")
-        return self._until_alive(
-            outcomes + workers(f"go {_left(deadline):.1f}\n".encode()), deadline)
+            return outcomes + workers(Order(False, reason="no master is up").line())
+        return self._until_alive(outcomes + workers(Order(True, _left(deadline)).line()),
+                                 deadline)
 
     def stop_workers(self) -> list[Outcome]:
         return self.each(self.with_role("worker"), lambda t: self._do(t, "stop", "worker"))
@@ -384,7 +382,7 @@ class Cluster:
             return self.each(self.with_role("worker"), stop_workers) + self.each(
                 masters, lambda t: self._do(t, "stop", "master", "--shutdown-supervisor"))
         stop_masters = self._gated(masters, "stop", "master", "--shutdown-supervisor")
-        return self.each(self.with_role("worker"), stop_workers) + stop_masters(b"go\n")
+        return self.each(self.with_role("worker"), stop_workers) + stop_masters(Order(True).line())
 
     # systemd units -------------------------------------------------------------------------
 
@@ -433,7 +431,7 @@ class Cluster:
     def master_state(self) -> dict[str, Any] | None:
         """The view of the first master that answers and is ALIVE (not standby)."""
         answers = [s for s in map(self.master_json, self.inventory.masters) if s]
-        return _first_alive(answers)
+        return first_alive(answers)
 
     def alive_in_master(self) -> set[tuple[str, int]]:
         state = self.master_state() or {}
@@ -477,157 +475,9 @@ class Cluster:
         """How long a stop may take on this host: its stop timeout, SIGKILL, a margin."""
         return float(self.inventory.setting(target.entries[0], "stop_timeout")) + 30
 
-    def status(self) -> list[dict[str, Any]]:
-        """One row per role instance: daemon state and the master's view of it."""
-        with ThreadPoolExecutor(max_workers=4) as side:  # the masters' views, while SSH works
-            views = {e.address: side.submit(self.master_json, e)
-                     for e in self.inventory.masters}
-            self.connect_all()
-            by_master = {address: view.result() for address, view in views.items()}
-        state = _first_alive([s for s in by_master.values() if s])
-        workers = {}
-        for worker in (state or {}).get("workers", []):
-            port = int(worker["webuiaddress"].rpartition(":")[2] or 0)
-            workers[(worker["host"], port)] = worker
-
-        def view(target: Target, role: str, instance: int) -> dict[str, Any]:
-            """The master's view of one instance; needs no SSH to the instance's host."""
-            if role == "master":
-                own = next((v for e in target.entries if e.group == "masters"
-                            for v in [by_master.get(e.address)]), None)
-                return {"master_view": own["status"] if own else "missing",
-                        "cores": None, "memory": None}
-            seen = workers.get(self.worker_address(target, instance))
-            if seen is None:
-                return {"master_view": "missing", "cores": None, "memory": None}
-            return {"master_view": seen["state"],
-                    "cores": f"{seen['coresused']}/{seen['cores']}",
-                    "memory": f"{seen['memoryused']}/{seen['memory']}m"}
-
-        def rows_for(target: Target) -> list[Outcome]:
-            outcomes = []
-            infos: dict[tuple[str, int], dict[str, Any]] = {}
-            for role in ("master", "worker"):
-                instances = [i for r, i in target.roles if r == role]
-                if not instances:
-                    continue
-                try:
-                    found = self.statuses(target, role, instances)
-                except (EmberError, OSError) as exc:
-                    # a host we cannot reach, or whose answer is late or garbled: say which
-                    state = "unreachable" if isinstance(exc, (HostError, OSError)) else "unknown"
-                    found = {i: _unknown(state, str(exc)) for i in instances}
-                infos.update({(role, i): info for i, info in found.items()})
-            for role, instance in target.roles:
-                info = infos.get((role, instance)) or _unknown(
-                    "unknown", f"ember daemon status said nothing of {role} {instance}")
-                row = {"host": target.address, "role": role, "instance": instance,
-                       "daemon": info["state"], "pid": info["pid"], "uptime": info["uptime"],
-                       **view(target, role, instance)}
-                if info.get("detail"):
-                    row["detail"] = info["detail"]
-                if "error" in info:
-                    row["error"] = info["error"]
-                ok = info["state"] == "running" and row["master_view"] == "ALIVE"
-                outcomes.append(Outcome(target.address, role, instance, ok, "", row))
-            return outcomes
-
-        quiet, self.say = self.say, lambda _line: None
-        try:
-            outcomes = self.each(list(self.targets.values()), rows_for)
-        finally:
-            self.say = quiet
-        rows = []
-        for outcome in outcomes:
-            # a host whose rows could not be built at all still gets one, with the reason
-            row = dict(outcome.data) or {
-                "host": outcome.host, "role": outcome.role, "instance": outcome.instance,
-                "daemon": "unknown", "pid": None, "uptime": None, "master_view": "missing",
-                "cores": None, "memory": None, "error": outcome.message}
-            row["ok"] = outcome.ok
-            rows.append(row)
-        return rows
-
-    # Logs ------------------------------------------------------------------------------------
-
-    def logs(self, lines: int, follow: bool, grep: str | None) -> bool:
-        """Print every role instance's log, host-prefixed; True if any could not be read."""
-        extra = ["-n", str(lines)] + (["--grep", grep] if grep else [])
-        stop = threading.Event()
-        failed = threading.Event()
-
-        def show(target: Target) -> list[Outcome]:
-            for role, instance in target.roles:
-                prefix = f"{target.address}: {role} {instance}: "
-                argv = self.daemon_argv(target, "logs", role, str(instance), *extra)
-                if follow:
-                    env = f"EMBER_CONF_DIR={shlex.quote(target.home + '/conf')}"
-                    line = ["sh", "-c", f"{env} exec {shlex.join([*argv, '--follow'])}"]
-                    target.host.connect()  # an unreachable host fails here, per host
-                    threading.Thread(target=self._follow, daemon=True, args=(
-                        target, line, prefix, stop, failed)).start()
-                    continue
-                result = self.daemon(target, "logs", role, str(instance), *extra)
-                if not result.ok:
-                    failed.set()
-                for text in (result.stdout + result.stderr).splitlines():
-                    self._emit(prefix + text)
-            return []
-
-        if any(not o.ok for o in self.each(list(self.targets.values()), show, label="logs")):
-            failed.set()
-        if follow:
-            try:
-                stop.wait()
-            except KeyboardInterrupt:
-                stop.set()
-        return failed.is_set()
-
-    def _follow(self, target: Target, argv: list[str], prefix: str, stop: threading.Event,
-                failed: threading.Event) -> None:
-        try:
-            target.host.stream(argv, lambda text: self._emit(prefix + text), stop)
-        except Exception as exc:
-            failed.set()
-            self._emit(f"{prefix}cannot follow: {exc}")
-
-    def _emit(self, line: str) -> None:
-        with self._lock:
-            self.say(line)
-
-
 def _left(deadline: float) -> float:
     """Seconds to a deadline; at least one, so a late step still gets a fair try."""
     return max(1.0, deadline - time.monotonic())
-
-
-def _unknown(state: str, reason: str) -> dict[str, Any]:
-    return {"state": state, "pid": None, "uptime": None, "code": None, "error": reason}
-
-
-def _first_alive(answers: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The active master's view: the first ALIVE one, else any that answered."""
-    alive = [s for s in answers if s.get("status") == "ALIVE"]
-    return (alive or answers)[0] if answers else None
-
-
-def format_status(rows: list[dict[str, Any]]) -> str:
-    from toolkit.daemon.procs import format_uptime
-
-    header = ["HOST", "ROLE", "INST", "DAEMON", "PID", "UPTIME", "MASTER VIEW", "CORES", "MEMORY"]
-    lines = [header]
-    for row in rows:
-        lines.append([row["host"], row["role"], str(row["instance"]), row["daemon"],
-                      str(row["pid"] or "-"),
-                      format_uptime(row["uptime"]) if row["uptime"] is not None else "-",
-                      row["master_view"], row["cores"] or "-", row["memory"] or "-"])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in lines)
-    errors = [f"{r['host']}: {r['error']}" for r in rows if r.get("error")]
-    notes = [f"{r['host']}: {r['role']} {r['instance']}: {r['detail']}" for r in rows
-             if r.get("detail") and not r.get("ok") and not r.get("error")]
-    return "\n".join([text, *errors, *notes])
 
 
 def summary(task: str, outcomes: list[Outcome]) -> tuple[int, str]:
@@ -639,53 +489,7 @@ def summary(task: str, outcomes: list[Outcome]) -> tuple[int, str]:
     return 0, f"{task}: all {total} succeeded"
 
 
-def render_all(cluster: Cluster, out: Path) -> list[Path]:
-    """Write what every host would get, for review, without touching any host: ember-env.sh,
-    the commands, and what `ember daemon` renders there from the same settings (supervisor
-    files, systemd units). Names that hold the host's hostname use its inventory address."""
-    written = []
-    for target in cluster.targets.values():
-        folder = out / target.address
-        files = {"ember-env.sh": cluster.env_file(target)}
-        env = f"EMBER_CONF_DIR={shlex.quote(target.home + '/conf')}"
-        files["commands.txt"] = "\n".join(
-            f"{env} {shlex.join(cluster.daemon_argv(target, 'start', r, str(i)))}"
-            for r, i in target.roles) + "\n"
-        files.update(_daemon_files(cluster, target))
-        for name, text in files.items():
-            path = folder / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            written.append(path)
-    return written
-
-
-def _daemon_files(cluster: Cluster, target: Target) -> dict[str, str]:
-    """The supervisor files and systemd units the host would render, by relative path."""
-    import getpass
-
-    from toolkit.daemon.control import instance_env, runtime_command
-    from toolkit.daemon.settings import load_settings
-    from toolkit.daemon.supervisor import SupervisorBackend
-    from toolkit.daemon.systemd import unit_texts
-
-    entry = target.entries[0]
-    user = getpass.getuser() if entry.local else (
-        entry.address.rpartition("@")[0] or cluster.inventory.ssh.user or getpass.getuser())
-    settings = dataclasses.replace(
-        load_settings({**cluster.host_env(target), "USER": user}), hostname=target.address)
-    files = {}
-    if settings.backend in ("supervisor", "systemd"):
-        files.update({f"systemd/{name}": text
-                      for name, text in unit_texts(settings, target.python).items()})
-    if settings.backend == "supervisor":
-        backend = SupervisorBackend(settings)
-        files["supervisor/supervisord.conf"] = backend.config_text(  # as ensure_running does
-            (settings.run_user or user) if user == "root" else None)
-        for role, instance in target.roles:
-            command = runtime_command(settings, role, instance, [], python=target.python)
-            files[f"supervisor/programs/{settings.name(role, instance)}.conf"] = (
-                backend.program_text(role, instance, command,
-                                     instance_env(settings, role, instance),
-                                     settings.log_file(role, instance)))
-    return files
+def first_alive(answers: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The active master's view: the first ALIVE one, else any that answered."""
+    alive = [s for s in answers if s.get("status") == "ALIVE"]
+    return (alive or answers)[0] if answers else None

@@ -1,0 +1,105 @@
+"""`fab status`: one row per role instance, the daemon's state on its host beside the master's
+view of it. Every host gets its rows, whatever fails."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from toolkit.errors import EmberError
+from toolkit.ops.cluster import Cluster, Outcome, Target, first_alive
+from toolkit.ops.transport import HostError
+
+
+def status(cluster: Cluster) -> list[dict[str, Any]]:
+    """One row per role instance: daemon state and the master's view of it."""
+    with ThreadPoolExecutor(max_workers=4) as side:  # the masters' views, while SSH works
+        views = {e.address: side.submit(cluster.master_json, e)
+                 for e in cluster.inventory.masters}
+        cluster.connect_all()
+        by_master = {address: view.result() for address, view in views.items()}
+    state = first_alive([s for s in by_master.values() if s])
+    workers = {}
+    for worker in (state or {}).get("workers", []):
+        port = int(worker["webuiaddress"].rpartition(":")[2] or 0)
+        workers[(worker["host"], port)] = worker
+
+    def view(target: Target, role: str, instance: int) -> dict[str, Any]:
+        """The master's view of one instance; needs no SSH to the instance's host."""
+        if role == "master":
+            own = next((v for e in target.entries if e.group == "masters"
+                        for v in [by_master.get(e.address)]), None)
+            return {"master_view": own["status"] if own else "missing",
+                    "cores": None, "memory": None}
+        seen = workers.get(cluster.worker_address(target, instance))
+        if seen is None:
+            return {"master_view": "missing", "cores": None, "memory": None}
+        return {"master_view": seen["state"],
+                "cores": f"{seen['coresused']}/{seen['cores']}",
+                "memory": f"{seen['memoryused']}/{seen['memory']}m"}
+
+    def rows_for(target: Target) -> list[Outcome]:
+        outcomes = []
+        infos: dict[tuple[str, int], dict[str, Any]] = {}
+        for role in ("master", "worker"):
+            instances = [i for r, i in target.roles if r == role]
+            if not instances:
+                continue
+            try:
+                found = cluster.statuses(target, role, instances)
+            except (EmberError, OSError) as exc:
+                # a host we cannot reach, or whose answer is late or garbled: say which
+                state = "unreachable" if isinstance(exc, (HostError, OSError)) else "unknown"
+                found = {i: _unknown(state, str(exc)) for i in instances}
+            infos.update({(role, i): info for i, info in found.items()})
+        for role, instance in target.roles:
+            info = infos.get((role, instance)) or _unknown(
+                "unknown", f"ember daemon status said nothing of {role} {instance}")
+            row = {"host": target.address, "role": role, "instance": instance,
+                   "daemon": info["state"], "pid": info["pid"], "uptime": info["uptime"],
+                   **view(target, role, instance)}
+            if info.get("detail"):
+                row["detail"] = info["detail"]
+            if "error" in info:
+                row["error"] = info["error"]
+            ok = info["state"] == "running" and row["master_view"] == "ALIVE"
+            outcomes.append(Outcome(target.address, role, instance, ok, "", row))
+        return outcomes
+
+    outcomes = cluster.each(list(cluster.targets.values()), rows_for, quiet=True)
+    rows = []
+    for outcome in outcomes:
+        # a host whose rows could not be built at all still gets one, with the reason
+        row = dict(outcome.data) or {
+            "host": outcome.host, "role": outcome.role, "instance": outcome.instance,
+            "daemon": "unknown", "pid": None, "uptime": None, "master_view": "missing",
+            "cores": None, "memory": None, "error": outcome.message}
+        row["ok"] = outcome.ok
+        rows.append(row)
+    return rows
+
+
+
+def _unknown(state: str, reason: str) -> dict[str, Any]:
+    return {"state": state, "pid": None, "uptime": None, "code": None, "error": reason}
+
+
+def format_status(rows: list[dict[str, Any]]) -> str:
+    from toolkit.daemon.procs import format_uptime
+
+    header = ["HOST", "ROLE", "INST", "DAEMON", "PID", "UPTIME", "MASTER VIEW", "CORES", "MEMORY"]
+    lines = [header]
+    for row in rows:
+        lines.append([row["host"], row["role"], str(row["instance"]), row["daemon"],
+                      str(row["pid"] or "-"),
+                      format_uptime(row["uptime"]) if row["uptime"] is not None else "-",
+                      row["master_view"], row["cores"] or "-", row["memory"] or "-"])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                     for line in lines)
+    errors = [f"{r['host']}: {r['error']}" for r in rows if r.get("error")]
+    notes = [f"{r['host']}: {r['role']} {r['instance']}: {r['detail']}" for r in rows
+             if r.get("detail") and not r.get("ok") and not r.get("error")]
+    return "\n".join([text, *errors, *notes])
+
+

@@ -71,7 +71,9 @@ class Cluster:
 
     def __init__(self, inventory: Inventory, hosts: Iterable[str] | None = None,
                  roles: Iterable[str] | None = None, serial: bool = False,
-                 say: Say = print) -> None:
+                 say: Say = print, transport: Callable[[HostEntry], Host] | None = None
+                 ) -> None:
+        """``transport`` makes each host's transport (default: local or SSH by address)."""
         self.inventory = inventory
         self.serial = serial
         self.say = say
@@ -88,9 +90,10 @@ class Cluster:
                 continue
             target = self.targets.get(name)
             if target is None:
-                port = inventory.setting(entry, "ssh_port")
-                target = Target(name, [], host_for(entry, inventory.ssh, port),
-                                inventory.home(entry), str(inventory.path_setting(entry, "python")))
+                host = transport(entry) if transport else host_for(
+                    entry, inventory.ssh, inventory.setting(entry, "ssh_port"))
+                target = Target(name, [], host, inventory.home(entry),
+                                str(inventory.path_setting(entry, "python")))
                 self.targets[name] = target
             target.entries.append(entry)
             role = "master" if entry.group == "masters" else "worker"
@@ -234,9 +237,12 @@ class Cluster:
         result = self.daemon(target, "status", role, ",".join(map(str, instances)), "--json",
                              timeout=30)
         try:
-            return read_statuses(result.stdout)
+            found = read_statuses(result.stdout)
         except ValueError:
-            raise EmberError(f"status failed (exit {result.exited}): {result.tail(5)}") from None
+            found = {}
+        if not set(instances) <= set(found):  # it timed out, crashed or said something else
+            raise EmberError(f"status failed (exit {result.exited}): {result.tail(5)}")
+        return found
 
     def begin(self, target: Target, action: str, role: str, *flags: str,
               files: bytes | None = None) -> Session:
@@ -428,13 +434,9 @@ class Cluster:
         except (OSError, ValueError):
             return None
 
-    def master_state(self) -> dict[str, Any] | None:
-        """The view of the first master that answers and is ALIVE (not standby)."""
-        answers = [s for s in map(self.master_json, self.inventory.masters) if s]
-        return first_alive(answers)
-
     def alive_in_master(self) -> set[tuple[str, int]]:
-        state = self.master_state() or {}
+        """The ALIVE workers in the view of the first master that answers and is ALIVE."""
+        state = first_alive([s for s in map(self.master_json, self.inventory.masters) if s]) or {}
         return {(w["host"], int(w["webuiaddress"].rpartition(":")[2] or 0))
                 for w in state.get("workers", []) if w["state"] == "ALIVE"}
 

@@ -43,10 +43,11 @@ def build_wheels(into: Path) -> dict[str, bytes]:
         # wheels only: a wheel built here from a source archive would not match the lock's hash
         [*pip, "download", "-q", "--require-hashes", "--no-deps", "--only-binary", ":all:",
          "-d", str(into), "-r", str(locked)],
+        # Ember's own wheel, from this checkout, with the locked setuptools of this
+        # environment when it has one: nothing unpinned
         [*pip, "wheel", "-q", "--no-deps", "-w", str(into),
-         # the locked setuptools of this environment, when it has one: nothing unpinned
          *(["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []),
-         str(Path(__file__).resolve().parent.parent)],
+         str(Path(__file__).resolve().parents[2])],
     ]
     for argv in steps:
         done = subprocess.run(argv, capture_output=True, text=True, check=False)

@@ -193,6 +193,28 @@ def test_ssh_uploads_of_one_path_in_parallel_do_not_collide_or_follow_planted_li
     assert sorted(p.name for p in folder.iterdir()) == [".conf.tmp", "conf"]  # no temp left
 
 
+def test_local_and_ssh_transports_report_exit_codes_and_timeouts_alike(lab: Deployed) -> None:
+    import threading
+
+    from toolkit import inventory
+    from toolkit.ops.transport import LocalHost, host_for
+
+    loaded = inventory.load(lab.inventory)
+    remote = host_for(loaded.workers[0], loaded.ssh)
+    try:
+        for host in (LocalHost(), remote):
+            done = host.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+            assert (done.exited, done.stdout, done.stderr) == (3, "out\n", "err\n"), host
+            late = host.run(["sleep", "5"], timeout=1)
+            assert late.exited == 124 and late.stderr.endswith("timed out after 1 s"), host
+            lines: list[str] = []
+            code = host.stream(["sh", "-c", "echo a; echo b; exit 4"], lines.append,
+                               threading.Event())
+            assert (code, lines) == (4, ["a", "b"]), host
+    finally:
+        remote.close()
+
+
 def test_start_all_status_logs_and_stop_all(stopped: Deployed) -> None:
     lab = stopped
     before = {host.name: set(lab.lab.pids(host)) for host in lab.lab.hosts}  # sshd and unshare

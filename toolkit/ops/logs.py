@@ -46,7 +46,10 @@ def logs(cluster: Cluster, lines: int, follow: bool, grep: str | None) -> bool:
 def _follow(cluster: Cluster, target: Target, argv: list[str], prefix: str,
             stop: threading.Event, failed: threading.Event) -> None:
     try:
-        target.host.stream(argv, lambda text: cluster.emit(prefix + text), stop)
+        code = target.host.stream(argv, lambda text: cluster.emit(prefix + text), stop)
+        if code != 0 and not stop.is_set():
+            failed.set()
+            cluster.emit(f"{prefix}stopped following: exit {code}")
     except Exception as exc:
         failed.set()
         cluster.emit(f"{prefix}cannot follow: {exc}")

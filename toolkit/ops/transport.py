@@ -296,10 +296,15 @@ class SSHHost:
             timeout: float | None = None) -> Result:
         line = command_line(argv, env)
         conn = self._connection()
+        from invoke.exceptions import CommandTimedOut
+
         try:
             done = conn.run(line, hide=True, warn=True, timeout=timeout, in_stream=False)
-        except Exception as exc:  # invoke's CommandTimedOut and transport failures
-            return Result(self.name, line, 124, "", f"{exc.__class__.__name__}: {exc}")
+        except CommandTimedOut as exc:  # as LocalHost says it: exit 124
+            return Result(self.name, line, 124, _text(exc.result.stdout),
+                          _text(exc.result.stderr) + f"timed out after {timeout} s")
+        except Exception as exc:  # the connection failed: raised, as start and put do
+            raise HostError(f"cannot run a command: {exc.__class__.__name__}: {exc}") from None
         return Result(self.name, line, done.exited, done.stdout, done.stderr)
 
     def start(self, argv: list[str], env: Mapping[str, str] | None = None) -> Session:
@@ -373,10 +378,13 @@ class SSHHost:
         conn = self._connection()
         promise = conn.run(command_line(argv), hide=True, warn=True, asynchronous=True,
                            out_stream=out, err_stream=out, in_stream=False)
-        stop.wait()
+        # until the command ends (its exit code, as LocalHost returns it) or we are told to stop
+        while not stop.wait(0.2):
+            if promise.runner.process_is_finished:
+                return int(promise.join().exited)
         with contextlib.suppress(Exception):
             promise.runner.kill()
-        return 0
+        return -15  # stopped, as a terminated local command reads
 
     def close(self) -> None:
         with self._lock:

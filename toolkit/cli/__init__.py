@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolkit import __version__
+from toolkit import settings as settings_registry
 from toolkit.cli import daemon as daemon_cli
-from toolkit.cli.options import port, positive_int, resolve, seconds, seconds_or_off
+from toolkit.cli.options import positive_int, resolve
 from toolkit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -49,6 +50,22 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
+def _role_flags(parser: argparse.ArgumentParser, role: str) -> None:
+    """The role's flags, as toolkit/settings.py declares them."""
+    for setting in settings_registry.of_role(role):
+        parser.add_argument(setting.flag, dest=setting.name, metavar=setting.metavar,
+                            help=f"{setting.help} (default: ${setting.env}, else "
+                                 f"{setting.shown.strip('`')})")
+
+
+def _role_values(args: argparse.Namespace, role: str,
+                 computed: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    """flag -> EMBER_* variable -> default, for every setting of the role."""
+    return {s.name: settings_registry.resolve(s, getattr(args, s.name), dict(os.environ),
+                                              computed.get(s.name))
+            for s in settings_registry.of_role(role)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ember", description="Run Ember, a Spark-standalone-style cluster: its master and "
@@ -59,16 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     master = sub.add_parser("master", help="run a master in the foreground")
-    master.add_argument("--host", help="address to bind and advertise "
-                        "(default: $EMBER_MASTER_HOST, else this machine's FQDN)")
-    master.add_argument("--port", help="RPC port (default: $EMBER_MASTER_PORT, else 7077)")
-    master.add_argument("--webui-port", help="web UI port (default: $EMBER_MASTER_WEBUI_PORT, "
-                        "else 8080)")
-    master.add_argument("--worker-timeout", metavar="SECONDS",
-                        help="declare a silent worker DEAD after this long "
-                        "(default: $EMBER_WORKER_TIMEOUT, else 60)")
-    master.add_argument("--rest-port", help="serve the Spark-compatible REST submission API "
-                        "on this port, e.g. 6066 (default: $EMBER_MASTER_REST_PORT, else off)")
+    _role_flags(master, "master")
     master.add_argument("--consolidate", action="store_true",
                         default=os.environ.get("EMBER_DEPLOY_SPREAD_OUT", "") == "false",
                         help="fill one worker with an application's executors before the next "
@@ -79,29 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker in the foreground")
     worker.add_argument("master_url", metavar="MASTER_URL", nargs="?",
                         help="ember://host:port[,host:port...] (default: $EMBER_MASTER_URL)")
-    worker.add_argument("--host", help="address to bind and advertise "
-                        "(default: $EMBER_WORKER_HOST, else this machine's FQDN)")
-    worker.add_argument("--port", help="RPC port (default: $EMBER_WORKER_PORT, else random)")
-    worker.add_argument("--webui-port", help="web UI port (default: $EMBER_WORKER_WEBUI_PORT, "
-                        "else 8081)")
-    worker.add_argument("--cores", help="cores to offer (default: $EMBER_WORKER_CORES, "
-                        "else all CPUs)")
-    worker.add_argument("--memory", help="memory to offer, like 512m or 2g "
-                        "(default: $EMBER_WORKER_MEMORY, else RAM - 1g, at least 1g)")
-    worker.add_argument("--work-dir", help="where drivers and executors run "
-                        "(default: $EMBER_WORKER_DIR, else $EMBER_HOME/work)")
-    worker.add_argument("--register-timeout", metavar="SECONDS",
-                        help="exit 1 when no master accepted this worker for this long "
-                        "(default: $EMBER_WORKER_REGISTER_TIMEOUT, else 600)")
-    worker.add_argument("--cleanup-interval", metavar="SECONDS",
-                        help="remove old finished driver/app dirs this often; 0 turns it off "
-                        "(default: $EMBER_WORKER_CLEANUP_INTERVAL, else 1800)")
-    worker.add_argument("--cleanup-ttl", metavar="SECONDS",
-                        help="age after which a finished dir goes "
-                        "(default: $EMBER_WORKER_CLEANUP_TTL, else 604800 = 7 days)")
-    worker.add_argument("--kill-timeout", metavar="SECONDS",
-                        help="a killed driver or executor gets SIGKILL after this long "
-                        "(default: $EMBER_WORKER_KILL_TIMEOUT, else 10)")
+    _role_flags(worker, "worker")
     _common(worker)
     worker.set_defaults(run=run_worker, header=True)
 
@@ -216,19 +202,9 @@ def run_master(args: argparse.Namespace) -> int:
     from toolkit.runtime import config, http, service
     from toolkit.runtime.master import Master, MasterConfig
 
-    host = resolve(args.host, "--host", "EMBER_MASTER_HOST", str, config.default_host)
-    settings = MasterConfig(
-        host=host,
-        port=resolve(args.port, "--port", "EMBER_MASTER_PORT", port, lambda: 7077),
-        webui_port=resolve(args.webui_port, "--webui-port", "EMBER_MASTER_WEBUI_PORT", port,
-                            lambda: 8080),
-        worker_timeout=resolve(args.worker_timeout, "--worker-timeout", "EMBER_WORKER_TIMEOUT",
-                                seconds, lambda: 60.0),
-        secret=_secret(args),
-        spread_out=not args.consolidate,
-        rest_port=resolve(args.rest_port, "--rest-port", "EMBER_MASTER_REST_PORT", port,
-                           lambda: None),
-    )
+    values = _role_values(args, "master", {"host": config.default_host})
+    settings = MasterConfig(**values, secret=_secret(args), spread_out=not args.consolidate)
+    host = settings.host
     config.check_exposure("master", host, settings.secret, args.insecure)
     master = Master(settings)
     return service.run(master, http.master_server(master), host, args.pid_file)
@@ -236,38 +212,17 @@ def run_master(args: argparse.Namespace) -> int:
 
 def run_worker(args: argparse.Namespace) -> int:
     from toolkit.runtime import config, http, service
-    from toolkit.runtime.runners import KILL_TIMEOUT
-    from toolkit.runtime.workdir import CLEANUP_INTERVAL, CLEANUP_TTL
     from toolkit.runtime.worker import Worker, WorkerConfig
 
     url = args.master_url or os.environ.get("EMBER_MASTER_URL")
     if not url:
         raise ConfigError("worker needs a master URL: ember worker ember://host:7077")
-    host = resolve(args.host, "--host", "EMBER_WORKER_HOST", str, config.default_host)
-    settings = WorkerConfig(
-        masters=tuple(config.parse_master_url(url)),
-        host=host,
-        port=resolve(args.port, "--port", "EMBER_WORKER_PORT", port, lambda: 0),
-        webui_port=resolve(args.webui_port, "--webui-port", "EMBER_WORKER_WEBUI_PORT", port,
-                            lambda: 8081),
-        cores=resolve(args.cores, "--cores", "EMBER_WORKER_CORES", positive_int,
-                       config.default_cores),
-        memory=resolve(args.memory, "--memory", "EMBER_WORKER_MEMORY",
-                        config.parse_memory_mb, config.default_memory_mb),
-        work_dir=resolve(args.work_dir, "--work-dir", "EMBER_WORKER_DIR", Path,
-                          lambda: config.ember_home() / "work"),
-        register_timeout=resolve(args.register_timeout, "--register-timeout",
-                                  "EMBER_WORKER_REGISTER_TIMEOUT", seconds, lambda: 600.0),
-        secret=_secret(args),
-        secret_file=_secret_path(args),
-        cleanup_interval=resolve(args.cleanup_interval, "--cleanup-interval",
-                                  "EMBER_WORKER_CLEANUP_INTERVAL", seconds_or_off,
-                                  lambda: CLEANUP_INTERVAL),
-        cleanup_ttl=resolve(args.cleanup_ttl, "--cleanup-ttl", "EMBER_WORKER_CLEANUP_TTL",
-                             seconds, lambda: CLEANUP_TTL),
-        kill_timeout=resolve(args.kill_timeout, "--kill-timeout", "EMBER_WORKER_KILL_TIMEOUT",
-                              seconds, lambda: KILL_TIMEOUT),
-    )
+    values = _role_values(args, "worker", {
+        "host": config.default_host, "cores": config.default_cores,
+        "memory": config.default_memory_mb, "work_dir": lambda: config.ember_home() / "work"})
+    settings = WorkerConfig(masters=tuple(config.parse_master_url(url)), **values,
+                            secret=_secret(args), secret_file=_secret_path(args))
+    host = settings.host
     config.check_exposure("worker", host, settings.secret, args.insecure)
     worker = Worker(settings)
     return service.run(worker, http.worker_server(worker), host, args.pid_file)

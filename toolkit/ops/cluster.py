@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolkit import settings as settings_registry
 from toolkit.daemon.protocol import Order, read_reports, read_statuses
 from toolkit.errors import ConfigError, EmberError
 from toolkit.files import bundle
@@ -171,28 +172,18 @@ class Cluster:
         for key, name in SYSTEMD_SETTINGS.items():
             if inv.setting(first, key) is not None:
                 env[name] = str(inv.setting(first, key))
-        for entry in target.entries:
-            if entry.group == "masters":
-                env["EMBER_MASTER_HOST"] = inv.advertised(entry)
-                env["EMBER_MASTER_PORT"] = str(inv.setting(entry, "port"))
-                env["EMBER_MASTER_WEBUI_PORT"] = str(inv.setting(entry, "webui_port"))
-                for key, name in (("worker_timeout", "EMBER_WORKER_TIMEOUT"),
-                                  ("rest_port", "EMBER_MASTER_REST_PORT")):
-                    if inv.setting(entry, key) is not None:
-                        env[name] = str(inv.setting(entry, key))
-            else:
+        for entry in target.entries:  # the roles' settings, as toolkit/settings.py maps them
+            role = "master" if entry.group == "masters" else "worker"
+            if role == "worker":
                 env["EMBER_MASTER_URL"] = inv.master_url()
-                env["EMBER_WORKER_HOST"] = inv.advertised(entry)
-                env["EMBER_WORKER_WEBUI_PORT"] = str(inv.setting(entry, "worker_webui_port"))
-                for key, name in (("cores", "EMBER_WORKER_CORES"),
-                                  ("memory", "EMBER_WORKER_MEMORY"),
-                                  ("cleanup_interval", "EMBER_WORKER_CLEANUP_INTERVAL"),
-                                  ("cleanup_ttl", "EMBER_WORKER_CLEANUP_TTL")):
-                    if inv.setting(entry, key) is not None:
-                        env[name] = str(inv.setting(entry, key))
-                work_dir = inv.path_setting(entry, "work_dir")
-                if work_dir:
-                    env["EMBER_WORKER_DIR"] = work_dir
+            for setting in settings_registry.of_role(role):
+                if setting.key is None:
+                    continue
+                value = (inv.advertised(entry) if setting.kind == "address" else
+                         inv.path_setting(entry, setting.key) if setting.kind == "path" else
+                         inv.setting(entry, setting.key))
+                if value is not None and value != "":
+                    env[setting.env] = str(value)
         return env
 
     def env_file(self, target: Target) -> str:

@@ -4,32 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import socket
 import stat
 from pathlib import Path
 
 from toolkit.errors import ConfigError
+from toolkit.settings import parse_memory_mb
 
-_MEMORY = re.compile(r"^\s*(\d+)\s*([kmgt])b?\s*$", re.IGNORECASE)
-_UNIT_MB = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
-
-
-def parse_memory_mb(text: str, what: str = "memory") -> int:
-    """Spark-style memory string (``512m``, ``2g``, ``1t``, ``1048576k``) -> MiB.
-
-    A bare number is refused: Spark reads it as bytes, a classic way to give a worker 0 MiB.
-    """
-    match = _MEMORY.match(text)
-    if not match:
-        if text.strip().isdigit():
-            raise ConfigError(f"{what} {text!r} has no unit: add m or g, as in {text.strip()}m")
-        raise ConfigError(f"{what} {text!r} is not a memory size like 512m or 2g")
-    mb = int(int(match.group(1)) * _UNIT_MB[match.group(2).lower()])
-    if mb < 1:
-        raise ConfigError(f"{what} {text!r} is less than 1 MiB")
-    return mb
-
+__all__ = ["parse_memory_mb"]  # its home is toolkit/settings.py; kept importable here
 
 def default_cores() -> int:
     return len(os.sched_getaffinity(0)) or 1

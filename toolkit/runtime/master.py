@@ -19,6 +19,7 @@ from toolkit.runtime.records import DriverInfo, ExecutorInfo
 from toolkit.runtime.states import MasterState, WorkerState
 from toolkit.runtime.wire import Connection
 from toolkit.runtime.work import WorkKeeper
+from toolkit.settings import default_of
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +76,9 @@ class WorkerInfo:
 @dataclass(frozen=True)
 class MasterConfig:
     host: str
-    port: int = 7077
-    webui_port: int = 8080
-    worker_timeout: float = 60.0
+    port: int = default_of("master", "port")
+    webui_port: int = default_of("master", "webui_port")
+    worker_timeout: float = default_of("master", "worker_timeout")
     secret: bytes | None = field(default=None, repr=False)
     spread_out: bool = True
     """Spread an application's executors over as many workers as possible (Spark's default);

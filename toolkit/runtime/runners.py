@@ -22,6 +22,7 @@ from pathlib import Path
 
 from toolkit.runtime import messages as m
 from toolkit.runtime.states import DriverState, ExecutorState
+from toolkit.settings import default_of
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ MAX_BACKOFF = 60.0
 """Spark's supervise backoff grows without bound; Ember's stops here."""
 STABLE_RUN = 5.0
 """A run longer than this resets the backoff to FIRST_BACKOFF (Spark's successfulRunDuration)."""
-KILL_TIMEOUT = 10.0
+KILL_TIMEOUT: float = default_of("worker", "kill_timeout")
 """SIGTERM to the process group, then SIGKILL after this long (Spark's 10 s)."""
 
 Report = Callable[[str, str, "int | None"], None]

@@ -11,10 +11,12 @@ import os
 import shutil
 from pathlib import Path
 
+from toolkit.settings import default_of
+
 logger = logging.getLogger(__name__)
 
-CLEANUP_INTERVAL = 1800.0
-CLEANUP_TTL = 7 * 24 * 3600.0
+CLEANUP_INTERVAL: float = default_of("worker", "cleanup_interval")
+CLEANUP_TTL: float = default_of("worker", "cleanup_ttl")
 
 
 def newest_change(directory: Path) -> float:

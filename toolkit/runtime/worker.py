@@ -24,6 +24,7 @@ from toolkit.runtime.runners import KILL_TIMEOUT, DriverRunner, ExecutorRunner
 from toolkit.runtime.states import DriverState, ExecutorState, is_finished
 from toolkit.runtime.wire import Connection
 from toolkit.runtime.workdir import CLEANUP_INTERVAL, CLEANUP_TTL, clean_work_dir
+from toolkit.settings import default_of
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +60,9 @@ class WorkerConfig:
     cores: int
     memory: int
     work_dir: Path
-    port: int = 0
-    webui_port: int = 8081
-    register_timeout: float = 600.0
+    port: int = default_of("worker", "port")
+    webui_port: int = default_of("worker", "webui_port")
+    register_timeout: float = default_of("worker", "register_timeout")
     secret: bytes | None = field(default=None, repr=False)
     secret_file: Path | None = None
     """Passed to drivers and executors as EMBER_SECRET_FILE, so they can reach the master."""

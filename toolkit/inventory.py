@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ConfigError
+from toolkit.settings import SETTINGS
 
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -35,8 +36,9 @@ HOST_KEYS = {
     "cleanup_ttl",
 }
 BUILTIN: dict[str, Any] = {
-    "nice": 0, "log_max_files": 5, "stop_timeout": 10,
-    "port": 7077, "webui_port": 8080, "instances": 1, "worker_webui_port": 8081,
+    "nice": 0, "log_max_files": 5, "stop_timeout": 10, "instances": 1,
+    # the roles' own defaults, from the settings registry
+    **{s.key: s.default for s in SETTINGS if s.key in ("port", "webui_port", "worker_webui_port")},
 }
 _INT_KEYS = {"nice", "log_max_files", "port", "webui_port", "instances", "worker_webui_port",
              "ssh_port", "cores", "limit_nofile", "rest_port"}

@@ -20,6 +20,7 @@ from toolkit.daemon.pidfile import read_pid_file
 from toolkit.daemon.procs import Found, PidState, Stopped, check, format_uptime
 from toolkit.daemon.protocol import Report
 from toolkit.daemon.settings import DaemonSettings
+from toolkit.settings import default_of
 
 LSB_RUNNING, LSB_DEAD, LSB_NOT_RUNNING = 0, 1, 3
 
@@ -67,7 +68,7 @@ def instance_env(settings: DaemonSettings, role: str, instance: int) -> dict[str
     env = dict(settings.env)
     env["EMBER_HOME"] = str(settings.home)
     if role == "worker":
-        webui = int(env.get("EMBER_WORKER_WEBUI_PORT") or 8081)
+        webui = int(env.get("EMBER_WORKER_WEBUI_PORT") or default_of("worker", "webui_port"))
         env["EMBER_WORKER_WEBUI_PORT"] = str(webui + instance - 1)
         if env.get("EMBER_WORKER_PORT", "0") not in ("", "0"):
             env["EMBER_WORKER_PORT"] = str(int(env["EMBER_WORKER_PORT"]) + instance - 1)

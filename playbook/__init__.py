@@ -19,7 +19,6 @@ from invoke.tasks import task
 from toolkit import inventory as inventory_module
 from toolkit.daemon.logs import checked_pattern
 from toolkit.errors import EmberError
-from toolkit.ops import provision
 from toolkit.ops.cluster import Cluster, Outcome, summary
 from toolkit.ops.logs import logs as show_logs
 from toolkit.ops.preview import render_all
@@ -168,6 +167,8 @@ def render(c: Any, inventory: str | None = None, out: str = "rendered") -> None:
 def deploy(c: Any, inventory: str | None = None, hosts: str | None = None,
            serial: bool = False, python: str = "python3") -> None:
     """Install exactly lock/runtime.txt and the toolkit in a venv on every host, offline."""
+    from toolkit.ops import provision  # only here: it imports the lock's parser
+
     _run("deploy", inventory, hosts, None, serial, lambda cl: provision.deploy(cl, python))
 
 
@@ -175,6 +176,8 @@ def deploy(c: Any, inventory: str | None = None, hosts: str | None = None,
 def doctor(c: Any, inventory: str | None = None, hosts: str | None = None,
            serial: bool = False) -> None:
     """Preflight per host: SSH and host key, python, toolkit and locked packages, ports, dirs."""
+    from toolkit.ops import provision
+
     _run("doctor", inventory, hosts, None, serial, lambda cl: provision.doctor(cl))
 
 

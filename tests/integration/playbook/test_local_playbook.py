@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -293,13 +294,13 @@ def test_start_workers_wait_bounds_the_run_and_stops_what_failed(local: Local) -
     master = int(next(local.home.rglob("ember-*-master-1.pid")).read_text())
     os.kill(master, signal.SIGSTOP)  # workers connect but can never register
     try:
-        started = time.monotonic()
         result = local.fab("start-workers", "--wait", "4")
-        took = time.monotonic() - started
     finally:
         os.kill(master, signal.SIGCONT)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert took < 4 + 12, result.stdout  # its own start timeout is 30 s per worker
+    # each start gave up within the 4 s of --wait, not its own start timeout (30 s)
+    given = [float(t) for t in re.findall(r"not ready after ([\d.]+) s", result.stdout)]
+    assert len(given) == 2 and all(t <= 4 for t in given), result.stdout
     assert result.stdout.count("was stopped") == 2, result.stdout
     assert not list(local.home.rglob("ember-*-worker-*.pid"))  # nothing left retrying
     status = local.fab("status", "--json")

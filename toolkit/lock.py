@@ -24,6 +24,7 @@ DEV = "dev.txt"
 INSTALLERS = frozenset({"pip", "setuptools", "wheel"})
 SELF = "ember-toolkit"
 
+
 @dataclass(frozen=True)
 class Pin:
     name: str  # canonical: lower case, runs of -_. as one -

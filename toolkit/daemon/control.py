@@ -141,9 +141,9 @@ def start(settings: DaemonSettings, role: str, instance: int, role_args: list[st
         state = check(pid_file, role)
         if state.found == Found.RUNNING:
             if if_stopped:
-                unsupervised = "" if backend is None else _unsupervised(settings, backend, role,
-                                                                         instance)
-                say(f"{what} already running as process {state.pid}{unsupervised}")
+                note = "" if backend is None else _unsupervised(
+                    settings, *backend.program(role, instance))
+                say(f"{what} already running as process {state.pid}{note}")
                 return 0
             say(f"{what} running as process {state.pid}. Stop it first.")
             return 1
@@ -236,10 +236,8 @@ def status_info(settings: DaemonSettings, role: str, instance: int) -> dict[str,
         info.update(code=LSB_RUNNING, state="running", uptime=round(uptime, 1),
                     message=f"{what} is running as process {state.pid}, up "
                             f"{format_uptime(uptime)}{suffix}")
-        if settings.backend != "plain" and not supervised:
-            info.update(state="unsupervised",
-                        message=f"{info['message']}; {settings.backend} does not supervise it, "
-                                f"so a crash would not be restarted ({RESUPERVISE})")
+        if note := _unsupervised(settings, detail, supervised):
+            info.update(state="unsupervised", message=f"{info['message']}{note}")
     elif state.found == Found.STALE and state.info is not None:
         info.update(code=LSB_DEAD, state="stale",
                     message=f"{what} is not running; pid file {pid_file} is stale (pid "
@@ -258,14 +256,13 @@ def status_info(settings: DaemonSettings, role: str, instance: int) -> dict[str,
 RESUPERVISE = "`ember daemon restart` or `fab restart-all` puts it back under supervision"
 
 
-def _unsupervised(settings: DaemonSettings, backend: Backend, role: str, instance: int) -> str:
-    """A note for a running role its backend does not supervise (its supervisord was killed,
-    or it was started with the plain backend); empty when it is supervised."""
-    if settings.backend == "plain":
+def _unsupervised(settings: DaemonSettings, detail: str | None, supervised: bool) -> str:
+    """The note for a running role that its backend does not supervise (its supervisord was
+    killed or hangs, or the plain backend started it); empty when it is supervised."""
+    if settings.backend == "plain" or supervised:
         return ""
-    detail, supervised = backend.program(role, instance)
-    return "" if supervised else (f", but {settings.backend} does not supervise it "
-                                  f"({detail}): left running; {RESUPERVISE}")
+    return (f", but {settings.backend} does not supervise it ({detail}), so a crash would not "
+            f"be restarted; {RESUPERVISE}")
 
 
 def status(settings: DaemonSettings, role: str, instance: int, say: Say = print,

@@ -281,8 +281,8 @@ def test_a_killed_supervisord_shows_unsupervised_roles_and_start_all_says_so(
     assert again.returncode == 0, again.stdout + again.stderr
     assert (f"localhost: {role} {instance}: already running as process {running[-1]['pid']}, "
             f"but supervisor does not supervise it (" in again.stdout
-            and "): left running; `ember daemon restart` or `fab restart-all` puts it back "
-                "under supervision" in again.stdout), again.stdout
+            and "), so a crash would not be restarted; `ember daemon restart` or "
+                "`fab restart-all` puts it back under supervision" in again.stdout), again.stdout
     assert local.fab("restart-all").returncode == 0
     status = local.fab("status", "--json")
     assert status.returncode == 0, status.stdout

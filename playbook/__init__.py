@@ -17,12 +17,13 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from toolkit import inventory as inventory_module
-from toolkit.daemon.logs import checked_pattern
 from toolkit.errors import EmberError
-from toolkit.ops.cluster import Cluster, Outcome, summary
+from toolkit.ops import lifecycle, units
+from toolkit.ops.cluster import Cluster
+from toolkit.ops.group import Outcome
 from toolkit.ops.logs import logs as show_logs
 from toolkit.ops.preview import render_all
-from toolkit.ops.status import format_status
+from toolkit.ops.show import Printer, format_status, summary
 from toolkit.ops.status import status as status_rows
 
 HOSTS = {
@@ -31,6 +32,7 @@ HOSTS = {
     "hosts": "only these hosts, comma-separated",
     "serial": "one host after another instead of all at once (like SPARK_SSH_FOREGROUND)",
 }
+OUT = Printer()  # everything a task prints goes through it, whole lines from any thread
 COMMON = {**HOSTS, "roles": "only these roles, comma-separated: master, worker"}
 
 
@@ -39,7 +41,7 @@ def cluster(inventory: str | None, hosts: str | None = None, roles: str | None =
             serial: bool = False) -> Iterator[Cluster]:
     try:
         bound = Cluster(inventory_module.load(inventory), _split(hosts), _split(roles), serial,
-                        say=lambda line: print(line, flush=True))
+                        events=OUT)
     except EmberError as exc:
         raise Exit(f"error: {exc}", code=2) from None
     try:
@@ -54,7 +56,7 @@ def _split(value: str | None) -> list[str] | None:
 
 def _finish(name: str, outcomes: list[Outcome]) -> None:
     code, line = summary(name, outcomes)
-    print(line, flush=True)
+    OUT.note(line)
     if code:
         raise Exit(code=code)
 
@@ -73,7 +75,7 @@ def _run(name: str, inventory: str | None, hosts: str | None, roles: str | None,
 def start_all(c: Any, inventory: str | None = None, hosts: str | None = None,
               roles: str | None = None, serial: bool = False, wait: float = 60) -> None:
     """Start the masters, then all workers in parallel; wait until every worker is ALIVE."""
-    _run("start-all", inventory, hosts, roles, serial, lambda cl: cl.start_all(wait))
+    _run("start-all", inventory, hosts, roles, serial, lambda cl: lifecycle.start_all(cl, wait))
 
 
 @task(help={**COMMON, "wait": "accepted for stop-all.sh compatibility; stop always waits "
@@ -81,7 +83,7 @@ def start_all(c: Any, inventory: str | None = None, hosts: str | None = None,
 def stop_all(c: Any, inventory: str | None = None, hosts: str | None = None,
              roles: str | None = None, serial: bool = False, wait: bool = False) -> None:
     """Stop workers, then masters, then each host's supervisord: nothing is left running."""
-    _run("stop-all", inventory, hosts, roles, serial, lambda cl: cl.stop_all())
+    _run("stop-all", inventory, hosts, roles, serial, lambda cl: lifecycle.stop_all(cl))
 
 
 @task(help={**COMMON, "wait": "seconds to wait for every worker to be ALIVE (default 60)"})
@@ -89,35 +91,36 @@ def restart_all(c: Any, inventory: str | None = None, hosts: str | None = None,
                 roles: str | None = None, serial: bool = False, wait: float = 60) -> None:
     """stop-all, then start-all; every outcome of both counts."""
     _run("restart-all", inventory, hosts, roles, serial,
-         lambda cl: cl.stop_all() + cl.start_all(wait))
+         lambda cl: lifecycle.restart_all(cl, wait))
 
 
 @task(help=HOSTS)
 def start_master(c: Any, inventory: str | None = None, hosts: str | None = None,
                  serial: bool = False) -> None:
     """Start the master(s) and wait until each is ready."""
-    _run("start-master", inventory, hosts, "master", serial, lambda cl: cl.start_masters())
+    _run("start-master", inventory, hosts, "master", serial, lambda cl: lifecycle.start_masters(cl))
 
 
 @task(help=HOSTS)
 def stop_master(c: Any, inventory: str | None = None, hosts: str | None = None,
                 serial: bool = False) -> None:
     """Stop the master(s)."""
-    _run("stop-master", inventory, hosts, "master", serial, lambda cl: cl.stop_masters())
+    _run("stop-master", inventory, hosts, "master", serial, lambda cl: lifecycle.stop_masters(cl))
 
 
 @task(help={**HOSTS, "wait": "seconds to wait for every worker to be ALIVE (default 60)"})
 def start_workers(c: Any, inventory: str | None = None, hosts: str | None = None,
                   serial: bool = False, wait: float = 60) -> None:
     """Start every worker instance, in parallel; wait until each is ALIVE in the master."""
-    _run("start-workers", inventory, hosts, "worker", serial, lambda cl: cl.start_workers(wait))
+    _run("start-workers", inventory, hosts, "worker", serial,
+         lambda cl: lifecycle.start_workers(cl, wait))
 
 
 @task(help=HOSTS)
 def stop_workers(c: Any, inventory: str | None = None, hosts: str | None = None,
                  serial: bool = False) -> None:
     """Stop every worker instance."""
-    _run("stop-workers", inventory, hosts, "worker", serial, lambda cl: cl.stop_workers())
+    _run("stop-workers", inventory, hosts, "worker", serial, lambda cl: lifecycle.stop_workers(cl))
 
 
 @task(help={**COMMON, "json": "print JSON rows instead of a table"})
@@ -129,7 +132,7 @@ def status(c: Any, inventory: str | None = None, hosts: str | None = None,
     """
     with cluster(inventory, hosts, roles, serial) as bound:
         rows = status_rows(bound)
-    print(json.dumps(rows, indent=2) if json_ else format_status(rows), flush=True)
+    OUT.note(json.dumps(rows, indent=2) if json_ else format_status(rows))
     if not all(row["ok"] for row in rows):
         raise Exit(code=1)
 
@@ -143,13 +146,11 @@ def logs(c: Any, inventory: str | None = None, hosts: str | None = None,
          host: str | None = None, role: str | None = None, n: int = 20, follow: bool = False,
          grep: str | None = None) -> None:
     """Each host's daemon logs, lines prefixed with the host (like workers.sh)."""
-    if grep is not None:
-        try:
-            checked_pattern(grep)
-        except EmberError as exc:
-            raise Exit(f"error: {exc}", code=2) from None
     with cluster(inventory, host or hosts, role) as bound:
-        failed = show_logs(bound, n, follow, grep)
+        try:
+            failed = show_logs(bound, n, follow, grep)
+        except EmberError as exc:  # a bad --grep, named before any host is asked
+            raise Exit(f"error: {exc}", code=2) from None
     if failed:
         raise Exit(code=1)
 
@@ -159,7 +160,7 @@ def render(c: Any, inventory: str | None = None, out: str = "rendered") -> None:
     """Write what every host would get (ember-env.sh, the commands to run) for review."""
     with cluster(inventory) as bound:
         for path in render_all(bound, Path(out)):
-            print(path)
+            OUT.note(str(path))
 
 
 @task(help={**HOSTS, "python": "the interpreter that creates each host's venv "
@@ -194,7 +195,7 @@ def install_systemd(c: Any, inventory: str | None = None, hosts: str | None = No
     ember-master.service and ember-worker@N.service for each worker instance.
     """
     _run("install-systemd", inventory, hosts, None, serial,
-         lambda cl: cl.install_systemd(_scope(scope), now))
+         lambda cl: units.install_systemd(cl, _scope(scope), now))
 
 
 @task(help={**HOSTS, "scope": SCOPE})
@@ -202,7 +203,7 @@ def uninstall_systemd(c: Any, inventory: str | None = None, hosts: str | None = 
                       serial: bool = False, scope: str | None = None) -> None:
     """Stop, disable and remove Ember's systemd units on every host; daemon-reload."""
     _run("uninstall-systemd", inventory, hosts, None, serial,
-         lambda cl: cl.uninstall_systemd(_scope(scope)))
+         lambda cl: units.uninstall_systemd(cl, _scope(scope)))
 
 
 def _scope(value: str | None) -> str | None:

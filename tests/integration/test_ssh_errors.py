@@ -9,7 +9,8 @@ import pytest
 
 from tests.procs import free_port
 from toolkit.inventory import HostEntry, SSHSettings
-from toolkit.ops.transport import HostError, SSHHost
+from toolkit.ops.ssh import SSHHost
+from toolkit.ops.transport import HostError
 
 
 def ssh_host(tmp_path: Path, port: int) -> SSHHost:

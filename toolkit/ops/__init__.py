@@ -1,9 +1,12 @@
 """The playbook's engine: what `fab ...` does on the hosts of an inventory.
 
-- transport.py: LocalHost and SSHHost behind one Host contract (run, start, put, read, stream).
-- cluster.py: an inventory bound to transports, the fan-out over hosts (a result per host and
-  role instance), the files each host gets, and the start/stop/systemd operations.
-- status.py, logs.py, preview.py: `fab status`, `fab logs`, `fab render`.
-- provision.py, probe.py: `fab deploy` and `fab doctor` (probe.py runs on the host).
-The protocol with the remote `ember daemon` is toolkit/daemon/protocol.py, below this layer.
+- transport.py: the Host contract on one primitive (start a command, send to it, read its
+  lines, finish it), with ``run`` and ``stream`` written once; LocalHost. ssh.py: SSHHost.
+- group.py: one call on many hosts, a result per host (GroupResult), never printed; Outcome;
+  the Events a caller hears. show.py: all the printing (outcome lines, summary, status table).
+- cluster.py: an inventory bound to transports, the files each host gets, and the
+  `ember daemon` commands run there, read through toolkit/daemon/protocol.py.
+- Operations, thin, composing those: lifecycle.py (start-all, stop-all, restart-all and their
+  parts), units.py (install/uninstall-systemd), status.py, logs.py, preview.py (`fab render`),
+  provision.py + probe.py (`fab deploy`, `fab doctor`; probe.py runs on the host).
 """

@@ -1,18 +1,17 @@
-"""Cluster operations over an inventory: what every playbook task does, host by host.
+"""An inventory bound to transports: the hosts (targets) and their role instances, the files
+each host gets, and the `ember daemon` commands run there, read through the protocol module.
 
-Each operation runs on all hosts in parallel (or one after another with ``serial``), collects a
-result per host and role instance, and never lets one host's failure hide another's result.
+The operations (lifecycle.py, units.py, status.py, logs.py, provision.py, preview.py) compose
+these. Fan-out is group.py's (a result per host, never printed); what happens is told to an
+Events sink, which the playbook makes a Printer (show.py).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import secrets
-import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,14 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit import settings as settings_registry
-from toolkit.daemon.protocol import Order, read_reports, read_statuses
+from toolkit.daemon.protocol import read_reports, read_statuses
 from toolkit.errors import ConfigError, EmberError
 from toolkit.files import bundle
 from toolkit.inventory import HostEntry, Inventory
+from toolkit.ops.group import Events, Outcome, Silent, run_each
 from toolkit.ops.transport import Host, Result, Session, host_for
 from toolkit.render import render
 
-Say = Callable[[str], None]
 SYSTEMD_SETTINGS = {
     "systemd_scope": "EMBER_SYSTEMD_SCOPE", "systemd_output": "EMBER_SYSTEMD_OUTPUT",
     "run_user": "EMBER_RUN_USER", "run_group": "EMBER_RUN_GROUP",
@@ -57,28 +56,18 @@ class Target:
         return [i for r, i in self.roles if r == role]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    host: str
-    role: str
-    instance: int
-    ok: bool
-    message: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
 class Cluster:
     """An inventory bound to transports, with the operations of the playbook."""
 
     def __init__(self, inventory: Inventory, hosts: Iterable[str] | None = None,
                  roles: Iterable[str] | None = None, serial: bool = False,
-                 say: Say = print, transport: Callable[[HostEntry], Host] | None = None
-                 ) -> None:
-        """``transport`` makes each host's transport (default: local or SSH by address)."""
+                 events: Events | None = None,
+                 transport: Callable[[HostEntry], Host] | None = None) -> None:
+        """``transport`` makes each host's transport (default: local or SSH by address);
+        ``events`` hears outcomes as they come and notes (default: nobody)."""
         self.inventory = inventory
         self.serial = serial
-        self.say = say
-        self._lock = threading.Lock()
+        self.events: Events = events or Silent()
         wanted_hosts = set(hosts) if hosts else None
         wanted_roles = set(roles) if roles else {"master", "worker"}
         unknown = wanted_roles - {"master", "worker"}
@@ -115,37 +104,10 @@ class Cluster:
 
     def each(self, targets: list[Target], work: Callable[[Target], list[Outcome]],
              label: str | None = None, quiet: bool = False) -> list[Outcome]:
-        """Run ``work`` per target, in parallel unless serial; a raised error is that host's,
-        for each of its role instances, or once under ``label`` (a host-wide task). Each
-        outcome is reported as it comes, unless ``quiet`` (the caller prints them its way)."""
-        def guarded(target: Target) -> list[Outcome]:
-            try:
-                outcomes = work(target)
-            except Exception as exc:  # one host's failure, whatever it is, stays that host's
-                text = str(exc) if isinstance(exc, (EmberError, OSError)) else (
-                    f"{exc.__class__.__name__}: {exc}")
-                roles = [(label, 0)] if label else target.roles or [("host", 0)]
-                outcomes = [Outcome(target.address, r, i, False, text) for r, i in roles]
-            for outcome in outcomes if not quiet else ():
-                self.report(outcome)
-            return outcomes
-
-        if self.serial or len(targets) <= 1:
-            return [o for t in targets for o in guarded(t)]
-        with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
-            return [o for result in pool.map(guarded, targets) for o in result]
-
-    def report(self, outcome: Outcome) -> None:
-        what = f"{outcome.role} {outcome.instance}" if outcome.instance else outcome.role
-        with self._lock:
-            for n, line in enumerate(outcome.message.splitlines() or [""]):
-                self.say(f"{outcome.host}: {what if n == 0 else ' ' * len(what)}"
-                         f"{':' if n == 0 else ' '} {line}")
-
-    def emit(self, line: str) -> None:
-        """One line of output, whole, whichever thread says it."""
-        with self._lock:
-            self.say(line)
+        """``work`` on every target (group.py), each outcome told to the events as it comes
+        unless ``quiet``; every host's outcomes, in the targets' order."""
+        return run_each(targets, work, self.serial, label,
+                        None if quiet else self.events.outcome).outcomes()
 
     def with_role(self, role: str) -> list[Target]:
         return [t for t in self.targets.values() if any(r == role for r, _ in t.roles)]
@@ -197,7 +159,7 @@ class Cluster:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-            self.say(f"generated the cluster secret in {path} (mode 0600)")
+            self.events.note(f"generated the cluster secret in {path} (mode 0600)")
         from toolkit.runtime.config import read_secret_file
 
         read_secret_file(path)  # same checks as the daemons apply
@@ -271,7 +233,7 @@ class Cluster:
                     [f"failed to {action} (exit {report.code})", *lines])))
         return outcomes
 
-    def _do(self, target: Target, action: str, role: str, *flags: str,
+    def do(self, target: Target, action: str, role: str, *flags: str,
             secret: bytes | None = None) -> list[Outcome]:
         """ACTION on every instance of ``role`` on the host, in one remote command."""
         if not target.instances(role):
@@ -281,7 +243,7 @@ class Cluster:
             timeout=120)
         return self.outcomes(target, action, role, result)
 
-    def _gated(self, targets: list[Target], action: str, role: str, *flags: str,
+    def gated(self, targets: list[Target], action: str, role: str, *flags: str,
                secret: bytes | None = None) -> Callable[[bytes], list[Outcome]]:
         """Open ACTION --when-told on every target now, in the background: each host gets
         ready (connects, receives its files, starts supervisord) while something else runs.
@@ -303,40 +265,13 @@ class Cluster:
         return order
 
     def connect_all(self) -> None:
-        """Open every host's connection at once; a failure is kept and reported later."""
-        with ThreadPoolExecutor(max_workers=min(32, max(1, len(self.targets)))) as pool:
-            for target in self.targets.values():
-                pool.submit(self._try_connect, target)
-
-    @staticmethod
-    def _try_connect(target: Target) -> None:
-        with contextlib.suppress(EmberError, OSError):
+        """Open every host's connection at once; a failure is kept by the host's transport
+        and reported by the call that needs it."""
+        def connect(target: Target) -> list[Outcome]:
             target.host.connect()
+            return []
 
-    # Operations ----------------------------------------------------------------------------
-
-    def start_masters(self, wait: float = 60.0) -> list[Outcome]:
-        secret = self.secret()
-        return self.each(self.with_role("master"), lambda t: self._do(
-            t, "start", "master", "--if-stopped", "--timeout", f"{wait:.1f}", secret=secret))
-
-    def start_workers(self, wait: float = 60.0) -> list[Outcome]:
-        deadline = time.monotonic() + wait
-        secret = self.secret()
-        return self._until_alive(self.each(self.with_role("worker"), lambda t: self._do(
-            t, "start", "worker", "--if-stopped", "--timeout", f"{_left(deadline):.1f}",
-            secret=secret)), deadline)
-
-    def _until_alive(self, outcomes: list[Outcome], deadline: float) -> list[Outcome]:
-        """Wait until every worker started is ALIVE in the master's view, up to the deadline;
-        late ones fail and are stopped."""
-        expected = {self.worker_address(self.targets[o.host], o.instance)
-                    for o in outcomes if o.ok and o.role == "worker"}
-        if expected:
-            late = self.wait_alive(expected, deadline)
-            late_keys = {(o.host, o.instance) for o in late}
-            outcomes = [o for o in outcomes if (o.host, o.instance) not in late_keys] + late
-        return outcomes
+        run_each(list(self.targets.values()), connect)
 
     def worker_address(self, target: Target, instance: int) -> tuple[str, int]:
         """(advertised host, web UI port) by which the master's /json lists this instance."""
@@ -344,74 +279,6 @@ class Cluster:
         port = int(self.inventory.setting(entry, "worker_webui_port")) + instance - 1
         return self.inventory.advertised(entry), port
 
-    def start_all(self, wait: float = 60.0) -> list[Outcome]:
-        """Masters first, workers once a master is ready. Meanwhile every worker host gets
-        ready: connected, files installed, supervisord started; its workers wait for `go`."""
-        deadline = time.monotonic() + wait  # --wait bounds the whole run
-        if self.serial:
-            outcomes = self.start_masters(wait)
-            return outcomes + self.start_workers(_left(deadline))
-        secret = self.secret()
-        workers = self._gated(self.with_role("worker"), "start", "worker", "--if-stopped",
-                              secret=secret)
-        outcomes = self.start_masters(wait)
-        if outcomes and not any(o.ok for o in outcomes):
-            return outcomes + workers(Order(False, reason="no master is up").line())
-        return self._until_alive(outcomes + workers(Order(True, _left(deadline)).line()),
-                                 deadline)
-
-    def stop_workers(self) -> list[Outcome]:
-        return self.each(self.with_role("worker"), lambda t: self._do(t, "stop", "worker"))
-
-    def stop_masters(self) -> list[Outcome]:
-        return self.each(self.with_role("master"), lambda t: self._do(t, "stop", "master"))
-
-    def stop_all(self) -> list[Outcome]:
-        """Workers, then masters; each host's supervisord goes with its last role. The
-        masters' commands are opened at once and told to go when the workers are done."""
-        masters = self.with_role("master")
-
-        def stop_workers(target: Target) -> list[Outcome]:
-            last = target not in masters
-            return self._do(target, "stop", "worker", *(["--shutdown-supervisor"] * last))
-
-        if self.serial:
-            return self.each(self.with_role("worker"), stop_workers) + self.each(
-                masters, lambda t: self._do(t, "stop", "master", "--shutdown-supervisor"))
-        stop_masters = self._gated(masters, "stop", "master", "--shutdown-supervisor")
-        return self.each(self.with_role("worker"), stop_workers) + stop_masters(Order(True).line())
-
-    # systemd units -------------------------------------------------------------------------
-
-    def install_systemd(self, scope: str | None = None, now: bool = False) -> list[Outcome]:
-        """Render and install each host's units, daemon-reload, enable (and start, with
-        ``now``): master hosts first, as start-all does, then worker hosts in parallel."""
-        secret = self.secret()
-
-        def install(target: Target, role: str) -> list[Outcome]:
-            # the scope travels as a flag: the host checks for systemd before it writes a file
-            chosen = scope or str(self.inventory.setting(target.entries[0], "systemd_scope")
-                                  or "system")
-            result = self.begin(target, "install-systemd", role, "--scope", chosen,
-                                *(["--now"] if now else []),
-                                files=self.files(target, secret)).finish(timeout=180)
-            lines = (result.stdout + result.stderr).strip().splitlines()
-            return [Outcome(target.address, role, 0, result.ok, (
-                lines[-1] if lines else "done") if result.ok else
-                f"failed (exit {result.exited})\n{result.tail(12)}")]
-
-        return (self.each(self.with_role("master"), lambda t: install(t, "master")) +
-                self.each(self.with_role("worker"), lambda t: install(t, "worker")))
-
-    def uninstall_systemd(self, scope: str | None = None) -> list[Outcome]:
-        """Stop, disable and remove every Ember unit on every host; daemon-reload."""
-        def uninstall(target: Target) -> list[Outcome]:
-            result = self.daemon(target, "uninstall-systemd",
-                                 *(["--scope", scope] if scope else []), timeout=180)
-            return [Outcome(target.address, "units", 0, result.ok,
-                            result.tail(1) if result.ok else
-                            f"failed (exit {result.exited})\n{result.tail(12)}")]
-        return self.each(list(self.targets.values()), uninstall, label="units")
 
     # Master's view -------------------------------------------------------------------------
 
@@ -430,57 +297,6 @@ class Cluster:
         state = first_alive([s for s in map(self.master_json, self.inventory.masters) if s]) or {}
         return {(w["host"], int(w["webuiaddress"].rpartition(":")[2] or 0))
                 for w in state.get("workers", []) if w["state"] == "ALIVE"}
-
-    def wait_alive(self, expected: set[tuple[str, int]], deadline: float) -> list[Outcome]:
-        """Wait until each expected worker instance is ALIVE in the master's /json, up to the
-        deadline. Late ones fail and are stopped: none is left retrying on its own."""
-        shown = -1
-        while True:
-            missing = expected - self.alive_in_master()
-            alive = len(expected) - len(missing)
-            if alive != shown:
-                self.say(f"waiting for workers: {alive} of {len(expected)} ALIVE in the "
-                         f"master's view")
-                shown = alive
-            if not missing:
-                return []
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.1)
-        late = {t.address: [i for r, i in t.roles
-                            if r == "worker" and self.worker_address(t, i) in missing]
-                for t in self.with_role("worker")}
-
-        def stop_late(target: Target) -> list[Outcome]:
-            instances = late[target.address]
-            result = self.daemon(target, "stop", "worker", ",".join(map(str, instances)),
-                                 timeout=self.stop_bound(target))
-            what = "stopped" if result.ok else (
-                f"could not be stopped (exit {result.exited}): run `ember daemon stop worker "
-                f"{','.join(map(str, instances))}` on {target.address}\n{result.tail(3)}")
-            return [Outcome(target.address, "worker", i, False,
-                            f"not ALIVE in the master's view within --wait: {what}")
-                    for i in instances]
-
-        return self.each([t for t in self.with_role("worker") if late[t.address]], stop_late)
-
-    def stop_bound(self, target: Target) -> float:
-        """How long a stop may take on this host: its stop timeout, SIGKILL, a margin."""
-        return float(self.inventory.setting(target.entries[0], "stop_timeout")) + 30
-
-def _left(deadline: float) -> float:
-    """Seconds to a deadline; at least one, so a late step still gets a fair try."""
-    return max(1.0, deadline - time.monotonic())
-
-
-def summary(task: str, outcomes: list[Outcome]) -> tuple[int, str]:
-    failed = [o for o in outcomes if not o.ok]
-    total = len(outcomes)
-    if failed:
-        hosts = ", ".join(sorted({o.host for o in failed}))
-        return 1, f"{task}: {total - len(failed)} of {total} succeeded; failed on {hosts}"
-    return 0, f"{task}: all {total} succeeded"
-
 
 def first_alive(answers: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The active master's view: the first ALIVE one, else any that answered."""

@@ -21,17 +21,16 @@ from toolkit import __version__
 from toolkit.errors import EmberError
 from toolkit.lock import DEV, RUNTIME, drift, expected, extras, lock_dir, read_lock
 from toolkit.ops import probe
+from toolkit.ops.group import Outcome
 
 if TYPE_CHECKING:
-    from toolkit.ops.cluster import Cluster, Outcome, Target
+    from toolkit.ops.cluster import Cluster, Target
 
 HERE = f"{sys.version_info[0]}.{sys.version_info[1]}"
 PROBE = Path(probe.__file__).read_text()
 
 
 def _outcome(target: Target, task: str, ok: bool, message: str) -> Outcome:
-    from toolkit.ops.cluster import Outcome
-
     return Outcome(target.address, task, 0, ok, message)
 
 
@@ -89,7 +88,7 @@ def deploy(cluster: Cluster, system_python: str = "python3") -> list[Outcome]:
         wheels = build_wheels(Path(tmp))
     own = next(name for name in wheels if name.startswith("ember_toolkit-"))
     count = sum(name.endswith(".whl") for name in wheels) - 1
-    cluster.say(f"built ember-toolkit {__version__} and fetched {count} locked wheels "
+    cluster.events.note(f"built ember-toolkit {__version__} and fetched {count} locked wheels "
                 f"(lock/{RUNTIME}, hashes checked)")
 
     def install(target: Target) -> list[Outcome]:

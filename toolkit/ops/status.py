@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from toolkit.errors import EmberError
-from toolkit.ops.cluster import Cluster, Outcome, Target, first_alive
+from toolkit.ops.cluster import Cluster, Target, first_alive
+from toolkit.ops.group import Outcome
 from toolkit.ops.transport import HostError
 
 
@@ -79,27 +80,5 @@ def status(cluster: Cluster) -> list[dict[str, Any]]:
     return rows
 
 
-
 def _unknown(state: str, reason: str) -> dict[str, Any]:
     return {"state": state, "pid": None, "uptime": None, "code": None, "error": reason}
-
-
-def format_status(rows: list[dict[str, Any]]) -> str:
-    from toolkit.daemon.procs import format_uptime
-
-    header = ["HOST", "ROLE", "INST", "DAEMON", "PID", "UPTIME", "MASTER VIEW", "CORES", "MEMORY"]
-    lines = [header]
-    for row in rows:
-        lines.append([row["host"], row["role"], str(row["instance"]), row["daemon"],
-                      str(row["pid"] or "-"),
-                      format_uptime(row["uptime"]) if row["uptime"] is not None else "-",
-                      row["master_view"], row["cores"] or "-", row["memory"] or "-"])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in lines)
-    errors = [f"{r['host']}: {r['error']}" for r in rows if r.get("error")]
-    notes = [f"{r['host']}: {r['role']} {r['instance']}: {r['detail']}" for r in rows
-             if r.get("detail") and not r.get("ok") and not r.get("error")]
-    return "\n".join([text, *errors, *notes])
-
-

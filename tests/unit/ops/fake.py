@@ -1,20 +1,21 @@
 """A fake transport for unit tests of the ops operations: no SSH, no processes.
 
-Each FakeHost answers commands from a script (a function of the command's argv and its
-standard input), records every command, and can be down (every call raises HostError, as
-an SSH host that refuses connections does), hang (the command times out, exit 124, as the
-real transports report it), or say garbage.
+Each FakeHost is a Transport like the real ones: it provides ``start`` (and files) and gets
+``run`` and ``stream`` from the same code as LocalHost and SSHHost. It answers commands from a
+script (a function of the command's argv and its standard input), records every command, and
+can be down (every call raises HostError, as an SSH host that refuses connections does), hang
+(the command times out, exit 124, as the real transports report it), or say garbage.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from toolkit.daemon.protocol import Report, read_order
-from toolkit.ops.transport import HostError, Result
+from toolkit.ops.transport import HostError, Result, Transport
 
 HANG = object()
 Answer = Result | object
@@ -25,10 +26,11 @@ Script = Callable[[list[str], bytes], Answer]
 class Call:
     argv: list[str]
     stdin: bytes = b""
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
-class FakeHost:
+class FakeHost(Transport):
     name: str
     script: Script
     down: str | None = None  # the reason every call fails, when set
@@ -50,14 +52,9 @@ class FakeHost:
     def connect(self) -> None:
         self._check()
 
-    def run(self, argv: list[str], env: Mapping[str, str] | None = None,
-            timeout: float | None = None) -> Result:
-        self._check()
-        return self._answer(Call(list(argv)), timeout)
-
     def start(self, argv: list[str], env: Mapping[str, str] | None = None) -> FakeSession:
         self._check()
-        return FakeSession(self, list(argv))
+        return FakeSession(self, list(argv), dict(env or {}))
 
     def put(self, path: str, data: bytes, mode: int = 0o644) -> bool:
         self._check()
@@ -69,13 +66,6 @@ class FakeHost:
         self._check()
         return self.files.get(path)
 
-    def stream(self, argv: list[str], on_line: Callable[[str], None],
-               stop: threading.Event) -> int:
-        result = self.run(argv)
-        for line in result.stdout.splitlines():
-            on_line(line)
-        return result.exited
-
     def close(self) -> None:
         pass
 
@@ -84,13 +74,27 @@ class FakeHost:
 class FakeSession:
     host: FakeHost
     argv: list[str]
+    env: dict[str, str]
     sent: bytes = b""
 
-    def send(self, data: bytes) -> None:
+    killed: bool = False
+    _result: Result | None = None
+
+    def send(self, data: bytes, end: bool = False) -> None:
         self.sent += data
 
     def finish(self, data: bytes = b"", timeout: float | None = None) -> Result:
-        return self.host._answer(Call(self.argv, self.sent + data), timeout)
+        if self._result is None:
+            self._result = self.host._answer(Call(self.argv, self.sent + data, self.env),
+                                             timeout)
+        return self._result
+
+    def lines(self, stop: threading.Event | None = None) -> Iterator[str]:
+        result = self.finish()
+        yield from (result.stdout + result.stderr).splitlines()
+
+    def kill(self) -> None:
+        self.killed = True
 
 
 # Scripts: what a healthy host's `ember daemon` answers ----------------------------------

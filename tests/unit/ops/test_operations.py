@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,13 @@ import pytest
 from tests.unit.ops.fake import HANG, FakeHost, Script, action_of, healthy
 from toolkit import inventory as inventory_module
 from toolkit.daemon.protocol import Report
-from toolkit.ops.cluster import Cluster, Outcome, summary
-from toolkit.ops.status import format_status, status
+from toolkit.errors import ConfigError
+from toolkit.ops import lifecycle, units
+from toolkit.ops.cluster import Cluster
+from toolkit.ops.group import Outcome
+from toolkit.ops.logs import logs
+from toolkit.ops.show import Printer, format_status, summary
+from toolkit.ops.status import status
 from toolkit.ops.transport import Result
 
 WORKERS = ["w1", "w2", "w3"]
@@ -42,7 +48,7 @@ class Lab:
         self.hosts[name].script = script
 
     def cluster(self) -> Cluster:
-        bound = Cluster(self.inventory, say=self.said.append,
+        bound = Cluster(self.inventory, events=Printer(self.said.append),
                         transport=lambda entry: self.hosts[entry.address])
         bound.master_json = lambda entry: self.view  # type: ignore[method-assign]
         return bound
@@ -83,7 +89,7 @@ def test_start_all_ships_files_orders_go_and_reports_a_partial_failure(lab: Lab)
 
     lab.script("w2", w2_fails)
     lab.view = worker_view("w1", "w3")
-    outcomes = lab.cluster().start_all(wait=5)
+    outcomes = lifecycle.start_all(lab.cluster(), wait=5)
     results = by_host(outcomes)
     assert results["w2"].ok is False
     assert results["w2"].message == ("failed to start (exit 1)\n"
@@ -104,7 +110,7 @@ def test_start_all_ships_files_orders_go_and_reports_a_partial_failure(lab: Lab)
 def test_start_all_tells_workers_to_skip_when_no_master_is_up(lab: Lab) -> None:
     lab.script("m1", lambda argv, stdin: Result("m1", "", 1, Report(
         "master", 1, 1, ["failed to launch master 1: cannot listen"]).line() + "\n", ""))
-    outcomes = lab.cluster().start_all(wait=5)
+    outcomes = lifecycle.start_all(lab.cluster(), wait=5)
     results = by_host(outcomes)
     assert not results["m1"].ok
     assert [results[w].message for w in WORKERS] == ["not started: no master is up"] * 3
@@ -113,7 +119,7 @@ def test_start_all_tells_workers_to_skip_when_no_master_is_up(lab: Lab) -> None:
 def test_a_host_that_is_down_is_reported_and_the_others_start(lab: Lab) -> None:
     lab.hosts["w1"].down = NO_ROUTE
     lab.view = worker_view("w2", "w3")
-    outcomes = lab.cluster().start_all(wait=5)
+    outcomes = lifecycle.start_all(lab.cluster(), wait=5)
     results = by_host(outcomes)
     assert (results["w1"].ok, results["w1"].role, results["w1"].message) == (
         False, "worker", NO_ROUTE)
@@ -123,7 +129,7 @@ def test_a_host_that_is_down_is_reported_and_the_others_start(lab: Lab) -> None:
 
 def test_workers_not_alive_by_the_deadline_are_stopped(lab: Lab) -> None:
     lab.view = worker_view("w1")
-    outcomes = lab.cluster().start_all(wait=0.5)
+    outcomes = lifecycle.start_all(lab.cluster(), wait=0.5)
     results = by_host(outcomes)
     assert results["w1"].ok
     for name in ("w2", "w3"):
@@ -133,9 +139,113 @@ def test_workers_not_alive_by_the_deadline_are_stopped(lab: Lab) -> None:
 
 def test_stop_all_reports_a_hung_host_and_still_stops_the_masters(lab: Lab) -> None:
     lab.script("w3", lambda argv, stdin: HANG)
-    outcomes = lab.cluster().stop_all()
+    outcomes = lifecycle.stop_all(lab.cluster())
     results = by_host(outcomes)
     assert results["w3"].ok is False and "failed to stop (exit 124)" in results["w3"].message
     assert all(results[h].ok for h in ("m1", "w1", "w2"))
     (master_stop,) = lab.hosts["m1"].calls
     assert master_stop.stdin.decode().endswith("go\n")  # told once the workers were done
+
+
+def test_status_shows_a_role_that_nothing_supervises(lab: Lab) -> None:
+    def unsupervised(argv: list[str], stdin: bytes) -> Result:
+        info = {"role": "worker", "instance": 1, "code": 0, "state": "unsupervised",
+                "pid": 77, "uptime": 9.0, "detail": "supervisord is not running"}
+        return Result("w1", "", 0, json.dumps(info) + "\n", "")
+
+    lab.script("w1", unsupervised)
+    rows = {r["host"]: r for r in status(lab.cluster())}
+    assert (rows["w1"]["daemon"], rows["w1"]["ok"]) == ("unsupervised", False)
+    assert "w1: worker 1: supervisord is not running" in format_status(list(rows.values()))
+
+
+def test_install_systemd_writes_nothing_itself_and_reports_a_host_without_systemd(
+        lab: Lab) -> None:
+    def no_systemd(argv: list[str], stdin: bytes) -> Result:
+        return Result("w2", "", 1, "", "install-systemd: systemd is not running on this host "
+                                       "(no /run/systemd/system); nothing was written\n")
+
+    lab.script("w2", no_systemd)
+    outcomes = units.install_systemd(lab.cluster(), scope="user")
+    results = by_host(outcomes)
+    assert not results["w2"].ok and "systemd is not running" in results["w2"].message
+    assert all(results[h].ok for h in ("m1", "w1", "w3"))
+    for host in lab.hosts.values():
+        assert host.files == {}  # no file was put ahead of the host's own check
+        (call,) = host.calls
+        # the files go with the command that checks first; the scope travels as a flag
+        assert "--files-from-stdin" in call.argv and call.argv[call.argv.index("--scope") + 1] \
+            == "user"
+        assert b"/opt/ember/conf/secret" in call.stdin
+
+
+def test_a_bad_grep_pattern_is_refused_before_any_host_is_asked(lab: Lab) -> None:
+    with pytest.raises(ConfigError, match=r"--grep '\(' is not a regular expression"):
+        logs(lab.cluster(), lines=5, follow=False, grep="(")
+    assert all(host.calls == [] for host in lab.hosts.values())
+
+
+def test_logs_prefix_every_line_with_host_and_role_and_name_a_host_that_is_down(
+        lab: Lab) -> None:
+    lab.hosts["w3"].down = NO_ROUTE
+    for name in ("m1", "w1", "w2"):
+        lab.script(name, lambda argv, stdin: Result("", "", 0, "line one\nline two\n", ""))
+    failed = logs(lab.cluster(), lines=5, follow=False, grep="ERROR|WARN")
+    assert failed
+    assert "w1: worker 1: line two" in lab.said and "m1: master 1: line one" in lab.said
+    assert f"w3: logs: {NO_ROUTE}" in lab.said
+    (call,) = lab.hosts["w1"].calls
+    assert call.argv[-4:] == ["-n", "5", "--grep", "ERROR|WARN"]
+
+
+def test_stop_all_says_when_a_role_had_to_be_killed(lab: Lab) -> None:
+    def killed(argv: list[str], stdin: bytes) -> Result:
+        line = Report("worker", 1, 0, ["worker 1 did not stop within 10 s of SIGTERM: killed "
+                                       "with SIGKILL"]).line()
+        return Result("w1", "", 0, line + "\n", "")
+
+    lab.script("w1", killed)
+    results = by_host(lifecycle.stop_all(lab.cluster()))
+    assert results["w1"].ok
+    assert "w1: worker 1: did not stop within 10 s of SIGTERM: killed with SIGKILL" in lab.said
+
+
+def test_a_late_worker_that_cannot_be_stopped_is_listed_with_the_command_that_stops_it(
+        lab: Lab) -> None:
+    def stop_fails(argv: list[str], stdin: bytes) -> Result:
+        if action_of(argv)[0] == "stop":
+            return Result("w2", "", 1, "", "supervisor is not answering")
+        return healthy(argv, stdin)
+
+    lab.script("w2", stop_fails)
+    lab.view = worker_view("w1", "w3")
+    results = by_host(lifecycle.start_all(lab.cluster(), wait=0.5))
+    assert results["w2"].message.startswith(
+        "not ALIVE in the master's view within --wait: could not be stopped (exit 1): run "
+        "`ember daemon stop worker 1` on w2")
+
+
+def test_restart_all_counts_every_outcome_of_the_stop_and_the_start(lab: Lab) -> None:
+    def stop_fails(argv: list[str], stdin: bytes) -> Result:
+        if action_of(argv)[0] == "stop":
+            return Result("w1", "", 1, "", "boom")
+        return healthy(argv, stdin)
+
+    lab.script("w1", stop_fails)
+    outcomes = lifecycle.restart_all(lab.cluster(), wait=5)
+    assert len(outcomes) == 8  # 4 stops and 4 starts
+    assert [o.host for o in outcomes if not o.ok] == ["w1"]
+    assert summary("restart-all", outcomes) == (1, "restart-all: 7 of 8 succeeded; failed on w1")
+    starts = [c for c in lab.hosts["w2"].calls if action_of(c.argv)[0] == "start"]
+    assert float(starts[0].stdin.decode().splitlines()[-1].split()[1]) <= 5  # --wait bounds it
+
+
+def test_doctor_and_deploy_failures_are_labelled_by_task_and_name_the_host_once(
+        lab: Lab) -> None:
+    from toolkit.ops import provision
+
+    lab.hosts["w2"].down = NO_ROUTE
+    outcomes = provision.doctor(lab.cluster())
+    failed = [o for o in outcomes if o.host == "w2"]
+    assert [(o.role, o.message) for o in failed] == [("doctor", NO_ROUTE)]
+    assert f"w2: doctor: {NO_ROUTE}" in lab.said

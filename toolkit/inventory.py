@@ -7,6 +7,7 @@ Errors name the file and the key or host.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -15,41 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ConfigError
-from toolkit.settings import SETTINGS
+from toolkit.settings import BACKENDS, HOME, REMOTE_HOME, Setting, inventory_keys, named, parsed
 
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 CLUSTER_KEYS = {"name", "secret_file", "backend"}
 SSH_KEYS = {"user", "port", "key_file", "known_hosts", "host_key_policy", "connect_timeout",
             "jump_host"}
-HOST_KEYS = {
-    # shared by every host
-    "ember_home", "python", "log_dir", "pid_dir", "nice", "log_max_files", "stop_timeout",
-    "bind_host", "ssh_port",
-    # systemd units (fab install-systemd)
-    "systemd_scope", "systemd_output", "run_user", "run_group", "restart_sec", "limit_nofile",
-    "watchdog_sec",
-    # masters
-    "port", "webui_port", "worker_timeout", "rest_port",
-    # workers
-    "cores", "memory", "instances", "work_dir", "worker_webui_port", "cleanup_interval",
-    "cleanup_ttl",
-}
-BUILTIN: dict[str, Any] = {
-    "nice": 0, "log_max_files": 5, "stop_timeout": 10, "instances": 1,
-    # the roles' own defaults, from the settings registry
-    **{s.key: s.default for s in SETTINGS if s.key in ("port", "webui_port", "worker_webui_port")},
-}
-_INT_KEYS = {"nice", "log_max_files", "port", "webui_port", "instances", "worker_webui_port",
-             "ssh_port", "cores", "limit_nofile", "rest_port"}
-_RANGES = {"nice": (-20, 19), "log_max_files": (0, 1000), "port": (1, 65535),
-           "webui_port": (1, 65535), "worker_webui_port": (1, 65535), "ssh_port": (1, 65535),
-           "rest_port": (1, 65535),
-           "instances": (1, 64), "cores": (1, 100_000), "limit_nofile": (64, 2**30)}
-_STR_KEYS = {"ember_home", "python", "log_dir", "pid_dir", "work_dir", "bind_host"}
-_NAME_KEYS = {"run_user", "run_group"}
-_CHOICES = {"systemd_scope": ("system", "user"), "systemd_output": ("journal", "file")}
-_USER = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
+HOST_KEYS = inventory_keys()
+"""Every per-host key, with the setting (toolkit/settings) whose parser checks its values."""
+
+
+def _as_written(value: Any) -> Any:
+    """A default as an inventory would hold it: 10, not 10.0 (ember-env.sh shows it so)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+BUILTIN: dict[str, Any] = {key: _as_written(s.default) for key, s in HOST_KEYS.items()
+                           if s.builtin}
 _HOST = re.compile(r"^(?:([A-Za-z0-9._-]+)@)?([A-Za-z0-9._:-]+|\[[0-9a-fA-F:]+\])$")
 
 
@@ -97,7 +81,7 @@ class Inventory:
         if key == "python":
             return sys.executable if host.local else f"{self.home(host)}/venv/bin/python"
         if key == "ember_home":
-            return "~/.ember" if host.local else "/opt/ember"
+            return HOME if host.local else REMOTE_HOME
         return BUILTIN.get(key)
 
     def home(self, host: HostEntry) -> str:
@@ -173,11 +157,9 @@ def _from_yaml(path: Path, text: str) -> Inventory:
     name = str(cluster.get("name", "ember"))
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"{path}: cluster.name {name!r} may hold only letters, digits, . _ -")
-    backend = str(cluster.get("backend", "supervisor"))
-    if backend not in ("supervisor", "plain", "systemd"):
-        raise ConfigError(f"{path}: cluster.backend {backend!r} is not supervisor, plain or "
-                          f"systemd")
-    secret = Path(str(cluster.get("secret_file", f"~/.ember/secrets/{name}.secret")))
+    backend = parsed(f"{path}: cluster.backend", str(cluster.get("backend", BACKENDS[0])),
+                     named("daemon", "backend").parse)
+    secret = Path(str(cluster.get("secret_file", _secret_file(name))))
     secret = _local_path(path, secret)
 
     defaults = _vars(path, "defaults", data.get("defaults", {}))
@@ -216,8 +198,8 @@ def _from_workers_file(path: Path, text: str) -> Inventory:
                       known_hosts=Path(env.get("EMBER_SSH_KNOWN_HOSTS")
                                        or "~/.ssh/known_hosts").expanduser())
     defaults = {"ember_home": env["EMBER_HOME"]} if env.get("EMBER_HOME") else {}
-    inventory = Inventory(path, "ember", "supervisor",
-                          Path("~/.ember/secrets/ember.secret").expanduser(), ssh, defaults,
+    inventory = Inventory(path, "ember", BACKENDS[0],
+                          Path(_secret_file("ember")).expanduser(), ssh, defaults,
                           {}, (master,), workers)
     # This machine's name often resolves to loopback (Debian: 127.0.1.1), so resolve it.
     _validate(inventory, resolve=True)
@@ -289,37 +271,26 @@ def _mapping(path: Path, where: str, value: Any) -> dict[str, Any]:
 
 def _vars(path: Path, where: str, value: Any) -> dict[str, Any]:
     data = _mapping(path, where, value)
-    _only(path, where, data, HOST_KEYS)
-    for key, item in data.items():
-        where_key = f"{where}.{key}"
-        if key in _INT_KEYS and (not isinstance(item, int) or isinstance(item, bool)):
-            raise ConfigError(f"{path}: {where_key} must be a whole number, not {item!r}")
-        if key in _RANGES and not _RANGES[key][0] <= item <= _RANGES[key][1]:
-            low, high = _RANGES[key]
-            raise ConfigError(f"{path}: {where_key} must be from {low} to {high}, not {item}")
-        if key in _STR_KEYS and (not isinstance(item, str) or not item
-                                 or "\n" in item or "\0" in item):
-            raise ConfigError(f"{path}: {where_key} must be a one-line text, not {item!r}")
-        if key == "memory":
-            from toolkit.runtime.config import parse_memory_mb
+    _only(path, where, data, set(HOST_KEYS))
+    return {key: _checked(path, f"{where}.{key}", HOST_KEYS[key], item)
+            for key, item in data.items()}
 
-            try:
-                parse_memory_mb(str(item))
-            except ConfigError as exc:
-                raise ConfigError(f"{path}: {where_key}: {exc}") from None
-        if key in ("stop_timeout", "worker_timeout", "restart_sec", "cleanup_ttl") and not (
-                isinstance(item, (int, float)) and not isinstance(item, bool) and item > 0):
-            raise ConfigError(f"{path}: {where_key} must be a number above 0, not {item!r}")
-        if key in ("watchdog_sec", "cleanup_interval") and not (
-                isinstance(item, (int, float)) and not isinstance(item, bool) and item >= 0):
-            raise ConfigError(f"{path}: {where_key} must be a number of seconds (0: off), "
-                              f"not {item!r}")
-        if key in _CHOICES and item not in _CHOICES[key]:
-            raise ConfigError(f"{path}: {where_key} must be {' or '.join(_CHOICES[key])}, "
-                              f"not {item!r}")
-        if key in _NAME_KEYS and not (isinstance(item, str) and _USER.fullmatch(item)):
-            raise ConfigError(f"{path}: {where_key} must be a user or group name, not {item!r}")
-    return data
+
+def _checked(path: Path, where_key: str, setting: Setting, item: Any) -> Any:
+    """One value, checked by its setting's parser. Kept as written (ember-env.sh shows it so),
+    but a quoted number counts as the number."""
+    if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+        raise ConfigError(f"{path}: {where_key}: {item!r} is not a text or a number")
+    value = parsed(f"{path}: {where_key}", str(item), setting.key_parse or setting.parse)
+    if isinstance(item, str) and isinstance(value, (int, float)):
+        for number in (int, float):
+            with contextlib.suppress(ValueError):
+                return number(item)
+    return item
+
+
+def _secret_file(cluster: str) -> str:
+    return f"{HOME}/secrets/{cluster}.secret"
 
 
 def _group(path: Path, group: str, value: Any, groups: dict[str, dict[str, Any]]
@@ -395,7 +366,7 @@ def _validate(inventory: Inventory, resolve: bool = False) -> None:
         ports = ([(key, inventory.setting(host, key)) for key in ("port", "webui_port", "rest_port")
                   if inventory.setting(host, key) is not None]
                  if host.group == "masters" else
-                 [("worker_webui_port", inventory.setting(host, "worker_webui_port") + i)
+                 [("worker_webui_port", int(inventory.setting(host, "worker_webui_port")) + i)
                   for i in range(int(inventory.setting(host, "instances")))])
         for key, port in ports:
             where = (inventory.advertised(host), int(port))
@@ -404,5 +375,3 @@ def _validate(inventory: Inventory, resolve: bool = False) -> None:
                                   f"clashes with {seen[where]} on the same address")
             seen[where] = f"{host.address} {host.group} {key}"
         inventory.home(host)  # absolute-path check for remote hosts
-        if int(inventory.setting(host, "instances")) < 1:
-            raise ConfigError(f"{path}: host {host.address}: instances must be at least 1")

@@ -110,37 +110,85 @@ def test_a_local_master_with_remote_workers_is_refused_and_local_workers_are_fin
     ("masters: [m1]\nworkerz: []", "unknown key 'workerz' in top level"),
     ("masters: [{host: m1, cpus: 3}]", "unknown key 'cpus' in masters host m1"),
     ("masters: [m1]\nworkers: [{host: w1, cores: many}]",
-     "workers host w1.cores must be a whole number, not 'many'"),
+     "workers host w1.cores: 'many' is not a positive whole number"),
     ("masters: [m1]\nworkers: [{host: w1, memory: 2048}]",
-     "workers host w1.memory: memory '2048' has no unit"),
+     "workers host w1.memory: '2048' has no unit: add m or g"),
     ("workers: [w1]", "no masters"),
     ("masters: [m1, m1]", "host m1 is listed twice under masters"),
     ("masters: [m1]\nworkers: {vars: {instances: 2}, hosts: [w1, ops@w1]}",
      "host w1 is listed twice under workers"),
     ("masters: [{host: m1, webui_port: 7077}]", "clashes with m1 masters port"),
-    ("masters: [{host: m1, port: 70000}]", "masters host m1.port must be from 1 to 65535"),
-    ("masters: [m1]\nworkers: [{host: w1, cores: -3}]", "w1.cores must be from 1 to"),
+    ("masters: [{host: m1, port: 70000}]",
+     "masters host m1.port: '70000' is not a port number (1-65535)"),
+    ("masters: [m1]\nworkers: [{host: w1, cores: -3}]",
+     "w1.cores: '-3' is not a positive whole number"),
     ("masters: [m1]\nssh: {port: true}", "ssh.port must be a port number"),
-    ("masters: [{host: m1, python: [1, 2]}]", "m1.python must be a one-line text"),
+    ("masters: [{host: m1, python: [1, 2]}]",
+     "masters host m1.python: [1, 2] is not a text or a number"),
     ("masters: [m1]\nworkers: [\"w1\\n\"]", "is not a host"),
     ("masters: [m1]\ndefaults: {ember_home: ~/ember}",
      "ember_home '~/ember' for host m1 must be an absolute path"),
     ("masters: [m1]\nssh: {host_key_policy: yolo}", "ssh.host_key_policy 'yolo'"),
     ("masters: [m1]\nssh: {key_file: /nonexistent/key}", "ssh.key_file /nonexistent/key cannot"),
-    ("masters: [m1]\ncluster: {backend: docker}", "cluster.backend 'docker'"),
+    ("masters: [m1]\ncluster: {backend: docker}",
+     "cluster.backend: 'docker' is not one of supervisor, plain, systemd"),
     ("masters: [ 'bad host' ]", "'bad host' is not a host"),
     ("masters: [m1\n", "not valid YAML"),
     ("masters: [{host: m1, rest_port: 8080}]", "m1 masters rest_port 8080 clashes with m1"),
     ("masters: [m1]\nworkers: [{host: w1, cleanup_interval: -1}]",
-     "w1.cleanup_interval must be a number of seconds (0: off)"),
+     "w1.cleanup_interval: '-1' is not a number of seconds (0: off)"),
     ("masters: [m1]\nworkers: [{host: w1, cleanup_ttl: 0}]",
-     "w1.cleanup_ttl must be a number above 0"),
+     "w1.cleanup_ttl: '0' must be more than 0 seconds"),
+    ("masters: [m1]\ndefaults: {nice: 30}", "defaults.nice: '30' is not a whole number from -20 "
+                                            "to 19"),
+    ("masters: [m1]\ndefaults: {nice: true}", "defaults.nice: True is not a text or a number"),
+    ("masters: [m1]\ndefaults: {log_max_files: 2000}", "defaults.log_max_files: '2000' is not"),
+    ("masters: [m1]\ndefaults: {stop_timeout: soon}",
+     "defaults.stop_timeout: 'soon' is not a number of seconds"),
+    ("masters: [m1]\ndefaults: {systemd_scope: global}",
+     "defaults.systemd_scope: 'global' is not one of system, user"),
+    ("masters: [m1]\ndefaults: {run_user: Jane Doe}",
+     "defaults.run_user: 'Jane Doe' is not a user or group name"),
+    ("masters: [m1]\ndefaults: {limit_nofile: 10}", "defaults.limit_nofile: '10' is not a whole"),
+    ("masters: [m1]\ndefaults: {log_dir: ''}", "defaults.log_dir: '' is empty"),
+    ("masters: [{host: m1, rest_port: 0}]", "m1.rest_port: '0' is not a port number (1-65535)"),
+    ("masters: [{host: m1, ssh_port: 0}]", "m1.ssh_port: '0' is not a port number (1-65535)"),
+    ("masters: [m1]\nworkers: [{host: w1, instances: 65}]",
+     "w1.instances: '65' is not a whole number from 1 to 64"),
+    ("masters: [{host: m1, bind_host: {a: 1}}]", "m1.bind_host: {'a': 1} is not a text or a"),
 ])
 def test_bad_inventories_name_file_and_key(tmp_path: Path, text: str, error: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, text)
     assert str(tmp_path / "inv.yml") in str(caught.value)
     assert error in str(caught.value)
+
+
+def test_values_are_kept_as_written_and_a_quoted_number_is_the_number(tmp_path: Path) -> None:
+    inv = load(tmp_path, "defaults: {stop_timeout: 2.5, memory: 4g, cores: '4', nice: '-3'}\n"
+                         "masters: [m1]\nworkers: [{host: w1, worker_webui_port: '9000'}]\n")
+    (w1,) = inv.workers
+    assert (inv.setting(w1, "stop_timeout"), inv.setting(w1, "memory")) == (2.5, "4g")
+    assert (inv.setting(w1, "cores"), inv.setting(w1, "nice")) == (4, -3)
+    assert inv.setting(w1, "worker_webui_port") == 9000
+
+
+def test_built_in_values_come_from_the_registry_as_an_inventory_writes_them(
+        tmp_path: Path) -> None:
+    inv = load(tmp_path, "masters: [m1]\nworkers: [w1]\ndefaults: {ember_home: /srv/e}\n")
+    (w1,) = inv.workers
+    values = {key: inv.setting(w1, key) for key in (
+        "nice", "log_max_files", "stop_timeout", "instances", "port", "webui_port",
+        "worker_webui_port", "systemd_scope", "restart_sec", "cores", "log_dir")}
+    assert values == {"nice": 0, "log_max_files": 5, "stop_timeout": 10, "instances": 1,
+                      "port": 7077, "webui_port": 8080, "worker_webui_port": 8081,
+                      "systemd_scope": None, "restart_sec": None, "cores": None,
+                      "log_dir": None}
+    assert str(inv.setting(w1, "stop_timeout")) == "10"  # as ember-env.sh has always said
+    assert inv.setting(w1, "ember_home") == "/srv/e"
+    local = load(tmp_path, "masters: [localhost]\n")
+    assert inv.setting(inv.masters[0], "python") == "/srv/e/venv/bin/python"
+    assert local.home(local.masters[0]) == str(Path.home() / ".ember")
 
 
 def test_bad_workers_file_line_is_named(tmp_path: Path) -> None:

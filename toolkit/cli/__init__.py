@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from toolkit import __version__
 from toolkit import settings as settings_registry
 from toolkit.cli import daemon as daemon_cli
-from toolkit.cli.options import positive_int, resolve
 from toolkit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -28,8 +27,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(module)s: %(message)s"
 
 
 def _secret_path(args: argparse.Namespace) -> Path | None:
-    path = args.secret_file or os.environ.get("EMBER_SECRET_FILE")
-    return Path(path) if path else None
+    path: Path | None = settings_registry.resolve(
+        settings_registry.named("common", "secret_file"), args.secret_file, os.environ)
+    return path
 
 
 def _secret(args: argparse.Namespace) -> bytes | None:
@@ -40,22 +40,26 @@ def _secret(args: argparse.Namespace) -> bytes | None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--secret-file", metavar="FILE",
-                        help="cluster secret, mode 0600 (default: $EMBER_SECRET_FILE)")
+    _role_flags(parser, "common")
     parser.add_argument("--pid-file", metavar="FILE", type=Path,
                         help="write this process's pid here; removed at clean exit")
     parser.add_argument("--insecure", action="store_true",
                         help="allow listening beyond loopback without a cluster secret")
-    parser.add_argument("--log-level", default=os.environ.get("EMBER_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
 def _role_flags(parser: argparse.ArgumentParser, role: str) -> None:
-    """The role's flags, as toolkit/settings.py declares them."""
+    """The role's flags, as toolkit/settings declares them."""
     for setting in settings_registry.of_role(role):
-        parser.add_argument(setting.flag, dest=setting.name, metavar=setting.metavar,
-                            help=f"{setting.help} (default: ${setting.env}, else "
-                                 f"{setting.shown.strip('`')})")
+        _flag(parser, setting)
+
+
+def _flag(parser: argparse.ArgumentParser, setting: settings_registry.Setting,
+          help: str | None = None) -> None:
+    """A registry setting's flag, its value left as text for ``resolve``."""
+    shown = setting.shown.strip("`")
+    default = f"${setting.env}, else {shown}" if setting.env else shown
+    parser.add_argument(setting.flag, dest=setting.name, metavar=setting.metavar,
+                        help=f"{help or setting.help} (default: {default})")
 
 
 def _role_values(args: argparse.Namespace, role: str,
@@ -91,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(worker)
     worker.set_defaults(run=run_worker, header=True)
 
+    start_timeout = settings_registry.named("daemon", "start_timeout")
     daemon = sub.add_parser(
         "daemon", help="start, stop or check a master/worker in the background",
         usage="ember daemon (start|stop|status|restart|logs|run) (master|worker) [INSTANCE] "
@@ -108,20 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("role", nargs="?", choices=["master", "worker"])
     daemon.add_argument("instance", nargs="?", default="1",
                         help="instance number (default 1); start, stop and status take a list: 1,2")
-    daemon.add_argument("--backend", choices=["supervisor", "plain", "systemd"],
-                        help="default: $EMBER_DAEMON_BACKEND, else supervisor")
-    daemon.add_argument("--scope", choices=["system", "user"],
-                        help="systemd: the system manager or the user's "
-                             "(default: $EMBER_SYSTEMD_SCOPE, else system)")
+    _flag(daemon, settings_registry.named("daemon", "backend"), help="how roles run")
+    _flag(daemon, settings_registry.named("systemd", "systemd_scope"),
+          help="systemd: the system manager or the user's")
     daemon.add_argument("--now", action="store_true",
                         help="install-systemd: also start the units it enables")
     daemon.add_argument("--json", action="store_true",
                         help="start, stop, status: print one JSON object per instance")
     daemon.add_argument("--shutdown-supervisor", action="store_true",
                         help="stop: then shut supervisord down if it runs nothing else")
-    daemon.add_argument("--timeout", type=float, metavar="SECONDS",
+    daemon.add_argument("--timeout", metavar="SECONDS",
                         help="start: give up on readiness after SECONDS if that is sooner "
-                             "than EMBER_START_TIMEOUT (30); what is not ready is stopped")
+                             f"than ${start_timeout.env} ({start_timeout.shown}); what is not "
+                             "ready is stopped")
     daemon.add_argument("--if-stopped", action="store_true",
                         help="start: exit 0, doing nothing, when the instance already runs")
     daemon.add_argument("--files-from-stdin", action="store_true",
@@ -146,8 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--supervise", action="store_true",
                         help="restart the driver when it exits non-zero (backoff 1 s doubling, "
                              "at most 60 s)")
-    submit.add_argument("--cores", default="1", help="cores reserved on the worker (default 1)")
-    submit.add_argument("--memory", default="1g", help="memory reserved, like 512m (default 1g)")
+    _role_flags(submit, "submit")
     submit.add_argument("--name", default="", help="shown in the master's /json")
     submit.add_argument("--env", action="append", default=[], metavar="K=V",
                         help="environment variable for the driver (repeatable)")
@@ -167,8 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("rest-token", help="print the bearer token of the REST API",
                            description="The token the master's REST API expects in "
                                        "`Authorization: Bearer TOKEN` when a secret is set.")
-    token.add_argument("--secret-file", metavar="FILE",
-                       help="cluster secret (default: $EMBER_SECRET_FILE)")
+    _flag(token, settings_registry.named("common", "secret_file"))
     token.set_defaults(run=run_rest_token)
     return parser
 
@@ -185,10 +187,9 @@ def run_rest_token(args: argparse.Namespace) -> int:
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--master", help="ember://host:port[,...] (default: $EMBER_MASTER_URL)")
-    parser.add_argument("--secret-file", metavar="FILE",
-                        help="cluster secret (default: $EMBER_SECRET_FILE)")
+    _flag(parser, settings_registry.named("common", "secret_file"))
     parser.add_argument("--log-level", default="WARNING",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+                        choices=settings_registry.LOG_LEVELS)
 
 
 def print_command_header() -> None:
@@ -240,7 +241,6 @@ def _master_url(args: argparse.Namespace) -> str:
 
 def _driver_description(args: argparse.Namespace) -> m.DriverDescription:
     from toolkit.runtime import messages as m
-    from toolkit.runtime.config import parse_memory_mb
 
     if not args.role_args:
         raise ConfigError("submit needs a command after --: ember submit -- python3 job.py")
@@ -250,11 +250,9 @@ def _driver_description(args: argparse.Namespace) -> m.DriverDescription:
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise ConfigError(f"--env {item!r} is not NAME=VALUE")
         env[key] = value
-    cores = resolve(args.cores, "--cores", "", positive_int, lambda: 1)
-    memory = resolve(args.memory, "--memory", "", lambda t: parse_memory_mb(t, "--memory"),
-                      lambda: 1024)
-    return m.DriverDescription(list(args.role_args), cores, memory, args.supervise, args.name,
-                               env)
+    values = _role_values(args, "submit", {})
+    return m.DriverDescription(list(args.role_args), values["cores"], values["memory"],
+                               args.supervise, args.name, env)
 
 
 def exit_code_of(status: m.DriverStatusResponse) -> int:
@@ -361,6 +359,15 @@ def run_driver(args: argparse.Namespace) -> int:
     return _talk("driver", go)
 
 
+def _log_level(args: argparse.Namespace) -> str:
+    """master, worker: --log-level, else $EMBER_LOG_LEVEL, else INFO. Others: their flag."""
+    if args.command in ("master", "worker"):
+        level: str = settings_registry.resolve(settings_registry.named("common", "log_level"),
+                                               args.log_level, os.environ)
+        return level
+    return getattr(args, "log_level", "WARNING")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     role_args: list[str] = []
@@ -372,11 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command not in ("daemon", "submit"):
             raise SystemExit(f"ember {args.command}: unexpected arguments after --")
         args.role_args = role_args
-    logging.basicConfig(level=getattr(args, "log_level", "WARNING"), format=LOG_FORMAT,
-                        stream=sys.stderr)
-    if getattr(args, "header", False):
-        print_command_header()
     try:
+        logging.basicConfig(level=_log_level(args), format=LOG_FORMAT, stream=sys.stderr)
+        if getattr(args, "header", False):
+            print_command_header()
         code: int = args.run(args)
     except ConfigError as exc:
         print(f"ember {args.command}: error: {exc}", file=sys.stderr)

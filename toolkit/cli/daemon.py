@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from toolkit.cli.options import positive_int, resolve
 from toolkit.errors import ConfigError
+from toolkit.settings import named, parsed, positive_int, resolve
 
 if TYPE_CHECKING:
     from toolkit.daemon.settings import DaemonSettings
@@ -29,6 +29,9 @@ def run_daemon(args: argparse.Namespace) -> int:
     from toolkit.daemon.settings import load_settings
     from toolkit.errors import EmberError
 
+    timeout: float | None = None  # --timeout: a caller's deadline, sooner, never later
+    if args.timeout is not None:
+        timeout = resolve(named("daemon", "start_timeout"), args.timeout, {})
     if args.files_from_stdin:
         from toolkit.files import install_bundle
 
@@ -36,9 +39,7 @@ def run_daemon(args: argparse.Namespace) -> int:
         if args.action == "install-systemd" and not _systemd_here(args):
             return 1  # checked before anything is written: the host keeps its files
         install_bundle(files)
-    settings = load_settings(backend=args.backend)
-    if args.scope:
-        settings = dataclasses.replace(settings, systemd_scope=args.scope)
+    settings = load_settings(backend=args.backend, scope=args.systemd_scope)
     if args.action == "supervisor-shutdown":
         return control.supervisor_shutdown(settings)
     if args.action in ("install-systemd", "uninstall-systemd"):
@@ -55,10 +56,10 @@ def run_daemon(args: argparse.Namespace) -> int:
             refused, limit = _wait_until_told(args, settings, instances)
             if refused is not None:
                 return refused
-            args.timeout = limit if limit is not None else args.timeout
-        if args.timeout is not None:  # a caller's deadline: sooner, never later
+            timeout = limit if limit is not None else timeout
+        if timeout is not None:
             settings = dataclasses.replace(
-                settings, start_timeout=min(settings.start_timeout, args.timeout))
+                settings, start_timeout=min(settings.start_timeout, timeout))
         if args.action == "start":
             return control.each_instance(role, instances, lambda i, say: control.start(
                 settings, role, i, args.role_args, say, if_stopped=args.if_stopped), args.json)
@@ -92,8 +93,7 @@ def run_daemon(args: argparse.Namespace) -> int:
 
 
 def _instances(args: argparse.Namespace) -> list[int]:
-    return [resolve(part, "INSTANCE", "", positive_int, lambda: 1)
-            for part in args.instance.split(",")]
+    return [parsed("INSTANCE", part, positive_int) for part in args.instance.split(",")]
 
 
 def _systemd_here(args: argparse.Namespace) -> bool:
@@ -103,9 +103,7 @@ def _systemd_here(args: argparse.Namespace) -> bool:
     from toolkit.errors import EmberError
 
     try:
-        settings = load_settings(backend=args.backend)
-        systemd.require_systemd(dataclasses.replace(
-            settings, systemd_scope=args.scope or settings.systemd_scope))
+        systemd.require_systemd(load_settings(backend=args.backend, scope=args.systemd_scope))
     except EmberError as exc:
         print(f"ember daemon {args.action}: {exc}", file=sys.stderr)
         return False

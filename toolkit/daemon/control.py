@@ -20,7 +20,7 @@ from toolkit.daemon.pidfile import read_pid_file
 from toolkit.daemon.procs import Found, PidState, Stopped, check, format_uptime
 from toolkit.daemon.protocol import Report
 from toolkit.daemon.settings import DaemonSettings
-from toolkit.settings import default_of
+from toolkit.settings import of_role, resolve
 
 LSB_RUNNING, LSB_DEAD, LSB_NOT_RUNNING = 0, 1, 3
 
@@ -67,11 +67,10 @@ def instance_env(settings: DaemonSettings, role: str, instance: int) -> dict[str
     """EMBER_* values for one instance: worker ports step by instance, as in start-worker.sh."""
     env = dict(settings.env)
     env["EMBER_HOME"] = str(settings.home)
-    if role == "worker":
-        webui = int(env.get("EMBER_WORKER_WEBUI_PORT") or default_of("worker", "webui_port"))
-        env["EMBER_WORKER_WEBUI_PORT"] = str(webui + instance - 1)
-        if env.get("EMBER_WORKER_PORT", "0") not in ("", "0"):
-            env["EMBER_WORKER_PORT"] = str(int(env["EMBER_WORKER_PORT"]) + instance - 1)
+    for setting in of_role(role):
+        base = resolve(setting, None, env) if setting.step else None
+        if base:  # a port of 0 is any free one: it does not step
+            env[setting.env] = str(base + instance - 1)
     env["NOTIFY_SOCKET"] = settings.notify_name(role, instance)
     return env
 

@@ -27,13 +27,6 @@ from toolkit.ops.group import Events, Outcome, Silent, run_each
 from toolkit.ops.transport import Host, Result, Session, host_for
 from toolkit.render import render
 
-SYSTEMD_SETTINGS = {
-    "systemd_scope": "EMBER_SYSTEMD_SCOPE", "systemd_output": "EMBER_SYSTEMD_OUTPUT",
-    "run_user": "EMBER_RUN_USER", "run_group": "EMBER_RUN_GROUP",
-    "restart_sec": "EMBER_RESTART_SEC", "limit_nofile": "EMBER_LIMIT_NOFILE",
-    "watchdog_sec": "EMBER_WATCHDOG_SEC",
-}
-
 
 @dataclass
 class Target:
@@ -115,37 +108,24 @@ class Cluster:
     # Files ---------------------------------------------------------------------------------
 
     def host_env(self, target: Target) -> dict[str, str]:
-        """Every EMBER_* setting of one host, as its ember-env.sh holds them."""
+        """Every EMBER_* setting of one host, as its ember-env.sh holds them: the host-wide
+        settings, then each of its roles', as the settings registry maps inventory keys."""
         inv = self.inventory
-        first = target.entries[0]
-        env = {
-            "EMBER_HOME": target.home,
-            "EMBER_CONF_DIR": f"{target.home}/conf",
-            "EMBER_DAEMON_BACKEND": inv.backend,
-            "EMBER_NICENESS": str(inv.setting(first, "nice")),
-            "EMBER_LOG_MAX_FILES": str(inv.setting(first, "log_max_files")),
-            "EMBER_STOP_TIMEOUT": str(inv.setting(first, "stop_timeout")),
-            "EMBER_SECRET_FILE": target.secret_file(),
-        }
-        for key, name in (("log_dir", "EMBER_LOG_DIR"), ("pid_dir", "EMBER_PID_DIR")):
-            value = inv.path_setting(first, key)
-            if value:
-                env[name] = value
-        for key, name in SYSTEMD_SETTINGS.items():
-            if inv.setting(first, key) is not None:
-                env[name] = str(inv.setting(first, key))
-        for entry in target.entries:  # the roles' settings, as toolkit/settings.py maps them
+        env = {"EMBER_HOME": target.home, "EMBER_CONF_DIR": f"{target.home}/conf",
+               "EMBER_DAEMON_BACKEND": inv.backend, "EMBER_SECRET_FILE": target.secret_file()}
+        chosen = [(target.entries[0], s) for s in settings_registry.host_wide()]
+        for entry in target.entries:
             role = "master" if entry.group == "masters" else "worker"
             if role == "worker":
                 env["EMBER_MASTER_URL"] = inv.master_url()
-            for setting in settings_registry.of_role(role):
-                if setting.key is None:
-                    continue
-                value = (inv.advertised(entry) if setting.kind == "address" else
-                         inv.path_setting(entry, setting.key) if setting.kind == "path" else
-                         inv.setting(entry, setting.key))
-                if value is not None and value != "":
-                    env[setting.env] = str(value)
+            chosen += [(entry, s) for s in settings_registry.of_role(role) if s.key]
+        for entry, setting in chosen:
+            assert setting.key is not None
+            value = (inv.advertised(entry) if setting.kind == "address" else
+                     inv.path_setting(entry, setting.key) if setting.kind == "path" else
+                     inv.setting(entry, setting.key))
+            if value is not None and value != "":
+                env[setting.env] = str(value)
         return env
 
     def env_file(self, target: Target) -> str:

@@ -9,9 +9,10 @@ import stat
 from pathlib import Path
 
 from toolkit.errors import ConfigError
-from toolkit.settings import parse_memory_mb
+from toolkit.settings import default_home, named, parse_memory_mb, resolve
 
-__all__ = ["parse_memory_mb"]  # its home is toolkit/settings.py; kept importable here
+__all__ = ["parse_memory_mb"]  # its home is toolkit/settings; kept importable here
+
 
 def default_cores() -> int:
     return len(os.sched_getaffinity(0)) or 1
@@ -88,4 +89,5 @@ def default_host() -> str:
 
 
 def ember_home() -> Path:
-    return Path(os.environ.get("EMBER_HOME") or Path.home() / ".ember")
+    """$EMBER_HOME, else the default home."""
+    return Path(resolve(named("daemon", "home"), None, os.environ, default_home))

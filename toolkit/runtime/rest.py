@@ -59,8 +59,8 @@ from aiohttp import web
 import toolkit
 from toolkit.errors import ConfigError, EmberError
 from toolkit.runtime import messages as m
-from toolkit.runtime.config import parse_memory_mb
 from toolkit.runtime.wire import rest_token
+from toolkit.settings import parse_memory_mb, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +151,9 @@ def _positive_int(props: dict[str, str], key: str, default: int) -> int:
     if text is None:
         return default
     try:
-        value = int(text.strip())
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise BadRequest(f"{key} {text!r} must be a positive integer")
-    return value
+        return positive_int(text)
+    except ValueError as exc:
+        raise BadRequest(f"{key} {exc}") from None
 
 
 def _boolean(props: dict[str, str], key: str) -> bool:

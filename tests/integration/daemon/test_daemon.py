@@ -287,7 +287,7 @@ def test_log_max_files_0_appends_without_rotating(daemons: Daemons) -> None:
 def test_bad_log_max_files_is_an_error(daemons: Daemons, value: str) -> None:
     result = daemons.run("start", "master", env={"EMBER_LOG_MAX_FILES": value})
     assert result.returncode == 2
-    assert f"EMBER_LOG_MAX_FILES={value!r} must be a whole number from 0 to 1000" in (
+    assert f"EMBER_LOG_MAX_FILES: {value!r} is not a whole number from 0 to 1000" in (
         result.stderr)
 
 

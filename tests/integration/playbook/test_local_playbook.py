@@ -165,7 +165,8 @@ def test_bad_inventory_is_a_clear_error(tmp_path: Path) -> None:
                             capture_output=True, text=True, check=False,
                             env={**os.environ})
     assert result.returncode == 2
-    assert f"{bad}: workers host localhost.memory: memory 'lots'" in result.stderr
+    assert (f"{bad}: workers host localhost.memory: 'lots' is not a memory size like 512m or 2g"
+            in result.stderr)
 
 
 def test_fab_help_documents_task_options() -> None:

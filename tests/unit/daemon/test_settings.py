@@ -34,10 +34,10 @@ def test_environment_overrides_the_env_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("key", "value", "error"), [
-    ("EMBER_NICENESS", "fast", "EMBER_NICENESS='fast' must be a whole number from -20 to 19"),
+    ("EMBER_NICENESS", "fast", "EMBER_NICENESS: 'fast' is not a whole number from -20 to 19"),
     ("EMBER_NICENESS", "40", "from -20 to 19"),
     ("EMBER_LOG_MAX_FILES", "x", "(0 turns rotation off)"),
-    ("EMBER_STOP_TIMEOUT", "0", "EMBER_STOP_TIMEOUT='0' must be a number of seconds above 0"),
+    ("EMBER_STOP_TIMEOUT", "0", "EMBER_STOP_TIMEOUT: '0' must be more than 0 seconds"),
     ("EMBER_IDENT_STRING", "a/b", "may hold only letters"),
     ("EMBER_DAEMON_BACKEND", "docker", "'docker' is not one of supervisor, plain"),
 ])
@@ -45,6 +45,45 @@ def test_bad_values_name_the_variable(tmp_path: Path, key: str, value: str, erro
     with pytest.raises(ConfigError) as caught:
         load_settings(env(tmp_path, **{key: value}))
     assert error in str(caught.value)
+
+
+@pytest.mark.parametrize(("key", "value", "error"), [
+    ("EMBER_SYSTEMD_SCOPE", "global", "EMBER_SYSTEMD_SCOPE: 'global' is not one of system, user"),
+    ("EMBER_RUN_USER", "Jane Doe", "EMBER_RUN_USER: 'Jane Doe' is not a user or group name"),
+    ("EMBER_LIMIT_NOFILE", "10", "EMBER_LIMIT_NOFILE: '10' is not a whole number from 64"),
+    ("EMBER_WATCHDOG_SEC", "-1", "EMBER_WATCHDOG_SEC: '-1' is not a number of seconds (0: off)"),
+    ("EMBER_LOG_MAX_BYTES", "big", "EMBER_LOG_MAX_BYTES: 'big' is not a whole number"),
+    ("EMBER_START_TIMEOUT", "soon", "EMBER_START_TIMEOUT: 'soon' is not a number of seconds"),
+])
+def test_a_bad_value_in_ember_env_sh_names_the_variable_and_the_value(
+        tmp_path: Path, key: str, value: str, error: str) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "ember-env.sh").write_text(f"EMBER_NICENESS=3\n{key}='{value}'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env(tmp_path))
+    assert error in str(caught.value)
+
+
+def test_flags_win_over_the_variables_and_bad_ones_are_named(tmp_path: Path) -> None:
+    base = env(tmp_path, EMBER_DAEMON_BACKEND="plain", EMBER_SYSTEMD_SCOPE="user")
+    assert (load_settings(base).backend, load_settings(base).systemd_scope) == ("plain", "user")
+    chosen = load_settings(base, backend="systemd", scope="system")
+    assert (chosen.backend, chosen.systemd_scope) == ("systemd", "system")
+    with pytest.raises(ConfigError, match="--backend: 'docker' is not one of supervisor, plain"):
+        load_settings(base, backend="docker")
+    with pytest.raises(ConfigError, match="--scope: 'global' is not one of system, user"):
+        load_settings(base, scope="global")
+
+
+def test_every_host_wide_value_is_read_and_typed(tmp_path: Path) -> None:
+    s = load_settings(env(tmp_path, EMBER_SYSTEMD_OUTPUT="file", EMBER_RUN_USER="ember",
+                          EMBER_RESTART_SEC="2.5", EMBER_LIMIT_NOFILE="4096",
+                          EMBER_WATCHDOG_SEC="0", EMBER_NO_DAEMONIZE="1",
+                          EMBER_LOG_DIR="~/logs", EMBER_WORKER_DIR="w"))
+    assert (s.systemd_output, s.run_user, s.run_group, s.restart_sec, s.limit_nofile,
+            s.watchdog_sec, s.no_daemonize) == ("file", "ember", None, 2.5, 4096, 0.0, True)
+    assert s.log_dir == Path.home() / "logs" and s.supervisor_dir == s.pid_dir
+    assert s.work_dir == Path("w").absolute()
 
 
 def test_socket_path_limit() -> None:

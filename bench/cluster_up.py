@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -122,21 +123,24 @@ def main() -> int:
     if problem:
         parser.error(problem)
     workdir = Path(tempfile.mkdtemp(prefix="bench-lab-"))
-    results: dict[str, list[dict[str, float]]] = {"ember": []}
-    with Lab(workdir, 1 + WORKERS) as lab:
-        inventory = write_inventory(lab, workdir / "lab.yml")
-        print("deploying the toolkit to 5 hosts ...", file=sys.stderr, flush=True)
-        subprocess.run([str(FAB), "-r", str(ROOT), "deploy", "--inventory", str(inventory),
-                        "--python", str(Path(sys.base_prefix) / "bin" / "python3")],
-                       check=True, capture_output=True)
-        spark = Spark(lab, args.spark_home) if args.spark_home else None
-        if spark:
-            results["spark"] = []
-        for n in range(args.runs):
-            print(f"run {n + 1}/{args.runs}", file=sys.stderr, flush=True)
-            results["ember"].append(ember_cycle(lab, inventory))
+    try:
+        results: dict[str, list[dict[str, float]]] = {"ember": []}
+        with Lab(workdir, 1 + WORKERS) as lab:
+            inventory = write_inventory(lab, workdir / "lab.yml")
+            print("deploying the toolkit to 5 hosts ...", file=sys.stderr, flush=True)
+            subprocess.run([str(FAB), "-r", str(ROOT), "deploy", "--inventory", str(inventory),
+                            "--python", str(Path(sys.base_prefix) / "bin" / "python3")],
+                           check=True, capture_output=True)
+            spark = Spark(lab, args.spark_home) if args.spark_home else None
             if spark:
-                results["spark"].append(spark.cycle())
+                results["spark"] = []
+            for n in range(args.runs):
+                print(f"run {n + 1}/{args.runs}", file=sys.stderr, flush=True)
+                results["ember"].append(ember_cycle(lab, inventory))
+                if spark:
+                    results["spark"].append(spark.cycle())
+    finally:  # each host's tree (a venv each): hundreds of MB
+        shutil.rmtree(workdir, ignore_errors=True)
     table, header, lines = compare(results, TARGETS, ["ember"])
     print(f"\n1 master + {WORKERS} worker hosts over SSH, {args.runs} runs, min / median\n")
     print_table(header, lines)

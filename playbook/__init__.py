@@ -61,6 +61,13 @@ def _finish(name: str, outcomes: list[Outcome]) -> None:
         raise Exit(code=code)
 
 
+def _wait(value: float) -> float:
+    """``--wait``, checked here: a start given no time at all would fail on every host."""
+    if not value > 0:
+        raise Exit(f"error: --wait must be more than 0 seconds, not {value:g}", code=2)
+    return float(value)
+
+
 def _run(name: str, inventory: str | None, hosts: str | None, roles: str | None, serial: bool,
          operation: Callable[[Cluster], list[Outcome]]) -> None:
     with cluster(inventory, hosts, roles, serial) as bound:
@@ -75,7 +82,8 @@ def _run(name: str, inventory: str | None, hosts: str | None, roles: str | None,
 def start_all(c: Any, inventory: str | None = None, hosts: str | None = None,
               roles: str | None = None, serial: bool = False, wait: float = 60) -> None:
     """Start the masters, then all workers in parallel; wait until every worker is ALIVE."""
-    _run("start-all", inventory, hosts, roles, serial, lambda cl: lifecycle.start_all(cl, wait))
+    bound = _wait(wait)
+    _run("start-all", inventory, hosts, roles, serial, lambda cl: lifecycle.start_all(cl, bound))
 
 
 @task(help={**COMMON, "wait": "accepted for stop-all.sh compatibility; stop always waits "
@@ -90,8 +98,9 @@ def stop_all(c: Any, inventory: str | None = None, hosts: str | None = None,
 def restart_all(c: Any, inventory: str | None = None, hosts: str | None = None,
                 roles: str | None = None, serial: bool = False, wait: float = 60) -> None:
     """stop-all, then start-all; every outcome of both counts."""
+    bound = _wait(wait)
     _run("restart-all", inventory, hosts, roles, serial,
-         lambda cl: lifecycle.restart_all(cl, wait))
+         lambda cl: lifecycle.restart_all(cl, bound))
 
 
 @task(help=HOSTS)
@@ -112,8 +121,9 @@ def stop_master(c: Any, inventory: str | None = None, hosts: str | None = None,
 def start_workers(c: Any, inventory: str | None = None, hosts: str | None = None,
                   serial: bool = False, wait: float = 60) -> None:
     """Start every worker instance, in parallel; wait until each is ALIVE in the master."""
+    bound = _wait(wait)
     _run("start-workers", inventory, hosts, "worker", serial,
-         lambda cl: lifecycle.start_workers(cl, wait))
+         lambda cl: lifecycle.start_workers(cl, bound))
 
 
 @task(help=HOSTS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,11 +97,14 @@ workers:
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Deployed]:
     workdir = Path(tempfile.mkdtemp(prefix="ember-lab-"))
-    with Lab(workdir, 4) as running:
-        deployed = Deployed(running, write_inventory(running, workdir / "lab.yml"), workdir)
-        result = deployed.fab("deploy", "--python", BASE_PYTHON, timeout=900)
-        assert result.returncode == 0, result.stdout + result.stderr
-        yield deployed
+    try:
+        with Lab(workdir, 4) as running:
+            deployed = Deployed(running, write_inventory(running, workdir / "lab.yml"), workdir)
+            result = deployed.fab("deploy", "--python", BASE_PYTHON, timeout=900)
+            assert result.returncode == 0, result.stdout + result.stderr
+            yield deployed
+    finally:  # the hosts' mounts lived in their own namespaces, gone with them: plain files
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

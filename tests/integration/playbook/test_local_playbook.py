@@ -59,6 +59,20 @@ workers:
         yield running
     finally:
         running.fab("stop-all")
+        _kill_leftovers(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _kill_leftovers(home: Path) -> None:
+    """Whatever stop-all left (it may be the code under test that broke): the processes of
+    this test's pid files, by pid, supervisord first so that it restarts nothing."""
+    for pid_file in sorted(home.rglob("*.pid"), key=lambda p: "supervisord" not in p.name):
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            if str(home) in Path(f"/proc/{pid}/cmdline").read_text():
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue
 
 
 def test_start_all_status_logs_stop_all(local: Local) -> None:
@@ -167,6 +181,13 @@ def test_bad_inventory_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert (f"{bad}: workers host localhost.memory: 'lots' is not a memory size like 512m or 2g"
             in result.stderr)
+
+
+def test_a_start_given_no_time_is_refused_before_any_host_is_touched(local: Local) -> None:
+    result = local.fab("start-all", "--wait", "0")
+    assert result.returncode == 2
+    assert "error: --wait must be more than 0 seconds, not 0" in result.stderr
+    assert local.fab("status").returncode == 1  # nothing was started
 
 
 def test_fab_help_documents_task_options() -> None:

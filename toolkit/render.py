@@ -9,7 +9,7 @@ from typing import Any
 
 import jinja2
 
-from toolkit.daemon.envfile import shell_quote
+from toolkit.base.envfile import shell_quote
 from toolkit.errors import ConfigError
 
 

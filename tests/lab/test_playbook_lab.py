@@ -170,7 +170,7 @@ def test_ssh_uploads_of_one_path_in_parallel_do_not_collide_or_follow_planted_li
     from concurrent.futures import ThreadPoolExecutor
 
     from toolkit import inventory
-    from toolkit.ops.transport import host_for
+    from toolkit.ops.cluster import host_for
 
     loaded = inventory.load(lab.inventory)
     entry = loaded.workers[0]
@@ -201,7 +201,8 @@ def test_local_and_ssh_transports_report_exit_codes_and_timeouts_alike(lab: Depl
     import threading
 
     from toolkit import inventory
-    from toolkit.ops.transport import LocalHost, host_for
+    from toolkit.ops.cluster import host_for
+    from toolkit.ops.transport import LocalHost
 
     loaded = inventory.load(lab.inventory)
     remote = host_for(loaded.workers[0], loaded.ssh)

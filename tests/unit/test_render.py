@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.daemon.envfile import parse_env_file
+from toolkit.base.envfile import parse_env_file
 from toolkit.errors import ConfigError
 from toolkit.render import render, supervisor_env
 

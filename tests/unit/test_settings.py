@@ -11,7 +11,7 @@ from toolkit import settings
 from toolkit.cli import build_parser
 from toolkit.daemon.settings import DaemonSettings
 from toolkit.errors import ConfigError
-from toolkit.runtime.master import MasterConfig
+from toolkit.runtime.config import MasterConfig
 from toolkit.runtime.worker import WorkerConfig
 
 README = Path(__file__).resolve().parents[2] / "README.md"

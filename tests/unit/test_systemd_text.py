@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from toolkit.base.notify import watchdog_interval
 from toolkit.render import INSTANCE, systemd_env, systemd_word
-from toolkit.runtime.notify import watchdog_interval
 
 
 def test_words_escape_specifiers_and_expansion_and_quote_spaces() -> None:

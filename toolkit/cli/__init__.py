@@ -201,7 +201,8 @@ def print_command_header() -> None:
 
 def run_master(args: argparse.Namespace) -> int:
     from toolkit.runtime import config, http, service
-    from toolkit.runtime.master import Master, MasterConfig
+    from toolkit.runtime.config import MasterConfig
+    from toolkit.runtime.master import Master
 
     values = _role_values(args, "master", {"host": config.default_host})
     settings = MasterConfig(**values, secret=_secret(args), spread_out=not args.consolidate)

@@ -33,7 +33,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     if args.timeout is not None:
         timeout = resolve(named("daemon", "start_timeout"), args.timeout, {})
     if args.files_from_stdin:
-        from toolkit.files import install_bundle
+        from toolkit.base.files import install_bundle
 
         files = sys.stdin.buffer.readline()
         if args.action == "install-systemd" and not _systemd_here(args):

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from toolkit.base.pidfile import read_pid_file
+from toolkit.base.procs import Found, PidState, Stopped, check, format_uptime
 from toolkit.daemon.logs import rotate, tail
-from toolkit.daemon.pidfile import read_pid_file
-from toolkit.daemon.procs import Found, PidState, Stopped, check, format_uptime
 from toolkit.daemon.protocol import Report
 from toolkit.daemon.settings import DaemonSettings
 from toolkit.settings import of_role, resolve

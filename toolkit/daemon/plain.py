@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from toolkit.daemon.procs import Stopped, kill_group, wait_gone
+from toolkit.base.procs import Stopped, kill_group, wait_gone
 from toolkit.daemon.settings import DaemonSettings
 
 

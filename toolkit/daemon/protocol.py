@@ -2,7 +2,7 @@
 
 The playbook runs one `ember daemon ACTION ROLE 1,2 --json` per host and role. On its standard
 input travel, in order: the host's files (one bundle line, with --files-from-stdin; see
-toolkit/files.py), then, with --when-told, one order line. On its standard output comes one
+toolkit/base/files.py), then, with --when-told, one order line. On its standard output comes one
 report line (JSON) per instance. Both sides import this module; nothing else spells these.
 """
 

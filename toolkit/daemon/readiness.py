@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+from toolkit.base.notify import notify_address
 from toolkit.errors import ConfigError
-from toolkit.runtime.notify import notify_address
 
 
 class ReadinessListener:

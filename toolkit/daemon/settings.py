@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.daemon.envfile import parse_env_file
+from toolkit.base.envfile import parse_env_file
 from toolkit.errors import ConfigError
 from toolkit.settings import default_home, default_of, named, of_role, resolve
 

@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from toolkit.base.files import write_atomic
+from toolkit.base.pidfile import read_pid_file
+from toolkit.base.procs import Stopped, wait_gone
 from toolkit.daemon.logs import tail
-from toolkit.daemon.pidfile import read_pid_file
-from toolkit.daemon.procs import Stopped, wait_gone
 from toolkit.daemon.settings import DaemonSettings, check_socket_path
 from toolkit.errors import EmberError
-from toolkit.files import write_atomic
 
 RUNNING_STATES = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")
 FAILED_STATES = ("BACKOFF", "FATAL", "EXITED", "STOPPED", "UNKNOWN")
@@ -137,7 +137,7 @@ class SupervisorBackend:
         """Programs autostart with supervisord (so they come back after a reboot). One whose
         process still runs from a supervisord that was killed must not start twice: its
         program file goes, and the process is left to run (stop still finds it by pid)."""
-        from toolkit.daemon.procs import Found, check
+        from toolkit.base.procs import Found, check
 
         s = self.settings
         for role in ("master", "worker"):

@@ -19,10 +19,10 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from toolkit.daemon.procs import Stopped, wait_gone
+from toolkit.base.files import write_atomic
+from toolkit.base.procs import Stopped, wait_gone
 from toolkit.daemon.settings import DaemonSettings
 from toolkit.errors import EmberError
-from toolkit.files import write_atomic
 from toolkit.render import INSTANCE, render, systemd_env
 
 SUPERVISORD_UNIT = "ember-supervisord.service"

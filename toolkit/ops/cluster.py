@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit import settings as settings_registry
+from toolkit.base.files import bundle
 from toolkit.daemon.protocol import read_reports, read_statuses
 from toolkit.errors import ConfigError, EmberError
-from toolkit.files import bundle
-from toolkit.inventory import HostEntry, Inventory
+from toolkit.inventory import HostEntry, Inventory, SSHSettings
 from toolkit.ops.group import Events, Outcome, Silent, run_each
-from toolkit.ops.transport import Host, Result, Session, host_for
+from toolkit.ops.ssh import SSHHost
+from toolkit.ops.transport import Host, LocalHost, Result, Session
 from toolkit.render import render
 
 
@@ -277,6 +278,13 @@ class Cluster:
         state = first_alive([s for s in map(self.master_json, self.inventory.masters) if s]) or {}
         return {(w["host"], int(w["webuiaddress"].rpartition(":")[2] or 0))
                 for w in state.get("workers", []) if w["state"] == "ALIVE"}
+
+def host_for(entry: HostEntry, ssh: SSHSettings, port: int | None = None) -> Host:
+    """The transport to one inventory host: this machine itself, or SSH."""
+    if entry.local:
+        return LocalHost(entry.address)
+    return SSHHost(entry, ssh, port)
+
 
 def first_alive(answers: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The active master's view: the first ALIVE one, else any that answered."""

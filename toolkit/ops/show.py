@@ -47,7 +47,7 @@ class Printer:
 
 def format_status(rows: list[dict[str, Any]]) -> str:
     """`fab status`'s table, then each row's error or note."""
-    from toolkit.daemon.procs import format_uptime
+    from toolkit.base.procs import format_uptime
 
     header = ["HOST", "ROLE", "INST", "DAEMON", "PID", "UPTIME", "MASTER VIEW", "CORES", "MEMORY"]
     lines = [header]

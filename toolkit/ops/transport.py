@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from toolkit.base.files import write_atomic
 from toolkit.errors import EmberError
-from toolkit.files import write_atomic
-from toolkit.inventory import HostEntry, SSHSettings
 
 
 class HostError(EmberError, ConnectionError):
@@ -294,11 +293,3 @@ class _LocalProcess(Process):
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
-
-
-def host_for(entry: HostEntry, ssh: SSHSettings, port: int | None = None) -> Host:
-    if entry.local:
-        return LocalHost(entry.address)
-    from toolkit.ops.ssh import SSHHost
-
-    return SSHHost(entry, ssh, port)

@@ -6,10 +6,11 @@ import ipaddress
 import os
 import socket
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import ConfigError
-from toolkit.settings import default_home, named, parse_memory_mb, resolve
+from toolkit.settings import default_home, default_of, named, parse_memory_mb, resolve
 
 __all__ = ["parse_memory_mb"]  # its home is toolkit/settings; kept importable here
 
@@ -91,3 +92,21 @@ def default_host() -> str:
 def ember_home() -> Path:
     """$EMBER_HOME, else the default home."""
     return Path(resolve(named("daemon", "home"), None, os.environ, default_home))
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    host: str
+    port: int = default_of("master", "port")
+    webui_port: int = default_of("master", "webui_port")
+    worker_timeout: float = default_of("master", "worker_timeout")
+    secret: bytes | None = field(default=None, repr=False)
+    spread_out: bool = True
+    """Spread an application's executors over as many workers as possible (Spark's default);
+    False fills one worker before the next."""
+    max_executor_retries: int = 10
+    rest_port: int | None = None
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.worker_timeout / 4

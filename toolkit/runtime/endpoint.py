@@ -14,10 +14,10 @@ import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from toolkit.base.notify import sd_notify
 from toolkit.errors import ConfigError, WireError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
-from toolkit.runtime.notify import sd_notify
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from toolkit.runtime.states import MasterState, WorkerState
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from toolkit.runtime.master import Master, WorkerInfo
-    from toolkit.runtime.records import AppInfo, DriverInfo
+    from toolkit.runtime.master import Master
+    from toolkit.runtime.records import AppInfo, DriverInfo, WorkerInfo
     from toolkit.runtime.runners import ExecutorRunner
     from toolkit.runtime.worker import Worker
 

@@ -10,85 +10,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit.runtime import messages as m
+from toolkit.runtime.config import MasterConfig
 from toolkit.runtime.endpoint import Endpoint
-from toolkit.runtime.records import DriverInfo, ExecutorInfo
+from toolkit.runtime.records import WorkerInfo
 from toolkit.runtime.states import MasterState, WorkerState
 from toolkit.runtime.wire import Connection
 from toolkit.runtime.work import WorkKeeper
-from toolkit.settings import default_of
 
 logger = logging.getLogger(__name__)
 
 REAPER_ITERATIONS = 15
 """A DEAD worker stays listed for (REAPER_ITERATIONS + 1) x worker timeout, as in Spark."""
-
-
-@dataclass
-class WorkerInfo:
-    """What the master knows of one worker."""
-
-    id: str
-    host: str
-    port: int
-    cores: int
-    memory: int
-    webui_url: str
-    conn: Connection | None
-    last_heartbeat: float
-    """Wall-clock time of the last heartbeat, for display (/json lastheartbeat)."""
-    last_seen: float
-    """Monotonic time of the same heartbeat: liveness never depends on clock steps."""
-    state: WorkerState = WorkerState.ALIVE
-    removed_reason: str | None = field(default=None)
-    drivers: dict[str, DriverInfo] = field(default_factory=dict)
-    executors: dict[tuple[str, int], ExecutorInfo] = field(default_factory=dict)
-    epoch: int = 0
-    """Counts registrations: work launched in an earlier epoch must be in the worker's next
-    WorkerLatestState, or it was lost."""
-
-    @property
-    def cores_used(self) -> int:
-        return (sum(d.desc.cores for d in self.drivers.values())
-                + sum(e.cores for e in self.executors.values()))
-
-    @property
-    def memory_used(self) -> int:
-        return (sum(d.desc.memory for d in self.drivers.values())
-                + sum(e.memory for e in self.executors.values()))
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def cores_free(self) -> int:
-        return self.cores - self.cores_used
-
-    @property
-    def memory_free(self) -> int:
-        return self.memory - self.memory_used
-
-
-@dataclass(frozen=True)
-class MasterConfig:
-    host: str
-    port: int = default_of("master", "port")
-    webui_port: int = default_of("master", "webui_port")
-    worker_timeout: float = default_of("master", "worker_timeout")
-    secret: bytes | None = field(default=None, repr=False)
-    spread_out: bool = True
-    """Spread an application's executors over as many workers as possible (Spark's default);
-    False fills one worker before the next."""
-    max_executor_retries: int = 10
-    rest_port: int | None = None
-
-    @property
-    def heartbeat_interval(self) -> float:
-        return self.worker_timeout / 4
 
 
 class Master(WorkKeeper, Endpoint):

@@ -1,4 +1,4 @@
-"""What the master remembers about drivers, applications and executors.
+"""What the master remembers about workers, drivers, applications and executors.
 
 Plain records mutated only by the master's handlers; transitions that have rules (which state may
 follow which) go through one method each, so an illegal move raises instead of passing silently.
@@ -17,6 +17,7 @@ from toolkit.runtime.states import (
     ApplicationState,
     DriverState,
     ExecutorState,
+    WorkerState,
 )
 
 if TYPE_CHECKING:
@@ -134,3 +135,49 @@ class AppInfo:
 
     def running(self) -> Iterable[ExecutorInfo]:
         return (e for e in self.executors.values() if e.state == ExecutorState.RUNNING)
+
+
+@dataclass
+class WorkerInfo:
+    """What the master knows of one worker."""
+
+    id: str
+    host: str
+    port: int
+    cores: int
+    memory: int
+    webui_url: str
+    conn: Connection | None
+    last_heartbeat: float
+    """Wall-clock time of the last heartbeat, for display (/json lastheartbeat)."""
+    last_seen: float
+    """Monotonic time of the same heartbeat: liveness never depends on clock steps."""
+    state: WorkerState = WorkerState.ALIVE
+    removed_reason: str | None = field(default=None)
+    drivers: dict[str, DriverInfo] = field(default_factory=dict)
+    executors: dict[tuple[str, int], ExecutorInfo] = field(default_factory=dict)
+    epoch: int = 0
+    """Counts registrations: work launched in an earlier epoch must be in the worker's next
+    WorkerLatestState, or it was lost."""
+
+    @property
+    def cores_used(self) -> int:
+        return (sum(d.desc.cores for d in self.drivers.values())
+                + sum(e.cores for e in self.executors.values()))
+
+    @property
+    def memory_used(self) -> int:
+        return (sum(d.desc.memory for d in self.drivers.values())
+                + sum(e.memory for e in self.executors.values()))
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def cores_free(self) -> int:
+        return self.cores - self.cores_used
+
+    @property
+    def memory_free(self) -> int:
+        return self.memory - self.memory_used

@@ -8,11 +8,11 @@ import os
 import signal
 from pathlib import Path
 
-from toolkit.daemon.pidfile import remove_pid_file, write_pid_file
+from toolkit.base.notify import sd_notify, watchdog_interval
+from toolkit.base.pidfile import remove_pid_file, write_pid_file
 from toolkit.errors import ConfigError
 from toolkit.runtime.endpoint import Endpoint
 from toolkit.runtime.http import HttpServer
-from toolkit.runtime.notify import sd_notify, watchdog_interval
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from toolkit.runtime.states import (
 )
 
 if TYPE_CHECKING:
-    from toolkit.runtime.master import MasterConfig, WorkerInfo
+    from toolkit.runtime.config import MasterConfig
+    from toolkit.runtime.records import WorkerInfo
     from toolkit.runtime.wire import Connection
 
 logger = logging.getLogger("toolkit.runtime.master")

@@ -173,7 +173,7 @@ def test_several_instances_start_and_stop_together_reporting_each(daemons: Daemo
 
 
 def test_files_from_stdin_are_installed_before_settings_are_read(daemons: Daemons) -> None:
-    from toolkit.files import bundle
+    from toolkit.base.files import bundle
 
     conf = Path(daemons.env["EMBER_CONF_DIR"])
     webui = free_port()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from toolkit.base.procs import ProcInfo, format_uptime, is_ours
 from toolkit.daemon.logs import rotate, tail
-from toolkit.daemon.procs import ProcInfo, format_uptime, is_ours
 
 
 def test_rotation_shifts_and_drops_the_oldest(tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ import pytest
 
 from tests.unit.runtime.fakes import Clock, FakeConn
 from toolkit.runtime import messages as m
+from toolkit.runtime.config import MasterConfig
 from toolkit.runtime.http import master_json
-from toolkit.runtime.master import REAPER_ITERATIONS, Master, MasterConfig
+from toolkit.runtime.master import REAPER_ITERATIONS, Master
 from toolkit.runtime.states import MasterState, WorkerState
 
 TIMEOUT = 60.0

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.base.files import bundle, install_bundle, write_atomic
 from toolkit.errors import ConfigError
-from toolkit.files import bundle, install_bundle, write_atomic
 
 
 def test_bundle_round_trip_writes_contents_and_modes(tmp_path: Path) -> None:

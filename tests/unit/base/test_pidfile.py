@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from toolkit.daemon.pidfile import read_pid_file, remove_pid_file, write_pid_file
+from toolkit.base.pidfile import read_pid_file, remove_pid_file, write_pid_file
 
 
 def test_write_creates_dirs_and_leaves_no_temp_file(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toolkit.daemon.envfile import parse_env_file, shell_quote
+from toolkit.base.envfile import parse_env_file, shell_quote
 from toolkit.errors import ConfigError
 
 

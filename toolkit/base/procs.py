@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.daemon.pidfile import read_pid_file
+from toolkit.base.pidfile import read_pid_file
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ async def connect_master(master_url: str, secret: bytes | None) -> wire.Connecti
     problems = []
     for host, port in parse_master_url(master_url):
         try:
-            return await wire.connect(host, port, secret)
+            return await wire.connect(host, port, secret, wire.TO_CLIENT)
         except (OSError, WireError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             problems.append(f"{host}:{port}: {reason}")

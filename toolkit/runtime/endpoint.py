@@ -1,8 +1,9 @@
 """Endpoint: one inbox, one consumer, synchronous handlers.
 
-Connection readers only decode frames and post ``(message, connection)`` to the inbox; the single
-consumer calls ``on_<message_name>`` for each. Handlers never await, so state changes cannot
-interleave and no locks exist. Timers only post messages.
+Connection readers only decode frames (with the decoder of what this role accepts) and post
+``(message, connection)`` to the inbox; the single consumer calls the handler that the
+endpoint's table (``handlers``) names for the message's type. Handlers never await, so state
+changes cannot interleave and no locks exist. Timers only post messages.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -26,11 +26,6 @@ MAX_PENDING_PER_HOST = 16
 MAX_CONNECTIONS = 1024
 
 Handler = Callable[[Any, "wire.Connection | None"], None]
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
-
-
-def handler_name(kind: type[m.Message]) -> str:
-    return "on_" + _CAMEL.sub("_", kind.__name__).lower()
 
 
 class Endpoint:
@@ -38,12 +33,12 @@ class Endpoint:
 
     role = "endpoint"
     webui_port = 0
-
+    accepts: wire.Inbound  # what inbound connections may send
     def __init__(self, secret: bytes | None) -> None:
         self.secret = secret
         self.exit_code = 0
         self._inbox: asyncio.Queue[tuple[m.Message, wire.Connection | None]] = asyncio.Queue()
-        self._handlers: dict[type[m.Message], Handler | None] = {}
+        self._handlers: dict[type[m.Message], Handler] = self.handlers()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._pending_handshakes = 0
@@ -55,15 +50,18 @@ class Endpoint:
 
     # Dispatch ----------------------------------------------------------------------------
 
+    def handlers(self) -> dict[type[m.Message], Handler]:
+        """Every message type this endpoint handles -> its handler, written out: a test holds
+        it to the role's inbound union and its internal messages."""
+        raise NotImplementedError
+
     def post(self, message: m.Message, conn: wire.Connection | None = None) -> None:
         self._inbox.put_nowait((message, conn))
 
     def handle(self, message: m.Message, conn: wire.Connection | None = None) -> None:
         """Call the handler for one message (the consumer does this; so do unit tests)."""
         kind = type(message)
-        if kind not in self._handlers:
-            self._handlers[kind] = getattr(self, handler_name(kind), None)
-        handler = self._handlers[kind]
+        handler = self._handlers.get(kind)
         if handler is None:
             logger.warning("%s: unexpected %s from %s; closing that connection",
                            self.role, kind.__name__, conn.peer if conn else "self")
@@ -169,7 +167,7 @@ class Endpoint:
         self._pending_handshakes += 1
         self._pending_by_host[host] = self._pending_by_host.get(host, 0) + 1
         try:
-            conn = await wire.accept(reader, writer, self.secret)
+            conn = await wire.accept(reader, writer, self.secret, self.accepts)
         except WireError as exc:
             logger.warning("%s: refused connection from %s: %s", self.role, peer, exc)
             return

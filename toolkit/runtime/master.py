@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from toolkit.runtime import messages as m
+from toolkit.runtime import wire
 from toolkit.runtime.config import MasterConfig
-from toolkit.runtime.endpoint import Endpoint
+from toolkit.runtime.endpoint import Endpoint, Handler
 from toolkit.runtime.records import WorkerInfo
 from toolkit.runtime.states import MasterState, WorkerState
 from toolkit.runtime.wire import Connection
@@ -28,6 +29,7 @@ REAPER_ITERATIONS = 15
 
 class Master(WorkKeeper, Endpoint):
     role = "master"
+    accepts = wire.TO_MASTER
 
     def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -82,6 +84,16 @@ class Master(WorkKeeper, Endpoint):
         await asyncio.gather(*(conn.wait_closed(1.0) for conn in links))
 
     # Handlers ----------------------------------------------------------------------------
+
+    def handlers(self) -> dict[type[m.Message], Handler]:
+        return {
+            m.RegisterWorker: self.on_register_worker,
+            m.Heartbeat: self.on_heartbeat,
+            m.WorkerStopping: self.on_worker_stopping,
+            m.ConnectionClosed: self.on_connection_closed,
+            m.CheckForWorkerTimeOut: self.on_check_for_worker_time_out,
+            **self.work_handlers(),
+        }
 
     def on_register_worker(self, msg: m.RegisterWorker, conn: Connection | None) -> None:
         logger.info("Registering worker %s with %d cores, %d MiB RAM", msg.id, msg.cores,

@@ -321,10 +321,6 @@ class CheckRegistration(Message):
     pass
 
 
-class ResendStateChanges(Message):
-    pass
-
-
 class CleanupWorkDir(Message):
     pass
 
@@ -355,14 +351,28 @@ class ConnectionClosed(Message):
 
 HANDSHAKE = Hello | Challenge | Proof | Welcome | HandshakeFailed
 
-WIRE = (
+TO_MASTER = (
+    # from workers
     RegisterWorker
     | Heartbeat
     | WorkerStopping
     | DriverStateChanged
     | ExecutorStateChanged
     | WorkerLatestState
-    | RegisteredWorker
+    # from clients: ember submit, drivers' applications, the REST server's own
+    | RequestSubmitDriver
+    | RequestKillDriver
+    | RequestDriverStatus
+    | RequestKillAllDrivers
+    | RequestClearCompletedDriversAndApps
+    | RequestDriverList
+    | RegisterApplication
+    | UnregisterApplication
+)
+"""What a master accepts on a connection; anything else is refused when it is decoded."""
+
+TO_WORKER = (
+    RegisteredWorker
     | RegisterWorkerFailed
     | MasterInStandby
     | ReconnectWorker
@@ -372,24 +382,34 @@ WIRE = (
     | LaunchExecutor
     | KillExecutor
     | ApplicationFinished
-    | RequestSubmitDriver
-    | SubmitDriverResponse
-    | RequestKillDriver
+)
+"""What a worker accepts: only its master speaks to it."""
+
+TO_CLIENT = (
+    SubmitDriverResponse
     | KillDriverResponse
-    | RequestDriverStatus
     | DriverStatusResponse
-    | RequestKillAllDrivers
     | KillAllDriversResponse
-    | RequestClearCompletedDriversAndApps
     | ClearCompletedDriversAndAppsResponse
-    | RequestDriverList
     | DriverListResponse
-    | RegisterApplication
     | RegisteredApplication
-    | UnregisterApplication
     | ExecutorAdded
     | ExecutorUpdated
     | WorkerRemoved
     | ApplicationRemoved
 )
-"""The messages that may travel on an established connection."""
+"""What a client accepts from the master: answers, and its application's events."""
+
+MASTER_INTERNAL = CheckForWorkerTimeOut | ConnectionClosed
+"""What the master posts to its own inbox (timers, a connection's end)."""
+
+WORKER_INTERNAL = (
+    MasterConnected
+    | SendHeartbeat
+    | CheckRegistration
+    | CleanupWorkDir
+    | DriverRunnerChanged
+    | ExecutorRunnerChanged
+    | ConnectionClosed
+)
+"""What the worker posts to its own inbox (timers, its runners, its links)."""

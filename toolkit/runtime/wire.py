@@ -37,9 +37,9 @@ SEND_QUEUE_LIMIT = 10_000
 
 _HEADER = 4
 _encoder = msgspec.json.Encoder()
-_wire_decoder = msgspec.json.Decoder(m.WIRE)
 _handshake_decoder = msgspec.json.Decoder(m.HANDSHAKE)
-_WIRE_TYPES = frozenset(t.__name__ for t in m.WIRE.__args__)
+_KNOWN = frozenset(t.__name__ for union in (m.TO_MASTER, m.TO_WORKER, m.TO_CLIENT)
+                   for t in union.__args__)
 
 T = TypeVar("T", bound=m.Message)
 
@@ -60,28 +60,42 @@ def encode_frame(message: m.Message) -> bytes:
     return len(body).to_bytes(_HEADER, "big") + body
 
 
-def decode_message(body: bytes) -> m.Message:
-    """Decode one established-connection message; raise BadMessage naming what is wrong."""
-    try:
-        # annotated, not cast or ignored: older msgspec types decode() as Any, newer as WIRE
-        message: m.Message = _wire_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise BadMessage(_describe_invalid(body, exc)) from None
-    except msgspec.DecodeError as exc:
-        raise BadMessage(f"body is not valid JSON ({exc})") from None
-    return message
+class Inbound:
+    """What one role accepts on a connection (a union of messages.py), and its decoder: a
+    message meant for another role is refused when it is decoded, never handled."""
+
+    def __init__(self, role: str, accepted: Any) -> None:
+        self.role = role
+        self.names = frozenset(t.__name__ for t in accepted.__args__)
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(accepted)
+
+    def decode(self, body: bytes) -> m.Message:
+        """One established-connection message; BadMessage names what is wrong."""
+        try:
+            message: m.Message = self._decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise BadMessage(self._describe_invalid(body, exc)) from None
+        except msgspec.DecodeError as exc:
+            raise BadMessage(f"body is not valid JSON ({exc})") from None
+        return message
+
+    def _describe_invalid(self, body: bytes, exc: msgspec.ValidationError) -> str:
+        try:
+            kind = msgspec.json.decode(body).get("type")
+        except (msgspec.DecodeError, AttributeError):
+            kind = None
+        if kind is None:
+            return f"message has no type ({exc})"
+        if kind in _KNOWN and kind not in self.names:
+            return f"{kind} is not a message a {self.role} accepts"
+        if kind not in _KNOWN:
+            return f"unknown message type {str(kind)[:64]!r}"
+        return f"invalid {kind} message ({exc})"
 
 
-def _describe_invalid(body: bytes, exc: msgspec.ValidationError) -> str:
-    try:
-        kind = msgspec.json.decode(body).get("type")
-    except (msgspec.DecodeError, AttributeError):
-        kind = None
-    if kind is None:
-        return f"message has no type ({exc})"
-    if kind not in _WIRE_TYPES:
-        return f"unknown message type {str(kind)[:64]!r}"
-    return f"invalid {kind} message ({exc})"
+TO_MASTER = Inbound("master", m.TO_MASTER)
+TO_WORKER = Inbound("worker", m.TO_WORKER)
+TO_CLIENT = Inbound("client", m.TO_CLIENT)
 
 
 async def read_frame(reader: asyncio.StreamReader, max_size: int) -> bytes:
@@ -123,8 +137,9 @@ class Connection:
     """One established, authenticated connection: a reader and a queued writer."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str,
-                 max_frame: int = MAX_FRAME) -> None:
+                 accepts: Inbound, max_frame: int = MAX_FRAME) -> None:
         self.peer = peer
+        self.accepts = accepts
         self.max_frame = max_frame
         self.closed = False
         self._reader = reader
@@ -163,7 +178,7 @@ class Connection:
         try:
             while not self.closed:
                 body = await read_frame(self._reader, self.max_frame)
-                yield decode_message(body)
+                yield self.accepts.decode(body)
         except (asyncio.IncompleteReadError, OSError) as exc:
             if isinstance(exc, WireError):
                 raise
@@ -271,7 +286,8 @@ def peer_name(writer: asyncio.StreamWriter) -> str:
 
 
 async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 secret: bytes | None, max_frame: int = MAX_FRAME) -> Connection:
+                 secret: bytes | None, accepts: Inbound, max_frame: int = MAX_FRAME
+                 ) -> Connection:
     """Handshake an inbound connection within HANDSHAKE_TIMEOUT and wrap it."""
     peer = peer_name(writer)
     try:
@@ -285,10 +301,10 @@ async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             raise
         lost = exc.__class__.__name__
         raise WireError(f"connection lost during the handshake ({lost})") from None
-    return Connection(reader, writer, peer, max_frame)
+    return Connection(reader, writer, peer, accepts, max_frame)
 
 
-async def connect(host: str, port: int, secret: bytes | None,
+async def connect(host: str, port: int, secret: bytes | None, accepts: Inbound,
                   timeout: float = CONNECT_TIMEOUT, max_frame: int = MAX_FRAME) -> Connection:
     """Open, handshake and wrap an outbound connection; raise OSError or WireError."""
     async def _open() -> Connection:
@@ -298,7 +314,7 @@ async def connect(host: str, port: int, secret: bytes | None,
         except BaseException:
             writer.close()
             raise
-        return Connection(reader, writer, f"{host}:{port}", max_frame)
+        return Connection(reader, writer, f"{host}:{port}", accepts, max_frame)
 
     try:
         return await asyncio.wait_for(_open(), timeout)

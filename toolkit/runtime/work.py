@@ -27,6 +27,7 @@ from toolkit.runtime.states import (
 
 if TYPE_CHECKING:
     from toolkit.runtime.config import MasterConfig
+    from toolkit.runtime.endpoint import Handler
     from toolkit.runtime.records import WorkerInfo
     from toolkit.runtime.wire import Connection
 
@@ -65,6 +66,21 @@ class WorkKeeper:
         self._driver_number = 0
         self._app_number = 0
         self.shuffle: Callable[[list[scheduling.WorkerOffer]], None] = random.shuffle
+
+    def work_handlers(self) -> dict[type[m.Message], Handler]:
+        return {
+            m.RequestSubmitDriver: self.on_request_submit_driver,
+            m.RequestKillDriver: self.on_request_kill_driver,
+            m.RequestDriverStatus: self.on_request_driver_status,
+            m.RequestKillAllDrivers: self.on_request_kill_all_drivers,
+            m.RequestClearCompletedDriversAndApps: self.on_request_clear_completed_drivers_and_apps,
+            m.RequestDriverList: self.on_request_driver_list,
+            m.DriverStateChanged: self.on_driver_state_changed,
+            m.ExecutorStateChanged: self.on_executor_state_changed,
+            m.WorkerLatestState: self.on_worker_latest_state,
+            m.RegisterApplication: self.on_register_application,
+            m.UnregisterApplication: self.on_unregister_application,
+        }
 
     def _forget_client(self, conn: Connection) -> None:
         """A connection closed: stop watching for it; its applications end as FAILED."""

@@ -19,7 +19,7 @@ from typing import Any
 from toolkit.errors import ConfigError, WireError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
-from toolkit.runtime.endpoint import Endpoint
+from toolkit.runtime.endpoint import Endpoint, Handler
 from toolkit.runtime.runners import KILL_TIMEOUT, DriverRunner, ExecutorRunner
 from toolkit.runtime.states import DriverState, ExecutorState, is_finished
 from toolkit.runtime.wire import Connection
@@ -77,6 +77,7 @@ class WorkerConfig:
 
 
 class Worker(Endpoint):
+    accepts = wire.TO_WORKER
     role = "worker"
 
     def __init__(self, config: WorkerConfig, clock: Callable[[], float] = time.time,
@@ -128,6 +129,27 @@ class Worker(Endpoint):
         return self.registered
 
     # Handlers ----------------------------------------------------------------------------
+
+    def handlers(self) -> dict[type[m.Message], Handler]:
+        return {
+            m.MasterConnected: self.on_master_connected,
+            m.RegisteredWorker: self.on_registered_worker,
+            m.RegisterWorkerFailed: self.on_register_worker_failed,
+            m.MasterInStandby: self.on_master_in_standby,
+            m.ReconnectWorker: self.on_reconnect_worker,
+            m.SendHeartbeat: self.on_send_heartbeat,
+            m.CheckRegistration: self.on_check_registration,
+            m.ConnectionClosed: self.on_connection_closed,
+            m.LaunchDriver: self.on_launch_driver,
+            m.KillDriver: self.on_kill_driver,
+            m.DriverRunnerChanged: self.on_driver_runner_changed,
+            m.LaunchExecutor: self.on_launch_executor,
+            m.KillExecutor: self.on_kill_executor,
+            m.ExecutorRunnerChanged: self.on_executor_runner_changed,
+            m.ApplicationFinished: self.on_application_finished,
+            m.StateChangeAcked: self.on_state_change_acked,
+            m.CleanupWorkDir: self.on_cleanup_work_dir,
+        }
 
     def on_master_connected(self, msg: m.MasterConnected, conn: Connection | None) -> None:
         if conn is None or conn.closed:
@@ -400,7 +422,7 @@ class Worker(Endpoint):
         last_error = ""
         while True:
             try:
-                conn = await wire.connect(host, port, self.secret)
+                conn = await wire.connect(host, port, self.secret, wire.TO_WORKER)
             except (OSError, WireError) as exc:
                 attempt += 1
                 error = str(exc) or exc.__class__.__name__

@@ -203,7 +203,7 @@ def test_refused_for_a_crashed_predecessor_joins_once_it_times_out(cluster: Clus
     release = threading.Event()
 
     async def ghost() -> None:
-        conn = await wire.connect("127.0.0.1", master.port, None)
+        conn = await wire.connect("127.0.0.1", master.port, None, wire.TO_WORKER)
         conn.send(m.RegisterWorker("worker-ghost", "127.0.0.1", port, 1, 512, "http://x",
                                    master.url))
         async for _ in conn.messages():

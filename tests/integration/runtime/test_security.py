@@ -189,7 +189,7 @@ def test_same_address_as_a_live_worker_is_refused(cluster: Cluster) -> None:
     live = master.wait_state(worker.wait_registered()["id"], "ALIVE")
 
     async def impostor() -> m.Message:
-        conn = await wire.connect("127.0.0.1", master.port, None)
+        conn = await wire.connect("127.0.0.1", master.port, None, wire.TO_WORKER)
         conn.send(m.RegisterWorker("worker-other", "127.0.0.1", live["port"], 1, 512,
                                    "http://x", master.url))
         async for reply in conn.messages():

@@ -26,7 +26,7 @@ def test_register_worker_round_trips(host: str, port: int, cores: int, memory: i
     message = m.RegisterWorker("worker-1", host, port, cores, memory, "http://h:1", "h:2")
     frame = wire.encode_frame(message)
     assert int.from_bytes(frame[:4], "big") == len(frame) - 4
-    assert wire.decode_message(frame[4:]) == message
+    assert wire.TO_MASTER.decode(frame[4:]) == message
 
 
 def test_type_tag_is_the_class_name() -> None:
@@ -44,7 +44,36 @@ def test_type_tag_is_the_class_name() -> None:
 ])
 def test_bad_bodies_name_the_problem(body: bytes, error: str) -> None:
     with pytest.raises(wire.BadMessage, match=error):
-        wire.decode_message(body)
+        wire.TO_MASTER.decode(body)
+
+
+@pytest.mark.parametrize(("inbound", "message"), [
+    (wire.TO_WORKER, m.RequestSubmitDriver(m.DriverDescription(["true"]))),
+    (wire.TO_WORKER, m.RegisterWorker("w", "h", 1, 1, 1, "http://h:1", "h:2")),
+    (wire.TO_MASTER, m.LaunchDriver("driver-1", m.DriverDescription(["true"]))),
+    (wire.TO_CLIENT, m.KillDriver("driver-1")),
+    (wire.TO_CLIENT, m.Heartbeat("w")),
+])
+def test_a_message_sent_the_wrong_way_is_refused_at_decode(inbound: wire.Inbound,
+                                                           message: m.Message) -> None:
+    body = wire.encode_frame(message)[4:]
+    with pytest.raises(wire.BadMessage,
+                       match=f"{type(message).__name__} is not a message a {inbound.role} "
+                             f"accepts"):
+        inbound.decode(body)
+
+
+def test_every_message_on_the_wire_has_exactly_one_receiving_role() -> None:
+    unions = {"master": m.TO_MASTER, "worker": m.TO_WORKER, "client": m.TO_CLIENT}
+    owners: dict[str, list[str]] = {}
+    for role, union in unions.items():
+        for kind in union.__args__:
+            owners.setdefault(kind.__name__, []).append(role)
+    internal = {t.__name__ for t in (*m.MASTER_INTERNAL.__args__, *m.WORKER_INTERNAL.__args__)}
+    handshake = {t.__name__ for t in m.HANDSHAKE.__args__}
+    every = {t.__name__ for t in m.Message.__subclasses__()}
+    assert every == set(owners) | internal | handshake  # none is left without a direction
+    assert {name: roles for name, roles in owners.items() if len(roles) > 1} == {}
 
 
 async def test_oversized_frame_is_refused_before_reading_its_body() -> None:

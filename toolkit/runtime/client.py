@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import itertools
 import logging
 import os
 from types import TracebackType
@@ -47,24 +48,55 @@ async def connect_master(master_url: str, secret: bytes | None) -> wire.Connecti
 
 
 class _Client:
-    """One connection and a queue of what the master sends on it."""
+    """One connection to the master. Each request carries an id and its reply is matched by
+    it; what answers no request (a watched driver's update, an application's event) waits in
+    ``inbox`` for whoever reads it."""
 
     def __init__(self, conn: wire.Connection) -> None:
         self.conn = conn
         self.inbox: asyncio.Queue[m.Message | None] = asyncio.Queue()
+        self._pending: dict[int, asyncio.Future[m.Message]] = {}
+        self._ids = itertools.count(1)
         self._reader = asyncio.create_task(self._read(), name="client reader")
 
     async def _read(self) -> None:
         try:
             async for message in self.conn.messages():
-                self.inbox.put_nowait(message)
+                waiting = self._pending.pop(getattr(message, "in_reply_to", 0), None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(message)
+                else:
+                    self.inbox.put_nowait(message)
         except WireError as exc:
             logger.warning("Connection to the master broke: %s", exc)
         finally:
+            for waiting in self._pending.values():
+                if not waiting.done():
+                    waiting.set_exception(ConnectionError("the master closed the connection"))
+            self._pending.clear()
             self.inbox.put_nowait(None)
 
-    async def receive(self, kind: type[T], timeout: float | None = REPLY_TIMEOUT) -> T:
-        """The next message of ``kind`` (others are dropped); ConnectionError if the link ends."""
+    async def ask(self, request: m.Message, kind: type[T],
+                  timeout: float | None = REPLY_TIMEOUT) -> T:
+        """Send ``request`` with a new id and await the reply that carries it back."""
+        request_id = next(self._ids)
+        reply: asyncio.Future[m.Message] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = reply
+        if self._reader.done() or not self.conn.send(
+                msgspec.structs.replace(request, request_id=request_id)):
+            self._pending.pop(request_id, None)
+            raise ConnectionError("the master closed the connection")
+        try:
+            answer = await asyncio.wait_for(reply, timeout)
+        finally:
+            self._pending.pop(request_id, None)
+        if not isinstance(answer, kind):
+            raise ConnectionError(f"the master answered {type(answer).__name__} to "
+                                  f"{type(request).__name__}")
+        return answer
+
+    async def unsolicited(self, kind: type[T], timeout: float | None = None) -> T:
+        """The next message that answers no request, of ``kind`` (others are dropped)."""
         while True:
             message = await asyncio.wait_for(self.inbox.get(), timeout)
             if message is None:
@@ -96,31 +128,27 @@ class SubmissionClient(_Client):
     async def submit(self, desc: m.DriverDescription, watch: bool = False
                      ) -> m.SubmitDriverResponse:
         """With ``watch``, every later state change arrives through ``next_status``."""
-        self.conn.send(m.RequestSubmitDriver(desc, watch))
-        return await self.receive(m.SubmitDriverResponse)
+        return await self.ask(m.RequestSubmitDriver(desc, watch), m.SubmitDriverResponse)
 
     async def status(self, driver_id: str, watch: bool = False) -> m.DriverStatusResponse:
-        self.conn.send(m.RequestDriverStatus(driver_id, watch))
-        return await self.receive(m.DriverStatusResponse)
+        return await self.ask(m.RequestDriverStatus(driver_id, watch), m.DriverStatusResponse)
 
     async def next_status(self, timeout: float | None = None) -> m.DriverStatusResponse:
-        return await self.receive(m.DriverStatusResponse, timeout)
+        """The next update of a watched driver (a submit or status with ``watch``)."""
+        return await self.unsolicited(m.DriverStatusResponse, timeout)
 
     async def kill(self, driver_id: str) -> m.KillDriverResponse:
-        self.conn.send(m.RequestKillDriver(driver_id))
-        return await self.receive(m.KillDriverResponse)
+        return await self.ask(m.RequestKillDriver(driver_id), m.KillDriverResponse)
 
     async def kill_all(self) -> m.KillAllDriversResponse:
-        self.conn.send(m.RequestKillAllDrivers())
-        return await self.receive(m.KillAllDriversResponse)
+        return await self.ask(m.RequestKillAllDrivers(), m.KillAllDriversResponse)
 
     async def clear(self) -> m.ClearCompletedDriversAndAppsResponse:
-        self.conn.send(m.RequestClearCompletedDriversAndApps())
-        return await self.receive(m.ClearCompletedDriversAndAppsResponse)
+        return await self.ask(m.RequestClearCompletedDriversAndApps(),
+                              m.ClearCompletedDriversAndAppsResponse)
 
     async def list(self) -> list[m.DriverStatusResponse]:
-        self.conn.send(m.RequestDriverList())
-        return (await self.receive(m.DriverListResponse)).drivers
+        return (await self.ask(m.RequestDriverList(), m.DriverListResponse)).drivers
 
 
 class ApplicationClient(_Client):
@@ -145,9 +173,8 @@ class ApplicationClient(_Client):
         if not desc.user:
             desc = msgspec.structs.replace(desc, user=getpass.getuser())
         conn = await connect_master(url, secret if secret is not None else secret_from_env())
-        conn.send(m.RegisterApplication(desc))
         client = cls(conn, "")
-        registered = await client.receive(m.RegisteredApplication)
+        registered = await client.ask(m.RegisterApplication(desc), m.RegisteredApplication)
         client.app_id = registered.app_id
         logger.info("Registered application %s as %s", desc.name, client.app_id)
         return client

@@ -195,28 +195,38 @@ class RequestSubmitDriver(Message):
     desc: DriverDescription
     watch: bool = False
     """Also send a DriverStatusResponse on this connection at every state change."""
+    request_id: int = 0
+    """Echoed in the reply's in_reply_to: replies are matched by it, never by type."""
 
 
 class SubmitDriverResponse(Message):
     success: bool
     driver_id: str | None
     message: str
+    in_reply_to: int = 0
+    """The request's request_id; 0 for a watch update, which answers no request."""
 
 
 class RequestKillDriver(Message):
     driver_id: str
+    request_id: int = 0
+    """Echoed in the reply's in_reply_to: replies are matched by it, never by type."""
 
 
 class KillDriverResponse(Message):
     driver_id: str
     success: bool
     message: str
+    in_reply_to: int = 0
+    """The request's request_id; 0 for a watch update, which answers no request."""
 
 
 class RequestDriverStatus(Message):
     driver_id: str
     watch: bool = False
     """Keep sending DriverStatusResponse at every state change until a final state."""
+    request_id: int = 0
+    """Echoed in the reply's in_reply_to: replies are matched by it, never by type."""
 
 
 class DriverStatusResponse(Message):
@@ -229,32 +239,43 @@ class DriverStatusResponse(Message):
     exit_code: int | None = None
     relaunched_as: str | None = None
     """Set when the driver's worker was lost and a supervised driver got this new id."""
+    in_reply_to: int = 0
+    """The request's request_id; 0 for a watch update, which answers no request."""
 
 
 class RequestKillAllDrivers(Message):
-    pass
+    request_id: int = 0
+    """Echoed in the reply's in_reply_to: replies are matched by it, never by type."""
 
 
 class KillAllDriversResponse(Message):
     success: bool
     message: str
+    in_reply_to: int = 0
+    """The request's request_id; 0 for a watch update, which answers no request."""
 
 
 class RequestClearCompletedDriversAndApps(Message):
-    pass
+    request_id: int = 0
+    """Echoed in the reply's in_reply_to: replies are matched by it, never by type."""
 
 
 class ClearCompletedDriversAndAppsResponse(Message):
     success: bool
     message: str
+    in_reply_to: int = 0
+    """The request's request_id; 0 for a watch update, which answers no request."""
 
 
 class RequestDriverList(Message):
-    pass
+    request_id: int = 0
+    """Echoed in the reply's in_reply_to: replies are matched by it, never by type."""
 
 
 class DriverListResponse(Message):
     drivers: list[DriverStatusResponse]
+    in_reply_to: int = 0
+    """The request's request_id; 0 for a watch update, which answers no request."""
 
 
 # Application client (driver program) <-> Master --------------------------------------------
@@ -262,11 +283,15 @@ class DriverListResponse(Message):
 
 class RegisterApplication(Message):
     desc: ApplicationDescription
+    request_id: int = 0
+    """Echoed in the reply's in_reply_to: replies are matched by it, never by type."""
 
 
 class RegisteredApplication(Message):
     app_id: str
     master_url: str
+    in_reply_to: int = 0
+    """The request's request_id; 0 for a watch update, which answers no request."""
 
 
 class UnregisterApplication(Message):

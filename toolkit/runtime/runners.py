@@ -59,7 +59,7 @@ def fill_placeholders(command: list[str], values: dict[str, str]) -> list[str]:
 def death_guard() -> tuple[str, ...]:
     """``setpriv --pdeathsig TERM --`` when util-linux has it: the command then gets SIGTERM if
     its worker dies, even by SIGKILL (Spark leaves such drivers and executors running). Looked
-    up at the first launch, not at start-up.
+    up at the first launch, not at start-up, and off the event loop (``death_guard_ready``).
 
     A wrapper that execs, rather than a preexec_fn, keeps the fast vfork path of subprocess:
     forking a Python process costs about 5 ms, the wrapper about 1 ms.
@@ -75,6 +75,13 @@ def death_guard() -> tuple[str, ...]:
                        "outlive their worker if it is killed with SIGKILL")
         return ()
     return (setpriv, "--pdeathsig", "TERM", "--")
+
+
+async def death_guard_ready() -> None:
+    """Run death_guard's one-time probe (`setpriv --help`, a process) in a thread, so that the
+    worker's event loop (heartbeats, every other runner) never waits for it."""
+    if not death_guard.cache_info().currsize:
+        await asyncio.to_thread(death_guard)
 
 
 def check_program(program: str, cwd: Path, env: dict[str, str]) -> None:
@@ -251,6 +258,7 @@ class _Runner:
 
     async def _guarded(self) -> None:
         try:
+            await death_guard_ready()
             await self._run()
         except asyncio.CancelledError:
             raise

@@ -12,6 +12,8 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+import msgspec
+
 from toolkit.runtime import messages as m
 from toolkit.runtime import scheduling
 from toolkit.runtime.records import AppInfo, DriverInfo, ExecutorInfo, make_id, retain
@@ -106,21 +108,21 @@ class WorkKeeper:
             return
         if driver is not None and msg.watch:
             self._watchers.setdefault(driver.id, set()).add(conn)
-        conn.send(response)
+        conn.send(_reply(response, msg.request_id))
         if driver is not None:
             self.schedule()
 
     def on_request_kill_driver(self, msg: m.RequestKillDriver, conn: Connection | None) -> None:
         response = self.kill_driver(msg.driver_id)
         if conn is not None:
-            conn.send(response)
+            conn.send(_reply(response, msg.request_id))
 
     def on_request_driver_status(self, msg: m.RequestDriverStatus,
                                  conn: Connection | None) -> None:
         status = self.driver_status(msg.driver_id)
         if conn is None:
             return
-        conn.send(status)
+        conn.send(_reply(status, msg.request_id))
         if msg.watch and status.found and msg.driver_id in self.drivers:
             self._watchers.setdefault(msg.driver_id, set()).add(conn)
 
@@ -128,18 +130,19 @@ class WorkKeeper:
                                     conn: Connection | None) -> None:
         response = self.kill_all_drivers()
         if conn is not None:
-            conn.send(response)
+            conn.send(_reply(response, msg.request_id))
 
     def on_request_clear_completed_drivers_and_apps(
             self, msg: m.RequestClearCompletedDriversAndApps, conn: Connection | None) -> None:
         response = self.clear_completed()
         if conn is not None:
-            conn.send(response)
+            conn.send(_reply(response, msg.request_id))
 
     def on_request_driver_list(self, msg: m.RequestDriverList, conn: Connection | None) -> None:
         if conn is not None:
             every = [*self.completed_drivers, *self.drivers.values()]
-            conn.send(m.DriverListResponse([d.status() for d in every]))
+            conn.send(m.DriverListResponse([d.status() for d in every],
+                                           in_reply_to=msg.request_id))
 
     # Drivers and executors: worker reports -----------------------------------------------
 
@@ -239,7 +242,7 @@ class WorkKeeper:
         self.apps[app.id] = app
         self._apps_by_conn.setdefault(conn, []).append(app)
         logger.info("Registered app %s with ID %s", msg.desc.name, app.id)
-        conn.send(m.RegisteredApplication(app.id, self.url))
+        conn.send(m.RegisteredApplication(app.id, self.url, in_reply_to=msg.request_id))
         self.schedule()
 
     def on_unregister_application(self, msg: m.UnregisterApplication,
@@ -474,6 +477,15 @@ class WorkKeeper:
 
     def _not_alive(self, what: str) -> str:
         return f"Current state is not alive: {self.state.value}. Can only {what} in ALIVE state."
+
+
+R = TypeVar("R", m.SubmitDriverResponse, m.KillDriverResponse, m.DriverStatusResponse,
+            m.KillAllDriversResponse, m.ClearCompletedDriversAndAppsResponse)
+
+
+def _reply(response: R, request_id: int) -> R:
+    """The response as the answer to one request: the client matches it by this id."""
+    return msgspec.structs.replace(response, in_reply_to=request_id)
 
 
 def _parse(kind: type[S], text: str) -> S | None:

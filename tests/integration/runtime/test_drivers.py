@@ -272,3 +272,30 @@ def test_the_rest_of_the_group_gets_the_kill_timeout_to_finish(cluster: Cluster)
     assert ember("driver", "kill", driver_id, "--master", master.url).returncode == 0
     wait_driver(master, driver_id, "KILLED", timeout=8)
     assert (directory / "done").read_text() == "cleaned up"
+
+
+def test_a_watched_drivers_updates_are_not_taken_as_the_answer_to_another_request(
+        cluster: Cluster) -> None:
+    import asyncio
+
+    from toolkit.runtime import messages as m
+    from toolkit.runtime.client import SubmissionClient
+
+    master = cluster.master()
+    master.wait_joined(cluster.worker(master.url))
+
+    async def scenario() -> tuple[m.DriverStatusResponse, list[str | None]]:
+        async with await SubmissionClient.open(master.url) as client:
+            submitted = await client.submit(m.DriverDescription(["true"], memory=64), watch=True)
+            assert submitted.success and submitted.driver_id
+            # let the watched driver's updates (RUNNING, FINISHED) arrive before asking
+            deadline = time.monotonic() + 15
+            while client.inbox.qsize() < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            other = await client.status("driver-20200101000000-9999")
+            updates = [(await client.next_status(10)).state for _ in range(2)]
+            return other, updates
+
+    other, updates = asyncio.run(scenario())
+    assert (other.driver_id, other.found) == ("driver-20200101000000-9999", False)
+    assert updates == ["RUNNING", "FINISHED"]  # none swallowed by the status() call

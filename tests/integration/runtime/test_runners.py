@@ -8,7 +8,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from toolkit.runtime import messages as m
+from toolkit.runtime import runners
 from toolkit.runtime.runners import DriverRunner, ExecutorRunner
 
 Reports = list[tuple[str, str, int | None]]
@@ -68,3 +71,35 @@ async def test_supervise_backoff_doubles_up_to_its_cap(tmp_path: Path) -> None:
     assert "restart 4 in 0.4 s" in (tmp_path / "driver-20261122000000-0002" / "stderr").read_text()
     time.sleep(0.6)
     assert len(stamps.read_text().split()) == launches  # killed: no restart after that
+
+
+async def test_the_first_launch_probes_setpriv_without_blocking_the_event_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a setpriv that takes a second to say what it can do, then runs the command it wraps
+    fake = tmp_path / "bin" / "setpriv"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nif [ "$1" = --help ]; then sleep 1; echo " --pdeathsig"; '
+                    'exit 0; fi\nshift 3\nexec "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
+    runners.death_guard.cache_clear()
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.05)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    reports, final, report = recorder()
+    try:
+        runner = DriverRunner("driver-20261122000000-0009", m.DriverDescription(["true"]),
+                              tmp_path, {"PATH": "/usr/bin:/bin"}, report)
+        runner.start()
+        await asyncio.wait_for(final.wait(), 10)
+    finally:
+        ticker.cancel()
+        runners.death_guard.cache_clear()
+    assert reports[-1][0] == "FINISHED"
+    assert ticks >= 10  # the loop kept running through the probe's second

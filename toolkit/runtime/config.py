@@ -106,6 +106,10 @@ class MasterConfig:
     False fills one worker before the next."""
     max_executor_retries: int = 10
     rest_port: int | None = None
+    max_connections: int | None = None
+    """None: sized from the open-file limit (endpoint.Limits.sized)."""
+    max_handshakes: int | None = None
+    max_handshakes_per_host: int = default_of("master", "max_handshakes_per_host")
 
     @property
     def heartbeat_interval(self) -> float:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from toolkit.base.notify import sd_notify
@@ -21,9 +23,43 @@ from toolkit.runtime import wire
 
 logger = logging.getLogger(__name__)
 
-MAX_PENDING_HANDSHAKES = 256
-MAX_PENDING_PER_HOST = 16
-MAX_CONNECTIONS = 1024
+FILES_RESERVE = 64
+"""Open files kept back from connections: logs, the web UI's sockets, pid files, children."""
+MOST_FILES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What peers may hold of one process: connections, handshakes in progress, and those
+    from one address. Past a limit a new connection is closed at once, and logged."""
+
+    connections: int = 1024
+    handshakes: int = 256
+    handshakes_per_host: int = 16
+
+    @classmethod
+    def sized(cls, connections: int | None = None, handshakes: int | None = None,
+              handshakes_per_host: int = 16) -> Limits:
+        """Sized from the process's open-file limit (raised to its hard limit first), unless
+        given: a limit protects the process and never caps the cluster below what it can
+        hold."""
+        files = raise_open_files()
+        connections = connections or max(64, files - FILES_RESERVE)
+        return cls(connections, handshakes or max(256, connections // 4), handshakes_per_host)
+
+
+def raise_open_files() -> int:
+    """Raise this process's soft open-file limit to its hard one (at most MOST_FILES), as the
+    JVM does for Spark's master; the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MOST_FILES if hard == resource.RLIM_INFINITY else min(hard, MOST_FILES)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            return wanted
+        except (ValueError, OSError):
+            return soft
+    return MOST_FILES if soft == resource.RLIM_INFINITY else soft
 
 Handler = Callable[[Any, "wire.Connection | None"], None]
 
@@ -34,8 +70,9 @@ class Endpoint:
     role = "endpoint"
     webui_port = 0
     accepts: wire.Inbound  # what inbound connections may send
-    def __init__(self, secret: bytes | None) -> None:
+    def __init__(self, secret: bytes | None, limits: Limits | None = None) -> None:
         self.secret = secret
+        self.limits = limits or Limits()
         self.exit_code = 0
         self._inbox: asyncio.Queue[tuple[m.Message, wire.Connection | None]] = asyncio.Queue()
         self._handlers: dict[type[m.Message], Handler] = self.handlers()
@@ -147,8 +184,11 @@ class Endpoint:
     async def listen(self, host: str, port: int) -> int:
         """Bind the RPC port and accept connections; return the bound port."""
         try:
+            # the kernel's queue of connections not yet accepted: as deep as the handshakes
+            # allowed, so that a whole cluster starting at once is not dropped and retried
             self._server = await asyncio.start_server(self._accept, host, port,
-                                                      reuse_address=True)
+                                                      reuse_address=True,
+                                                      backlog=max(128, self.limits.handshakes))
         except OSError as exc:
             raise ConfigError(f"{self.role} cannot listen on {host}:{port}: "
                               f"{exc.strerror or exc}") from None
@@ -183,12 +223,13 @@ class Endpoint:
             self._connections -= 1
 
     def _over_limit(self, host: str) -> str | None:
-        if self._pending_handshakes >= MAX_PENDING_HANDSHAKES:
-            return "pending handshakes"
-        if self._pending_by_host.get(host, 0) >= MAX_PENDING_PER_HOST:
-            return f"pending handshakes from {host}"
-        if self._connections >= MAX_CONNECTIONS:
-            return "connections"
+        if self._pending_handshakes >= self.limits.handshakes:
+            return f"pending handshakes (limit {self.limits.handshakes})"
+        if self._pending_by_host.get(host, 0) >= self.limits.handshakes_per_host:
+            return (f"pending handshakes from {host} (limit "
+                    f"{self.limits.handshakes_per_host})")
+        if self._connections >= self.limits.connections:
+            return f"connections (limit {self.limits.connections})"
         return None
 
     async def serve_connection(self, conn: wire.Connection) -> None:

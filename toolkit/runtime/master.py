@@ -15,7 +15,7 @@ from typing import Any
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.config import MasterConfig
-from toolkit.runtime.endpoint import Endpoint, Handler
+from toolkit.runtime.endpoint import Endpoint, Handler, Limits
 from toolkit.runtime.records import WorkerInfo
 from toolkit.runtime.states import MasterState, WorkerState
 from toolkit.runtime.wire import Connection
@@ -33,7 +33,8 @@ class Master(WorkKeeper, Endpoint):
 
     def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(config.secret)
+        super().__init__(config.secret, Limits.sized(
+            config.max_connections, config.max_handshakes, config.max_handshakes_per_host))
         self.config = config
         self.clock = clock
         self.monotonic = monotonic
@@ -66,8 +67,9 @@ class Master(WorkKeeper, Endpoint):
     async def start(self) -> None:
         self.start_consumer()
         self.port = await self.listen(self.config.host, self.config.port)
-        logger.info("Starting master at %s (worker timeout %g s)", self.url,
-                    self.config.worker_timeout)
+        logger.info("Starting master at %s (worker timeout %g s; up to %d connections, %d "
+                    "handshakes at once)", self.url, self.config.worker_timeout,
+                    self.limits.connections, self.limits.handshakes)
         self.every(self.config.heartbeat_interval, m.CheckForWorkerTimeOut)
         if self.config.rest_port is not None:
             from toolkit.runtime import rest

@@ -209,3 +209,50 @@ def test_busy_webui_port_is_reported(cluster: Cluster) -> None:
     proc = cluster.worker(master.url, "--webui-port", str(busy)).proc
     assert proc.wait() == 1
     assert f"worker web UI cannot listen on 127.0.0.1:{busy}" in proc.log()
+
+
+def test_the_master_sizes_its_limits_from_its_open_file_limit(cluster: Cluster) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(1024, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))  # the master inherits this
+    try:
+        master = cluster.master()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    raised = min(hard, 1 << 20)
+    limits = Path(f"/proc/{master.proc.pid}/limits").read_text()
+    line = next(row for row in limits.splitlines() if row.startswith("Max open files"))
+    assert line.split()[3:5] == [str(raised), str(hard)]  # soft raised to the hard limit
+    connections = raised - 64
+    assert (f"up to {connections} connections, {max(256, connections // 4)} handshakes at once"
+            in master.proc.log())
+
+
+def test_connections_over_the_masters_limit_are_refused_and_named(cluster: Cluster) -> None:
+    master = cluster.master("--max-connections", "2")
+    assert "up to 2 connections" in master.proc.log()
+
+    async def hold_two_then_try_a_third() -> bool:
+        held = [await wire.connect("127.0.0.1", master.port, None, wire.TO_CLIENT)
+                for _ in range(2)]
+        try:
+            with raw_connect(master.port) as sock:
+                return closed_by_peer(sock)
+        finally:
+            for conn in held:
+                conn.close()
+                await conn.wait_closed(1.0)
+
+    assert asyncio.run(hold_two_then_try_a_third())
+    wait_for(lambda: "too many connections (limit 2)" in master.proc.log(), 5, "refusal log")
+    # once they are gone, the next one is accepted again
+    wait_for(lambda: asyncio.run(_handshakes(master.port)), 5, "a connection accepted again")
+
+
+async def _handshakes(port: int) -> bool:
+    conn = await wire.connect("127.0.0.1", port, None, wire.TO_CLIENT)
+    conn.close()
+    await conn.wait_closed(1.0)
+    return True

@@ -67,10 +67,14 @@ class Inbound:
     def __init__(self, role: str, accepted: Any) -> None:
         self.role = role
         self.names = frozenset(t.__name__ for t in accepted.__args__)
-        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(accepted)
+        self._accepted = accepted
+        self._decoder: msgspec.json.Decoder[Any] | None = None  # built by its first use:
+        # a process decodes for one role only, and each decoder costs memory
 
     def decode(self, body: bytes) -> m.Message:
         """One established-connection message; BadMessage names what is wrong."""
+        if self._decoder is None:
+            self._decoder = msgspec.json.Decoder(self._accepted)
         try:
             message: m.Message = self._decoder.decode(body)
         except msgspec.ValidationError as exc:

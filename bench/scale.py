@@ -233,8 +233,10 @@ def scheduling_round(workers: int, drivers: int) -> float:
         master.workers[worker.id] = worker
         master._by_address[worker.address] = worker
     master.schedule = lambda: None  # type: ignore[method-assign]  # submit without placing
+    client = Sink()
     for _ in range(drivers):
-        master.submit_driver(m.DriverDescription(["true"], cores=1, memory=512))
+        master.handle(m.RequestSubmitDriver(m.DriverDescription(["true"], cores=1, memory=512)),
+                      client)  # type: ignore[arg-type]
     del master.schedule  # the real one again
     began = time.perf_counter()
     master.schedule()

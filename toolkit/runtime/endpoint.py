@@ -14,7 +14,7 @@ import os
 import resource
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from toolkit.base.notify import sd_notify
 from toolkit.errors import ConfigError, WireError
@@ -62,6 +62,31 @@ def raise_open_files() -> int:
     return MOST_FILES if soft == resource.RLIM_INFINITY else soft
 
 Handler = Callable[[Any, "wire.Connection | None"], None]
+T = TypeVar("T", bound=m.Message)
+ASK_TIMEOUT = 10.0
+
+
+class LocalReply:
+    """Where the handler of a request asked from inside this process (the REST server) sends
+    its answer: a future, not a socket. It stands in for the connection: the handlers call
+    only ``send``, ``close``, ``closed`` and ``peer``."""
+
+    peer = "this process"
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.answer: asyncio.Future[m.Message] = asyncio.get_running_loop().create_future()
+
+    def send(self, message: m.Message) -> bool:
+        if self.answer.done():
+            return False
+        self.answer.set_result(message)
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        if not self.answer.done():
+            self.answer.set_exception(ConnectionError("the request was refused"))
 
 
 class Endpoint:
@@ -94,6 +119,18 @@ class Endpoint:
 
     def post(self, message: m.Message, conn: wire.Connection | None = None) -> None:
         self._inbox.put_nowait((message, conn))
+
+    async def ask(self, request: m.Message, kind: type[T], timeout: float = ASK_TIMEOUT) -> T:
+        """The one door for callers inside this process (the REST server, any later HTTP
+        action): the request goes through the inbox to its handler, as RPC does, and the
+        handler's answer comes back here."""
+        reply = LocalReply()
+        self.post(request, cast("wire.Connection", reply))  # duck-typed: see LocalReply
+        answer = await asyncio.wait_for(reply.answer, timeout)
+        if not isinstance(answer, kind):
+            raise TypeError(f"{type(request).__name__} was answered with "
+                            f"{type(answer).__name__}")
+        return answer
 
     def handle(self, message: m.Message, conn: wire.Connection | None = None) -> None:
         """Call the handler for one message (the consumer does this; so do unit tests)."""

@@ -51,7 +51,7 @@ import json
 import logging
 import posixpath
 import shlex
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
@@ -76,14 +76,14 @@ _KNOWN_FIELDS = {"action", "clientSparkVersion", "appResource", "mainClass", "ap
 _HOST_ENV = {"SPARK_LOCAL_IP", "SPARK_LOCAL_HOSTNAME"}
 
 
-class DriverService(Protocol):
-    """What the REST API needs from the master; called on its event loop, never awaited."""
+T = TypeVar("T", bound=m.Message)
 
-    def submit_driver(self, desc: m.DriverDescription) -> m.SubmitDriverResponse: ...
-    def kill_driver(self, driver_id: str) -> m.KillDriverResponse: ...
-    def driver_status(self, driver_id: str) -> m.DriverStatusResponse: ...
-    def kill_all_drivers(self) -> m.KillAllDriversResponse: ...
-    def clear_completed(self) -> m.ClearCompletedDriversAndAppsResponse: ...
+
+class DriverService(Protocol):
+    """What the REST API needs from the master: its one door (``ask``: the request goes
+    through the inbox to the same handler as over RPC), and whether it is ready."""
+
+    async def ask(self, request: m.Message, kind: type[T]) -> T: ...
     def readiness(self) -> tuple[bool, str]: ...
 
 
@@ -286,16 +286,17 @@ class _RestApi:
                 return _error(400, f"Submission ID is missing in {action} request.")
             if len(args) > 1:
                 return _error(400, f"Malformed path: one submission ID after /{action}/")
-            return self._status(args[0]) if action == "status" else self._kill(args[0])
+            return await (self._status(args[0]) if action == "status" else self._kill(args[0]))
         if args:
             return _error(400, f"Malformed path: /{action} takes nothing after it")
         if action == "create":
             return await self._create(request)
         if action == "killall":
-            done = self.service.kill_all_drivers()
+            done = await self.service.ask(m.RequestKillAllDrivers(), m.KillAllDriversResponse)
             return _answer("KillAllSubmissionResponse", success=done.success, message=done.message)
         if action == "clear":
-            cleared = self.service.clear_completed()
+            cleared = await self.service.ask(m.RequestClearCompletedDriversAndApps(),
+                                             m.ClearCompletedDriversAndAppsResponse)
             return _answer("ClearResponse", success=cleared.success, message=cleared.message)
         ready, reason = self.service.readiness()
         if not ready:
@@ -311,7 +312,7 @@ class _RestApi:
         except ValueError as exc:
             raise BadRequest(f"malformed JSON: {exc}") from None
         desc = driver_description(body)
-        result = self.service.submit_driver(desc)
+        result = await self.service.ask(m.RequestSubmitDriver(desc), m.SubmitDriverResponse)
         if result.success:
             log.info("REST submission %s: %s", result.driver_id, desc.name)
         else:
@@ -321,14 +322,14 @@ class _RestApi:
                        submissionId=result.driver_id, message=result.message,
                        unknownFields=unknown)
 
-    def _status(self, driver_id: str) -> web.Response:
-        status = self.service.driver_status(driver_id)
+    async def _status(self, driver_id: str) -> web.Response:
+        status = await self.service.ask(m.RequestDriverStatus(driver_id), m.DriverStatusResponse)
         return _answer("SubmissionStatusResponse", submissionId=driver_id, success=status.found,
                        driverState=status.state, workerId=status.worker_id,
                        workerHostPort=status.worker_host_port, message=status.message)
 
-    def _kill(self, driver_id: str) -> web.Response:
-        killed = self.service.kill_driver(driver_id)
+    async def _kill(self, driver_id: str) -> web.Response:
+        killed = await self.service.ask(m.RequestKillDriver(driver_id), m.KillDriverResponse)
         log.info("REST kill of %s: %s", driver_id, killed.message)
         return _answer("KillSubmissionResponse", submissionId=driver_id,
                        success=killed.success, message=killed.message)

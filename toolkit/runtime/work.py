@@ -253,13 +253,7 @@ class WorkKeeper:
             self._remove_app(app, ApplicationState.FINISHED, None)
             self.schedule()
 
-    # Services for the REST API (synchronous; same results as the RPC handlers) ------------
-
-    def submit_driver(self, desc: m.DriverDescription) -> m.SubmitDriverResponse:
-        response, driver = self._submit(desc)
-        if driver is not None:
-            self.schedule()
-        return response
+    # Answers, for the handlers above (REST reaches them through the inbox too: ask) -------
 
     def kill_driver(self, driver_id: str) -> m.KillDriverResponse:
         if self.state != MasterState.ALIVE:

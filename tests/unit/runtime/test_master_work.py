@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -222,3 +223,20 @@ def test_killing_a_relaunched_driver_names_its_new_id(master: Master) -> None:
     answer = master.kill_driver(driver_id)
     new_id = master.driver_status(driver_id).relaunched_as
     assert not answer.success and f"relaunched as {new_id}" in answer.message
+
+
+async def test_a_request_asked_from_inside_the_process_goes_through_the_inbox() -> None:
+    master = Master(MasterConfig(host="10.0.0.1"))
+    desc = m.DriverDescription(["true"], cores=1, memory=64)
+    asking = asyncio.ensure_future(master.ask(m.RequestSubmitDriver(desc),
+                                              m.SubmitDriverResponse, timeout=5))
+    await asyncio.sleep(0.05)
+    assert not asking.done() and master.drivers == {}  # nothing happens outside the inbox
+    master.start_consumer()
+    submitted = await asking
+    assert submitted.success and submitted.driver_id in master.drivers
+    status = await master.ask(m.RequestDriverStatus(submitted.driver_id or ""),
+                              m.DriverStatusResponse)
+    assert (status.found, status.state) == (True, "SUBMITTED")
+    with pytest.raises(TypeError, match="RequestDriverList was answered with DriverListResponse"):
+        await master.ask(m.RequestDriverList(), m.DriverStatusResponse)

@@ -26,6 +26,7 @@ class FakeService:
         self.ready: tuple[bool, str] = (True, "")
         self.accept = True
         self.fail = False
+        self.asked: list[str] = []
 
     def submit_driver(self, desc: m.DriverDescription) -> m.SubmitDriverResponse:
         if self.fail:
@@ -56,6 +57,24 @@ class FakeService:
 
     def readiness(self) -> tuple[bool, str]:
         return self.ready
+
+    async def ask(self, request: m.Message, kind: type[Any]) -> Any:
+        """As the master's one door: each request to the answer its handler would give."""
+        self.asked.append(type(request).__name__)
+        if isinstance(request, m.RequestSubmitDriver):
+            answer: m.Message = self.submit_driver(request.desc)
+        elif isinstance(request, m.RequestKillDriver):
+            answer = self.kill_driver(request.driver_id)
+        elif isinstance(request, m.RequestDriverStatus):
+            answer = self.driver_status(request.driver_id)
+        elif isinstance(request, m.RequestKillAllDrivers):
+            answer = self.kill_all_drivers()
+        elif isinstance(request, m.RequestClearCompletedDriversAndApps):
+            answer = self.clear_completed()
+        else:
+            raise AssertionError(f"unexpected {request}")
+        assert isinstance(answer, kind)
+        return answer
 
 
 Client = TestClient[Any, Any]
@@ -191,6 +210,17 @@ async def test_kill_known_and_unknown(client: Client, service: FakeService) -> N
         "submissionId": "driver-1",
         "message": "Driver driver-1 has already finished or does not exist",
     }
+
+
+async def test_every_action_asks_the_master_through_its_one_door(
+        client: Client, service: FakeService) -> None:
+    await client.post("/v1/submissions/create", json=create_request())
+    await client.get("/v1/submissions/status/driver-20260101000000-0000")
+    await client.post("/v1/submissions/kill/driver-20260101000000-0000")
+    await client.post("/v1/submissions/killall")
+    await client.post("/v1/submissions/clear")
+    assert service.asked == ["RequestSubmitDriver", "RequestDriverStatus", "RequestKillDriver",
+                             "RequestKillAllDrivers", "RequestClearCompletedDriversAndApps"]
 
 
 async def test_killall_clear_and_readyz(client: Client) -> None:

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import msgspec
 
+from toolkit.runtime.states import DriverState, ExecutorState
+
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 Command = Annotated[list[str], msgspec.Meta(min_length=1)]
 
@@ -108,20 +110,24 @@ class WorkerStopping(Message):
 
 
 class DriverStateChanged(Message):
-    """Acknowledged by StateChangeAcked(seq); resent after a reconnect until it is."""
+    """One message for one change of a driver's state, all the way: its runner posts it to
+    its worker (seq 0), the worker numbers it and sends it to the master, which acknowledges
+    it with StateChangeAcked(seq); it is resent after a reconnect until it is."""
 
     seq: int
     driver_id: str
-    state: str
+    state: DriverState
     message: str = ""
     exit_code: int | None = None
 
 
 class ExecutorStateChanged(Message):
+    """As DriverStateChanged, for one executor."""
+
     seq: int
     app_id: str
     exec_id: int
-    state: str
+    state: ExecutorState
     message: str = ""
     exit_code: int | None = None
 
@@ -232,7 +238,7 @@ class RequestDriverStatus(Message):
 class DriverStatusResponse(Message):
     driver_id: str
     found: bool
-    state: str | None = None
+    state: DriverState | None = None
     worker_id: str | None = None
     worker_host_port: str | None = None
     message: str | None = None
@@ -308,7 +314,7 @@ class ExecutorAdded(Message):
 
 class ExecutorUpdated(Message):
     exec_id: int
-    state: str
+    state: ExecutorState
     message: str = ""
     exit_code: int | None = None
     worker_lost: bool = False
@@ -348,23 +354,6 @@ class CheckRegistration(Message):
 
 class CleanupWorkDir(Message):
     pass
-
-
-class DriverRunnerChanged(Message):
-    """A DriverRunner reports a state of its driver to its worker."""
-
-    driver_id: str
-    state: str
-    message: str = ""
-    exit_code: int | None = None
-
-
-class ExecutorRunnerChanged(Message):
-    app_id: str
-    exec_id: int
-    state: str
-    message: str = ""
-    exit_code: int | None = None
 
 
 # Any endpoint to itself ---------------------------------------------------------------------
@@ -433,8 +422,8 @@ WORKER_INTERNAL = (
     | SendHeartbeat
     | CheckRegistration
     | CleanupWorkDir
-    | DriverRunnerChanged
-    | ExecutorRunnerChanged
+    | DriverStateChanged
+    | ExecutorStateChanged
     | ConnectionClosed
 )
-"""What the worker posts to its own inbox (timers, its runners, its links)."""
+"""What the worker posts to its own inbox (timers, its runners' state changes, its links)."""

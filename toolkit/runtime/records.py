@@ -78,7 +78,7 @@ class DriverInfo:
         self.state, self.message, self.exit_code = state, message, exit_code
 
     def status(self) -> m.DriverStatusResponse:
-        return m.DriverStatusResponse(self.id, True, self.state.value, self.worker_id,
+        return m.DriverStatusResponse(self.id, True, self.state, self.worker_id,
                                       self.worker_host_port, self.message, self.exit_code,
                                       self.relaunched_as)
 

@@ -35,7 +35,8 @@ STABLE_RUN = 5.0
 KILL_TIMEOUT: float = default_of("worker", "kill_timeout")
 """SIGTERM to the process group, then SIGKILL after this long (Spark's 10 s)."""
 
-Report = Callable[[str, str, "int | None"], None]
+State = DriverState | ExecutorState
+Report = Callable[[State, str, "int | None"], None]
 """report(state, message, exit_code)"""
 
 
@@ -178,7 +179,7 @@ class _Runner:
         self.env = env
         self.report = report
         self.kill_timeout = kill_timeout
-        self.state = ""
+        self.state: State | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.killed = False
         self._unreaped = False
@@ -221,11 +222,11 @@ class _Runner:
             if self._unreaped and self.proc is not None:
                 signal_group(self.proc.pid, signal.SIGKILL)
 
-    def _launch(self, argv: list[str], cannot: str) -> subprocess.Popen[bytes] | None:
+    def _launch(self, argv: list[str], cannot: State) -> subprocess.Popen[bytes] | None:
         """Start ``argv``, or report KILLED (killed before this) or ``cannot`` (no program)
         and return None."""
         if self.killed:
-            self._say(DriverState.KILLED.value, "killed before it started")  # same for executors
+            self._say(self._killed_state(), "killed before it started")
             return None
         try:
             proc = spawn(argv, self.directory, self.env, launch_header(argv))
@@ -252,7 +253,7 @@ class _Runner:
                 return
             await asyncio.sleep(0.05)
 
-    def _say(self, state: str, message: str = "", exit_code: int | None = None) -> None:
+    def _say(self, state: State, message: str = "", exit_code: int | None = None) -> None:
         self.state = state
         self.report(state, message, exit_code)
 
@@ -273,7 +274,10 @@ class _Runner:
     async def _run(self) -> None:
         raise NotImplementedError
 
-    def _error_state(self) -> str:
+    def _error_state(self) -> State:
+        raise NotImplementedError
+
+    def _killed_state(self) -> State:
         raise NotImplementedError
 
 
@@ -290,29 +294,32 @@ class DriverRunner(_Runner):
         self.max_backoff = max_backoff
         self.restarts = 0
 
-    def _error_state(self) -> str:
-        return DriverState.ERROR.value
+    def _error_state(self) -> State:
+        return DriverState.ERROR
+
+    def _killed_state(self) -> State:
+        return DriverState.KILLED
 
     async def _run(self) -> None:
         delay = self.first_backoff
         argv = self.desc.command
         while True:
-            proc = self._launch(argv, DriverState.ERROR.value)
+            proc = self._launch(argv, DriverState.ERROR)
             if proc is None:
                 return
             began = time.monotonic()
             if not self.state:
-                self._say(DriverState.RUNNING.value)
+                self._say(DriverState.RUNNING)
             code = await self._wait(proc)
             ran = time.monotonic() - began
             if self.killed:
-                self._say(DriverState.KILLED.value, "killed", code)
+                self._say(DriverState.KILLED, "killed", code)
                 return
             if code == 0:
-                self._say(DriverState.FINISHED.value, "", 0)
+                self._say(DriverState.FINISHED, "", 0)
                 return
             if not self.desc.supervise:
-                self._say(DriverState.FAILED.value, f"exited with code {code}", code)
+                self._say(DriverState.FAILED, f"exited with code {code}", code)
                 return
             if ran > STABLE_RUN:
                 delay = self.first_backoff
@@ -326,7 +333,7 @@ class DriverRunner(_Runner):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
             if self.killed:
-                self._say(DriverState.KILLED.value, "killed while waiting to restart")
+                self._say(DriverState.KILLED, "killed while waiting to restart")
                 return
             delay = min(delay * 2, self.max_backoff)
 
@@ -341,18 +348,21 @@ class ExecutorRunner(_Runner):
         self.app_id, self.exec_id, self.desc = app_id, exec_id, desc
         self.cores, self.memory = cores, memory
         self.argv = fill_placeholders(desc.command, values)
-        self.state = ExecutorState.LAUNCHING.value
+        self.state = ExecutorState.LAUNCHING
 
-    def _error_state(self) -> str:
-        return ExecutorState.FAILED.value
+    def _error_state(self) -> State:
+        return ExecutorState.FAILED
+
+    def _killed_state(self) -> State:
+        return ExecutorState.KILLED
 
     async def _run(self) -> None:
-        proc = self._launch(self.argv, ExecutorState.FAILED.value)
+        proc = self._launch(self.argv, ExecutorState.FAILED)
         if proc is None:
             return
-        self._say(ExecutorState.RUNNING.value)
+        self._say(ExecutorState.RUNNING)
         code = await self._wait(proc)
         if self.killed:
-            self._say(ExecutorState.KILLED.value, "killed", code)
+            self._say(ExecutorState.KILLED, "killed", code)
         else:
-            self._say(ExecutorState.EXITED.value, f"Command exited with code {code}", code)
+            self._say(ExecutorState.EXITED, f"Command exited with code {code}", code)

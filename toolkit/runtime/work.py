@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("toolkit.runtime.master")
 
-S = TypeVar("S", DriverState, ExecutorState)
-
-
 class WorkKeeper:
     """Drivers, applications and executors; mixed into Master, which provides membership."""
 
@@ -155,7 +152,7 @@ class WorkKeeper:
             logger.debug("Ignoring %s of driver %s (not running there)", msg.state,
                          msg.driver_id)
             return
-        state = _parse(DriverState, msg.state)
+        state = msg.state  # a DriverState: anything else was refused when it was decoded
         if state == DriverState.RUNNING:  # already RUNNING since the master launched it
             return
         if state not in REPORTED_DRIVER_ENDS:
@@ -177,14 +174,14 @@ class WorkKeeper:
             logger.debug("Ignoring %s of executor %s/%d (not running there)", msg.state,
                          msg.app_id, msg.exec_id)
             return
-        state = _parse(ExecutorState, msg.state)
-        if state is None or state in (ExecutorState.LAUNCHING, ExecutorState.LOST):
+        state = msg.state
+        if state in (ExecutorState.LAUNCHING, ExecutorState.LOST):
             logger.warning("Ignoring state %r reported for executor %s/%d", msg.state, app.id,
                            executor.exec_id)
             return
         executor.state = state
         if app.conn is not None:
-            app.conn.send(m.ExecutorUpdated(executor.exec_id, state.value, msg.message,
+            app.conn.send(m.ExecutorUpdated(executor.exec_id, state, msg.message,
                                             msg.exit_code))
         if state not in FINISHED_EXECUTOR_STATES:
             return
@@ -458,7 +455,7 @@ class WorkKeeper:
         executor.state = ExecutorState.LOST
         app.remove_executor(executor)
         if app.conn is not None:
-            app.conn.send(m.ExecutorUpdated(executor.exec_id, ExecutorState.LOST.value, reason,
+            app.conn.send(m.ExecutorUpdated(executor.exec_id, ExecutorState.LOST, reason,
                                             None, True))
 
     def _find_driver(self, driver_id: str) -> DriverInfo | None:
@@ -480,13 +477,6 @@ R = TypeVar("R", m.SubmitDriverResponse, m.KillDriverResponse, m.DriverStatusRes
 def _reply(response: R, request_id: int) -> R:
     """The response as the answer to one request: the client matches it by this id."""
     return msgspec.structs.replace(response, in_reply_to=request_id)
-
-
-def _parse(kind: type[S], text: str) -> S | None:
-    try:
-        return kind(text)
-    except ValueError:
-        return None
 
 
 def _check_driver(desc: m.DriverDescription) -> str | None:

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from toolkit.errors import ConfigError, WireError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.endpoint import Endpoint, Handler
-from toolkit.runtime.runners import KILL_TIMEOUT, DriverRunner, ExecutorRunner
+from toolkit.runtime.runners import KILL_TIMEOUT, DriverRunner, ExecutorRunner, State
 from toolkit.runtime.states import DriverState, ExecutorState, is_finished
 from toolkit.runtime.wire import Connection
 from toolkit.runtime.workdir import CLEANUP_INTERVAL, CLEANUP_TTL, clean_work_dir
@@ -142,10 +144,10 @@ class Worker(Endpoint):
             m.ConnectionClosed: self.on_connection_closed,
             m.LaunchDriver: self.on_launch_driver,
             m.KillDriver: self.on_kill_driver,
-            m.DriverRunnerChanged: self.on_driver_runner_changed,
+            m.DriverStateChanged: self.on_driver_state_changed,
             m.LaunchExecutor: self.on_launch_executor,
             m.KillExecutor: self.on_kill_executor,
-            m.ExecutorRunnerChanged: self.on_executor_runner_changed,
+            m.ExecutorStateChanged: self.on_executor_state_changed,
             m.ApplicationFinished: self.on_application_finished,
             m.StateChangeAcked: self.on_state_change_acked,
             m.CleanupWorkDir: self.on_cleanup_work_dir,
@@ -244,8 +246,9 @@ class Worker(Endpoint):
             "EMBER_DRIVER_MEMORY": f"{msg.desc.memory}m",
         })
 
-        def report(state: str, message: str, code: int | None) -> None:
-            self.post(m.DriverRunnerChanged(msg.driver_id, state, message, code))
+        def report(state: State, message: str, code: int | None) -> None:
+            assert isinstance(state, DriverState)
+            self.post(m.DriverStateChanged(0, msg.driver_id, state, message, code))
 
         runner = DriverRunner(msg.driver_id, msg.desc, self.config.work_dir, env, report,
                               self.config.kill_timeout)
@@ -262,17 +265,17 @@ class Worker(Endpoint):
         logger.info("Asked to kill driver %s", msg.driver_id)
         runner.kill()
 
-    def on_driver_runner_changed(self, msg: m.DriverRunnerChanged,
-                                 conn: Connection | None) -> None:
+    def on_driver_state_changed(self, msg: m.DriverStateChanged,
+                                conn: Connection | None) -> None:
+        """A runner's report: numbered and sent on to the master, as it is."""
         runner = self.drivers.get(msg.driver_id)
         if runner is None:
             return
-        if is_finished(DriverState(msg.state)):
+        if is_finished(msg.state):
             del self.drivers[msg.driver_id]
             logger.info("Driver %s is %s%s", msg.driver_id, msg.state,
                         f" ({msg.message})" if msg.message else "")
-        self._report(lambda seq: m.DriverStateChanged(seq, msg.driver_id, msg.state,
-                                                      msg.message, msg.exit_code))
+        self._report(lambda seq: msgspec.structs.replace(msg, seq=seq))
 
     def on_launch_executor(self, msg: m.LaunchExecutor, conn: Connection | None) -> None:
         if not self._from_master(conn, msg):
@@ -295,8 +298,9 @@ class Worker(Endpoint):
             "EMBER_WORKER_URL": values["WORKER_URL"],
         })
 
-        def report(state: str, message: str, code: int | None) -> None:
-            self.post(m.ExecutorRunnerChanged(msg.app_id, msg.exec_id, state, message, code))
+        def report(state: State, message: str, code: int | None) -> None:
+            assert isinstance(state, ExecutorState)
+            self.post(m.ExecutorStateChanged(0, msg.app_id, msg.exec_id, state, message, code))
 
         runner = ExecutorRunner(msg.app_id, msg.exec_id, msg.desc, msg.cores, msg.memory,
                                 self.config.work_dir, env, values, report,
@@ -314,18 +318,18 @@ class Worker(Endpoint):
         logger.info("Asked to kill executor %s/%d", msg.app_id, msg.exec_id)
         runner.kill()
 
-    def on_executor_runner_changed(self, msg: m.ExecutorRunnerChanged,
-                                   conn: Connection | None) -> None:
+    def on_executor_state_changed(self, msg: m.ExecutorStateChanged,
+                                  conn: Connection | None) -> None:
+        """A runner's report: numbered and sent on to the master, as it is."""
         runner = self.executors.get((msg.app_id, msg.exec_id))
         if runner is None:
             return
-        if is_finished(ExecutorState(msg.state)):
+        if is_finished(msg.state):
             del self.executors[(msg.app_id, msg.exec_id)]
             self.finished_executors.append(runner)
             logger.info("Executor %s/%d finished with state %s%s", msg.app_id, msg.exec_id,
                         msg.state, f" ({msg.message})" if msg.message else "")
-        self._report(lambda seq: m.ExecutorStateChanged(seq, msg.app_id, msg.exec_id,
-                                                        msg.state, msg.message, msg.exit_code))
+        self._report(lambda seq: msgspec.structs.replace(msg, seq=seq))
 
     def on_application_finished(self, msg: m.ApplicationFinished,
                                 conn: Connection | None) -> None:

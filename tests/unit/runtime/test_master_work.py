@@ -9,10 +9,12 @@ import pytest
 
 from tests.unit.runtime.fakes import Clock, FakeConn
 from toolkit.runtime import messages as m
+from toolkit.runtime import wire
 from toolkit.runtime.config import MasterConfig
 from toolkit.runtime.http import master_json
 from toolkit.runtime.master import Master
 from toolkit.runtime.records import RETAINED
+from toolkit.runtime.states import DriverState, ExecutorState
 
 
 @pytest.fixture
@@ -55,7 +57,7 @@ def test_submitted_driver_is_launched_and_its_resources_accounted(master: Master
     assert (info.cores_used, info.memory_used) == (2, 1024)
     assert sent(client, m.DriverStatusResponse)[-1].state == "RUNNING"
 
-    master.handle(m.DriverStateChanged(7, driver_id, "FINISHED", "", 0), worker)
+    master.handle(m.DriverStateChanged(7, driver_id, DriverState.FINISHED, "", 0), worker)
     assert sent(worker, m.StateChangeAcked) == [m.StateChangeAcked(7)]
     assert (info.cores_used, info.memory_used) == (0, 0)
     final = sent(client, m.DriverStatusResponse)[-1]
@@ -72,7 +74,7 @@ def test_drivers_go_round_robin_and_wait_when_nothing_fits(master: Master) -> No
     big = submit(master, client, cores=3)
     assert len(sent(first, m.LaunchDriver)) == len(sent(second, m.LaunchDriver)) == 2
     assert master.drivers[big].state == "SUBMITTED"
-    master.handle(m.DriverStateChanged(1, ids[0], "FINISHED", "", 0), first)
+    master.handle(m.DriverStateChanged(1, ids[0], DriverState.FINISHED, "", 0), first)
     assert master.drivers[big].state == "SUBMITTED"
 
 
@@ -80,10 +82,10 @@ def test_a_state_change_from_another_worker_or_a_repeat_is_acked_and_ignored(
         master: Master) -> None:
     worker, other = join(master, "w1", 4001), join(master, "w2", 4002, cores=1, memory=1)
     driver_id = submit(master, FakeConn())
-    master.handle(m.DriverStateChanged(1, driver_id, "FAILED", "", 1), other)
+    master.handle(m.DriverStateChanged(1, driver_id, DriverState.FAILED, "", 1), other)
     assert master.drivers[driver_id].state == "RUNNING"
-    master.handle(m.DriverStateChanged(2, driver_id, "FINISHED", "", 0), worker)
-    master.handle(m.DriverStateChanged(2, driver_id, "FINISHED", "", 0), worker)  # resent
+    master.handle(m.DriverStateChanged(2, driver_id, DriverState.FINISHED, "", 0), worker)
+    master.handle(m.DriverStateChanged(2, driver_id, DriverState.FINISHED, "", 0), worker)  # resent
     assert sent(worker, m.StateChangeAcked) == [m.StateChangeAcked(2)] * 2
     assert [d.state for d in master.completed_drivers] == ["FINISHED"]
     assert sent(other, m.StateChangeAcked) == [m.StateChangeAcked(1)]
@@ -149,8 +151,8 @@ def test_app_executors_spread_out_and_failures_fail_the_app(master: Master) -> N
     for seq in range(1, 11):
         added = sent(client, m.ExecutorAdded)[-1]
         conn = workers[int(added.worker_id[1])]
-        master.handle(m.ExecutorStateChanged(seq, app_id, added.exec_id, "EXITED", "bad", 1),
-                      conn)
+        master.handle(m.ExecutorStateChanged(seq, app_id, added.exec_id, ExecutorState.EXITED,
+                                             "bad", 1), conn)
         if app_id not in master.apps:
             break
     # Two executors still run (never reported RUNNING either); Spark's rule needs none RUNNING.
@@ -209,11 +211,15 @@ def test_reregistered_worker_that_lost_work_has_it_relaunched_or_errored(master:
 def test_a_bad_state_from_a_worker_changes_nothing(master: Master) -> None:
     worker = join(master, "w1", 4001)
     driver_id = submit(master, FakeConn())
-    for state in ("SUBMITTED", "NONSENSE", "RELAUNCHING"):
+    for state in (DriverState.SUBMITTED, DriverState.RELAUNCHING):  # not a worker's to say
         master.handle(m.DriverStateChanged(1, driver_id, state), worker)
     assert master.drivers[driver_id].state == "RUNNING"
+    # a state that is no driver state never reaches a handler: the wire refuses it
+    body = b'{"type":"DriverStateChanged","seq":1,"driver_id":"d","state":"NONSENSE"}'
+    with pytest.raises(wire.BadMessage, match="invalid DriverStateChanged message"):
+        wire.TO_MASTER.decode(body)
     assert master.workers["w1"].cores_used == 1
-    assert len(sent(worker, m.StateChangeAcked)) == 3
+    assert len(sent(worker, m.StateChangeAcked)) == 2  # acknowledged, and ignored
 
 
 def test_killing_a_relaunched_driver_names_its_new_id(master: Master) -> None:

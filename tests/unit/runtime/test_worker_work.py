@@ -10,6 +10,7 @@ import pytest
 from tests.unit.runtime.fakes import Clock, FakeConn
 from toolkit.runtime import messages as m
 from toolkit.runtime.runners import DriverRunner, fill_placeholders, launch_header
+from toolkit.runtime.states import DriverState
 from toolkit.runtime.worker import Worker, WorkerConfig
 
 
@@ -36,7 +37,7 @@ def registered(worker: Worker, conn: FakeConn) -> None:
 
 async def test_changes_made_while_disconnected_are_sent_on_registration(worker: Worker) -> None:
     running(worker, "driver-1")
-    worker.handle(m.DriverRunnerChanged("driver-1", "FINISHED", "", 0))
+    worker.handle(m.DriverStateChanged(0, "driver-1", DriverState.FINISHED, "", 0))
     assert (worker.cores_used, worker.memory_used) == (0, 0)
     master = FakeConn()
     registered(worker, master)
@@ -49,8 +50,9 @@ async def test_unacknowledged_changes_are_resent_after_a_reconnect(worker: Worke
     registered(worker, first)
     running(worker, "driver-1")
     running(worker, "driver-2")
-    worker.handle(m.DriverRunnerChanged("driver-1", "FAILED", "exited with code 3", 3))
-    worker.handle(m.DriverRunnerChanged("driver-2", "RUNNING"))
+    worker.handle(m.DriverStateChanged(0, "driver-1", DriverState.FAILED, "exited with code 3",
+                                       3))
+    worker.handle(m.DriverStateChanged(0, "driver-2", DriverState.RUNNING))
     assert [x.seq for x in first.sent if isinstance(x, m.DriverStateChanged)] == [1, 2]
     worker.handle(m.StateChangeAcked(2), first)
 

@@ -187,9 +187,7 @@ class Master(WorkKeeper, Endpoint):
         if worker.conn is not None and worker.conn is not conn:
             worker.conn.close()
         logger.info("Worker %s re-registered", worker.id)
-        worker.conn = conn
-        worker.state = WorkerState.ALIVE
-        worker.epoch += 1
+        worker.reattach(conn)
         self._seen(worker)
 
     def _schedule_next_check(self, now: float) -> None:
@@ -216,8 +214,7 @@ class Master(WorkKeeper, Endpoint):
 
     def _remove(self, worker: WorkerInfo, reason: str) -> None:
         logger.info("Removing worker %s on %s: %s", worker.id, worker.address, reason)
-        worker.state = WorkerState.DEAD
-        worker.removed_reason = reason
+        worker.die(reason)
         self._by_address.pop(worker.address, None)
         self._lose_work(worker)
         self.schedule()

@@ -1,7 +1,9 @@
 """What the master remembers about workers, drivers, applications and executors.
 
-Plain records mutated only by the master's handlers; transitions that have rules (which state may
-follow which) go through one method each, so an illegal move raises instead of passing silently.
+Records mutated only by the master's handlers. Every change of a record's state goes through
+one method, which checks that the record may go there from where it is (the tables below; as
+supervisor's ``_assertInState``): an illegal move raises IllegalTransition instead of passing
+silently. Moving to the state a record is already in changes nothing and says so (False).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from toolkit.runtime import messages as m
 from toolkit.runtime.states import (
+    FINISHED_APP_STATES,
     FINISHED_DRIVER_STATES,
+    FINISHED_EXECUTOR_STATES,
     ApplicationState,
     DriverState,
     ExecutorState,
@@ -22,6 +26,42 @@ from toolkit.runtime.states import (
 
 if TYPE_CHECKING:
     from toolkit.runtime.wire import Connection
+
+class IllegalTransition(RuntimeError):
+    """A record was asked to move where it cannot go from its state: a bug, not bad input."""
+
+
+E = TypeVar("E", DriverState, ExecutorState, ApplicationState, WorkerState)
+
+DRIVER_MOVES: dict[DriverState, frozenset[DriverState]] = {
+    DriverState.SUBMITTED: FINISHED_DRIVER_STATES | {DriverState.RUNNING},
+    DriverState.RUNNING: FINISHED_DRIVER_STATES,
+}
+EXECUTOR_MOVES: dict[ExecutorState, frozenset[ExecutorState]] = {
+    ExecutorState.LAUNCHING: FINISHED_EXECUTOR_STATES | {ExecutorState.RUNNING},
+    ExecutorState.RUNNING: FINISHED_EXECUTOR_STATES,
+}
+APP_MOVES: dict[ApplicationState, frozenset[ApplicationState]] = {
+    ApplicationState.WAITING: FINISHED_APP_STATES | {ApplicationState.RUNNING},
+    ApplicationState.RUNNING: FINISHED_APP_STATES,
+}
+WORKER_MOVES: dict[WorkerState, frozenset[WorkerState]] = {
+    WorkerState.ALIVE: frozenset({WorkerState.DEAD}),
+    # a worker a recovering master has not heard from yet: it answers, or it is dead
+    WorkerState.UNKNOWN: frozenset({WorkerState.ALIVE, WorkerState.DEAD}),
+}
+
+
+def may_move(current: E, to: E, moves: dict[E, frozenset[E]]) -> bool:
+    return to == current or to in moves.get(current, frozenset())
+
+
+def _move(what: str, current: E, to: E, moves: dict[E, frozenset[E]]) -> bool:
+    """True if ``current`` -> ``to`` changes the state; raise if it may not happen."""
+    if not may_move(current, to, moves):
+        raise IllegalTransition(f"{what} cannot go from {current} to {to}")
+    return to != current
+
 
 RETAINED = 200
 """Completed drivers and applications kept for /json; then the oldest tenth goes (Spark's)."""
@@ -68,13 +108,20 @@ class DriverInfo:
     def main_class(self) -> str:
         return self.desc.main_class or self.desc.name or self.desc.command[0]
 
+    def launch(self, worker: WorkerInfo, now: float) -> None:
+        """SUBMITTED -> RUNNING on ``worker`` (launched once: RUNNING again is a bug)."""
+        if not _move(f"driver {self.id}", self.state, DriverState.RUNNING, DRIVER_MOVES):
+            raise IllegalTransition(f"driver {self.id} cannot go from RUNNING to RUNNING")
+        self.state, self.started, self.epoch = DriverState.RUNNING, now, worker.epoch
+        self.worker_id, self.worker_host_port = worker.id, worker.address
+
     def finish(self, state: DriverState, message: str | None = None,
                exit_code: int | None = None) -> None:
-        """RUNNING/SUBMITTED -> a final state; a final driver never changes again."""
-        if self.state in FINISHED_DRIVER_STATES:
-            raise ValueError(f"driver {self.id} is already {self.state}, not {state}")
-        if state not in FINISHED_DRIVER_STATES:
-            raise ValueError(f"{state} is not a final driver state")
+        """SUBMITTED/RUNNING -> a final state; a final driver never changes again."""
+        if state not in FINISHED_DRIVER_STATES or state == self.state:
+            raise IllegalTransition(f"driver {self.id}: {state} is not a final state it can "
+                                    f"reach from {self.state}")
+        _move(f"driver {self.id}", self.state, state, DRIVER_MOVES)
         self.state, self.message, self.exit_code = state, message, exit_code
 
     def status(self) -> m.DriverStatusResponse:
@@ -97,6 +144,16 @@ class ExecutorInfo:
     @property
     def key(self) -> tuple[str, int]:
         return self.app_id, self.exec_id
+
+    def may_move(self, state: ExecutorState) -> bool:
+        return may_move(self.state, state, EXECUTOR_MOVES)
+
+    def move(self, state: ExecutorState) -> bool:
+        """LAUNCHING -> RUNNING -> a final state; True if the state changed."""
+        changed = _move(f"executor {self.app_id}/{self.exec_id}", self.state, state,
+                        EXECUTOR_MOVES)
+        self.state = state
+        return changed
 
 
 @dataclass
@@ -129,6 +186,21 @@ class AppInfo:
         self.next_exec_id += 1
         self.executors[executor.exec_id] = executor
         return executor
+
+    def start(self) -> bool:
+        """WAITING -> RUNNING once it has an executor; True if the state changed."""
+        changed = _move(f"application {self.id}", self.state, ApplicationState.RUNNING,
+                        APP_MOVES)
+        self.state = ApplicationState.RUNNING
+        return changed
+
+    def end(self, state: ApplicationState, now: float) -> None:
+        """WAITING/RUNNING -> a final state."""
+        if state not in FINISHED_APP_STATES or state == self.state:
+            raise IllegalTransition(f"application {self.id}: {state} is not a final state "
+                                    f"it can reach from {self.state}")
+        _move(f"application {self.id}", self.state, state, APP_MOVES)
+        self.state, self.ended = state, now
 
     def remove_executor(self, executor: ExecutorInfo) -> None:
         self.executors.pop(executor.exec_id, None)
@@ -181,3 +253,16 @@ class WorkerInfo:
     @property
     def memory_free(self) -> int:
         return self.memory - self.memory_used
+
+    def die(self, reason: str) -> None:
+        """ALIVE -> DEAD: its heartbeats stopped, its link closed, or it said it stops."""
+        if not _move(f"worker {self.id}", self.state, WorkerState.DEAD, WORKER_MOVES):
+            raise IllegalTransition(f"worker {self.id} is DEAD already")
+        self.state, self.removed_reason = WorkerState.DEAD, reason
+
+    def reattach(self, conn: Connection) -> None:
+        """A worker that is not DEAD registered again (a new link): same record, next
+        epoch, ALIVE."""
+        _move(f"worker {self.id}", self.state, WorkerState.ALIVE, WORKER_MOVES)
+        self.state, self.conn = WorkerState.ALIVE, conn
+        self.epoch += 1

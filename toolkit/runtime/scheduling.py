@@ -35,16 +35,14 @@ class DriverRequest:
 class AppRequest:
     """A waiting application's executor shape and how many cores it still wants.
 
-    ``cores_per_executor`` None means Spark's "one executor per worker that grows";
-    ``executor_limit`` None means unlimited.
+    ``cores_per_executor`` None means Spark's "one executor per worker that grows". (Spark's
+    executor limit belongs to dynamic allocation, which Ember does not have.)
     """
 
     id: str
     memory_per_executor: int  # MiB
     cores_per_executor: int | None
     cores_left: int
-    executors: int = 0
-    executor_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +111,7 @@ def assign_executor_cores(
         enough_cores = usable[pos].cores_free - assigned_cores[pos] >= min_cores
         if not one_per_worker or assigned_execs[pos] == 0:
             enough_memory = usable[pos].memory_free - assigned_execs[pos] * mem >= mem
-            limit = app.executor_limit
-            under_limit = limit is None or sum(assigned_execs) + app.executors < limit
-            return keep and enough_cores and enough_memory and under_limit
+            return keep and enough_cores and enough_memory
         return keep and enough_cores
 
     free = [pos for pos in range(len(usable)) if can_launch(pos)]

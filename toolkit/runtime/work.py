@@ -179,7 +179,11 @@ class WorkKeeper:
             logger.warning("Ignoring state %r reported for executor %s/%d", msg.state, app.id,
                            executor.exec_id)
             return
-        executor.state = state
+        if not executor.may_move(state):
+            logger.warning("Ignoring %s reported for executor %s/%d, which is %s", state,
+                           app.id, executor.exec_id, executor.state)
+            return
+        executor.move(state)
         if app.conn is not None:
             app.conn.send(m.ExecutorUpdated(executor.exec_id, state, msg.message,
                                             msg.exit_code))
@@ -320,8 +324,8 @@ class WorkKeeper:
             return
         drivers = [scheduling.DriverRequest(d.id, d.desc.cores, d.desc.memory) for d in waiting]
         apps = [scheduling.AppRequest(a.id, a.desc.memory_per_executor,
-                                      a.desc.cores_per_executor, a.cores_left,
-                                      len(a.executors)) for a in wanting]
+                                      a.desc.cores_per_executor, a.cores_left)
+                for a in wanting]
         to_drivers, to_executors = scheduling.schedule(drivers, apps, offers,
                                                        self.config.spread_out, self.shuffle)
         for placement in to_drivers:
@@ -333,11 +337,9 @@ class WorkKeeper:
 
     def _launch_driver(self, worker: WorkerInfo, driver: DriverInfo) -> None:
         logger.info("Launching driver %s on worker %s", driver.id, worker.id)
+        driver.launch(worker, self.clock())
         del self.waiting_drivers[driver.id]
-        driver.epoch = worker.epoch
         worker.drivers[driver.id] = driver
-        driver.worker_id, driver.worker_host_port = worker.id, worker.address
-        driver.state, driver.started = DriverState.RUNNING, self.clock()
         if worker.conn is not None:
             worker.conn.send(m.LaunchDriver(driver.id, driver.desc))
         self._tell_watchers(driver)
@@ -346,7 +348,7 @@ class WorkKeeper:
         executor = app.add_executor(worker.id, worker.address, cores)
         executor.epoch = worker.epoch
         worker.executors[executor.key] = executor
-        app.state = ApplicationState.RUNNING
+        app.start()
         logger.info("Launching executor %s/%d on worker %s", app.id, executor.exec_id,
                     worker.id)
         if worker.conn is not None:
@@ -419,7 +421,7 @@ class WorkKeeper:
                 if worker.conn is not None:
                     worker.conn.send(m.KillExecutor(self.url, app.id, executor.exec_id))
             app.remove_executor(executor)
-        app.state, app.ended = state, self.clock()
+        app.end(state, self.clock())
         retain(self.completed_apps, app)
         if state != ApplicationState.FINISHED and app.conn is not None:
             app.conn.send(m.ApplicationRemoved(message or state.value))
@@ -452,7 +454,7 @@ class WorkKeeper:
         app = self.apps.get(executor.app_id)
         if app is None:
             return
-        executor.state = ExecutorState.LOST
+        executor.move(ExecutorState.LOST)
         app.remove_executor(executor)
         if app.conn is not None:
             app.conn.send(m.ExecutorUpdated(executor.exec_id, ExecutorState.LOST, reason,

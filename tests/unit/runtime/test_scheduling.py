@@ -156,18 +156,6 @@ def test_app_with_fewer_cores_left_than_one_executor_gets_nothing() -> None:
     assert place_executors([app], workers_of(2, 8), spread_out=True) == []
 
 
-def test_executor_limit_respected() -> None:
-    app = AppRequest("app", 256, 1, cores_left=BIG, executors=1, executor_limit=3)
-    for spread_out in (True, False):
-        placed = place_executors([app], workers_of(4, 4), spread_out)
-        assert len(placed) == 2
-
-
-def test_executor_limit_already_reached_places_nothing() -> None:
-    app = AppRequest("app", 256, 1, cores_left=BIG, executors=2, executor_limit=2)
-    assert place_executors([app], workers_of(2, 4), spread_out=True) == []
-
-
 def test_fifo_first_app_takes_what_it_can_before_the_second() -> None:
     first = AppRequest("first", 512, 2, cores_left=6)
     second = AppRequest("second", 512, 2, cores_left=BIG)
@@ -245,8 +233,6 @@ app_requests = st.builds(
     memory_per_executor=st.integers(0, 3072),
     cores_per_executor=st.none() | st.integers(1, 8),
     cores_left=st.integers(0, 64) | st.just(BIG),
-    executors=st.integers(0, 4),
-    executor_limit=st.none() | st.integers(0, 10),
 )
 
 app_lists = st.lists(app_requests, max_size=4).map(
@@ -256,8 +242,6 @@ app_lists = st.lists(app_requests, max_size=4).map(
             a.memory_per_executor,
             a.cores_per_executor,
             a.cores_left,
-            a.executors,
-            a.executor_limit,
         )
         for i, a in enumerate(apps)
     ]
@@ -316,8 +300,6 @@ def test_schedule_invariants(
         executors[app.id] += 1
     for app in apps:
         assert granted[app.id] <= app.cores_left
-        if app.executor_limit is not None:
-            assert executors[app.id] <= max(0, app.executor_limit - app.executors)
         if app.cores_per_executor is None:
             app_workers = [p.worker_id for p in placed_execs if p.request_id == app.id]
             assert len(app_workers) == len(set(app_workers))  # one executor per worker

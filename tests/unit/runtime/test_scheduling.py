@@ -289,7 +289,6 @@ def test_schedule_invariants(
 
     app_by_id = {a.id: a for a in apps}
     granted = Counter[str]()
-    executors = Counter[str]()
     for p in placed_execs:
         app = app_by_id[p.request_id]
         assert p.memory == app.memory_per_executor
@@ -297,7 +296,6 @@ def test_schedule_invariants(
         if app.cores_per_executor is not None:
             assert p.cores == app.cores_per_executor
         granted[app.id] += p.cores
-        executors[app.id] += 1
     for app in apps:
         assert granted[app.id] <= app.cores_left
         if app.cores_per_executor is None:

@@ -230,8 +230,7 @@ def scheduling_round(workers: int, drivers: int) -> float:
     for n in range(workers):
         worker = WorkerInfo(f"worker-{n}", source(n), 40000, 1, 1024, "http://x", Sink(),  # type: ignore[arg-type]
                             last_heartbeat=now, last_seen=time.monotonic())
-        master.workers[worker.id] = worker
-        master._by_address[worker.address] = worker
+        master.workers.add(worker)
     master.schedule = lambda: None  # type: ignore[method-assign]  # submit without placing
     client = Sink()
     for _ in range(drivers):

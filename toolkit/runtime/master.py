@@ -18,6 +18,7 @@ from toolkit.runtime.config import MasterConfig
 from toolkit.runtime.endpoint import Endpoint, Handler, Limits
 from toolkit.runtime.records import WorkerInfo
 from toolkit.runtime.states import MasterState, WorkerState
+from toolkit.runtime.tables import Workers
 from toolkit.runtime.wire import Connection
 from toolkit.runtime.work import WorkKeeper
 
@@ -42,10 +43,9 @@ class Master(WorkKeeper, Endpoint):
         self.port = config.port
         self.webui_port = config.webui_port
         self.start_time = clock()
-        self.workers: dict[str, WorkerInfo] = {}
-        """Every listed worker by id, DEAD ones included until they are culled."""
-        self._by_address: dict[str, WorkerInfo] = {}
-        """Workers that are not DEAD, by RPC address (Spark's addressToWorker)."""
+        self.workers = Workers()
+        """Every listed worker by id (DEAD ones until culled), the live ones by address and
+        by connection."""
         self._next_check: asyncio.TimerHandle | None = None
         self.init_work()
         self._rest: Any = None
@@ -59,17 +59,18 @@ class Master(WorkKeeper, Endpoint):
         return f"http://{self.config.host}:{self.webui_port}"
 
     def live_worker(self, worker_id: str) -> WorkerInfo | None:
-        worker = self.workers.get(worker_id)
-        return worker if worker is not None and worker.state != WorkerState.DEAD else None
+        return self.workers.live(worker_id)
 
     # Lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.start_consumer()
         self.port = await self.listen(self.config.host, self.config.port)
-        logger.info("Starting master at %s (worker timeout %g s; up to %d connections, %d "
-                    "handshakes at once)", self.url, self.config.worker_timeout,
-                    self.limits.connections, self.limits.handshakes)
+        logger.info("Starting master at %s (worker timeout %g s)", self.url,
+                    self.config.worker_timeout)
+        logger.info("Accepting up to %d connections, %d handshakes at once, %d from one "
+                    "address", self.limits.connections, self.limits.handshakes,
+                    self.limits.handshakes_per_host)
         self.every(self.config.heartbeat_interval, m.CheckForWorkerTimeOut)
         if self.config.rest_port is not None:
             from toolkit.runtime import rest
@@ -80,7 +81,7 @@ class Master(WorkKeeper, Endpoint):
     async def shutdown(self, reason: str) -> None:
         if self._rest is not None:
             await self._rest.cleanup()
-        links = [w.conn for w in self._by_address.values() if w.conn is not None]
+        links = [w.conn for w in self.workers.living() if w.conn is not None]
         for conn in links:
             conn.close()
         await asyncio.gather(*(conn.wait_closed(1.0) for conn in links))
@@ -140,9 +141,9 @@ class Master(WorkKeeper, Endpoint):
             self._remove(worker, msg.reason)
 
     def on_connection_closed(self, msg: m.ConnectionClosed, conn: Connection | None) -> None:
-        for worker in list(self._by_address.values()):
-            if worker.conn is conn:
-                self._remove(worker, f"{worker.address} got disassociated ({msg.reason})")
+        worker = self.workers.on(conn)
+        if worker is not None:
+            self._remove(worker, f"{worker.address} got disassociated ({msg.reason})")
         if conn is not None:
             self._forget_client(conn)
 
@@ -158,7 +159,7 @@ class Master(WorkKeeper, Endpoint):
                                worker.id, timeout)
                 self._remove(worker, f"Not receiving heartbeat for {timeout:g} seconds")
             elif worker.last_seen < now - (REAPER_ITERATIONS + 1) * timeout:
-                del self.workers[worker.id]
+                self.workers.cull(worker)
         self._schedule_next_check(now)
 
 
@@ -169,25 +170,22 @@ class Master(WorkKeeper, Endpoint):
                                   self.config.heartbeat_interval)
 
     def _register(self, worker: WorkerInfo) -> bool:
-        for old in list(self.workers.values()):
-            if old.address == worker.address and old.state == WorkerState.DEAD:
-                del self.workers[old.id]
-        old_live = self._by_address.get(worker.address)
+        self.workers.drop_dead_at(worker.address)
+        old_live = self.workers.live_at(worker.address)
         if old_live is not None:
             if old_live.state != WorkerState.UNKNOWN:
                 return False
             self._remove(old_live, "Worker replaced by a new worker with same address")
-        self.workers[worker.id] = worker
-        self._by_address[worker.address] = worker
+        self.workers.add(worker)
         logger.info("Worker %s at %s is ALIVE", worker.id, worker.address)
         return True
 
     def _reattach(self, worker: WorkerInfo, conn: Connection) -> None:
         """A known worker registers again (reconnect, recovery): keep it, take the new link."""
-        if worker.conn is not None and worker.conn is not conn:
-            worker.conn.close()
         logger.info("Worker %s re-registered", worker.id)
-        worker.reattach(conn)
+        old = self.workers.reattach(worker, conn)
+        if old is not None:
+            old.close()
         self._seen(worker)
 
     def _schedule_next_check(self, now: float) -> None:
@@ -196,7 +194,7 @@ class Master(WorkKeeper, Endpoint):
         The periodic tick bounds detection at timeout + one interval; this makes it about the
         timeout itself. One pending timer at most; it only posts a message.
         """
-        due = [w.last_seen + self.config.worker_timeout for w in self._by_address.values()]
+        due = [w.last_seen + self.config.worker_timeout for w in self.workers.living()]
         if not due:
             return
         try:
@@ -214,7 +212,6 @@ class Master(WorkKeeper, Endpoint):
 
     def _remove(self, worker: WorkerInfo, reason: str) -> None:
         logger.info("Removing worker %s on %s: %s", worker.id, worker.address, reason)
-        worker.die(reason)
-        self._by_address.pop(worker.address, None)
+        self.workers.remove(worker, reason)
         self._lose_work(worker)
         self.schedule()

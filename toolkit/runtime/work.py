@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from toolkit.runtime.config import MasterConfig
     from toolkit.runtime.endpoint import Handler
     from toolkit.runtime.records import WorkerInfo
+    from toolkit.runtime.tables import Workers
     from toolkit.runtime.wire import Connection
 
 logger = logging.getLogger("toolkit.runtime.master")
@@ -42,8 +43,7 @@ class WorkKeeper:
     config: MasterConfig
     state: MasterState
     clock: Callable[[], float]
-    workers: dict[str, WorkerInfo]
-    _by_address: dict[str, WorkerInfo]
+    workers: Workers
 
     @property
     def url(self) -> str:
@@ -318,7 +318,7 @@ class WorkKeeper:
         if not waiting and not wanting:
             return
         offers = [scheduling.WorkerOffer(w.id, w.cores_free, w.memory_free)
-                  for w in self._by_address.values()
+                  for w in self.workers.living()
                   if w.state == WorkerState.ALIVE and w.cores_free > 0]
         if not offers:  # everything needs a core: a full cluster has nothing to decide
             return
@@ -425,7 +425,7 @@ class WorkKeeper:
         retain(self.completed_apps, app)
         if state != ApplicationState.FINISHED and app.conn is not None:
             app.conn.send(m.ApplicationRemoved(message or state.value))
-        for worker in self._by_address.values():
+        for worker in self.workers.living():
             if worker.conn is not None:
                 worker.conn.send(m.ApplicationFinished(app.id))
 
@@ -466,7 +466,7 @@ class WorkKeeper:
             (d for d in self.completed_drivers if d.id == driver_id), None)
 
     def _worker_on(self, conn: Connection | None) -> WorkerInfo | None:
-        return next((w for w in self._by_address.values() if w.conn is conn and conn), None)
+        return self.workers.on(conn)
 
     def _not_alive(self, what: str) -> str:
         return f"Current state is not alive: {self.state.value}. Can only {what} in ALIVE state."

@@ -93,10 +93,10 @@ def master_json(master: Master) -> dict[str, Any]:
         "memoryused": sum(w.memory_used for w in alive),
         "resources": [{} for _ in alive],
         "resourcesused": [{} for _ in alive],
-        "activeapps": [app_json(a, now) for a in master.apps.values()],
-        "completedapps": [app_json(a, now) for a in master.completed_apps],
-        "activedrivers": [driver_json(d) for d in master.drivers.values()],
-        "completeddrivers": [driver_json(d) for d in master.completed_drivers],
+        "activeapps": [app_json(a, now) for a in master.work.apps.values()],
+        "completedapps": [app_json(a, now) for a in master.work.apps.completed],
+        "activedrivers": [driver_json(d) for d in master.work.drivers.values()],
+        "completeddrivers": [driver_json(d) for d in master.work.drivers.completed],
         "status": master.state.value,
     }
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.runtime.fakes import FakeConn
+from toolkit.runtime.master.workers import Workers
 from toolkit.runtime.records import WorkerInfo
 from toolkit.runtime.states import WorkerState
-from toolkit.runtime.tables import Workers
 
 
 def worker(wid: str, port: int, conn: FakeConn) -> WorkerInfo:

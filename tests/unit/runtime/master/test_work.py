@@ -21,7 +21,7 @@ from toolkit.runtime.states import DriverState, ExecutorState
 def master() -> Master:
     clock = Clock()
     made = Master(MasterConfig(host="10.0.0.1", port=7077), clock=clock, monotonic=clock)
-    made.shuffle = lambda workers: None
+    made.work.shuffle = lambda workers: None
     return made
 
 
@@ -73,9 +73,9 @@ def test_drivers_go_round_robin_and_wait_when_nothing_fits(master: Master) -> No
     ids = [submit(master, client) for _ in range(4)]
     big = submit(master, client, cores=3)
     assert len(sent(first, m.LaunchDriver)) == len(sent(second, m.LaunchDriver)) == 2
-    assert master.drivers[big].state == "SUBMITTED"
+    assert master.work.drivers[big].state == "SUBMITTED"
     master.handle(m.DriverStateChanged(1, ids[0], DriverState.FINISHED, "", 0), first)
-    assert master.drivers[big].state == "SUBMITTED"
+    assert master.work.drivers[big].state == "SUBMITTED"
 
 
 def test_a_state_change_from_another_worker_or_a_repeat_is_acked_and_ignored(
@@ -83,11 +83,11 @@ def test_a_state_change_from_another_worker_or_a_repeat_is_acked_and_ignored(
     worker, other = join(master, "w1", 4001), join(master, "w2", 4002, cores=1, memory=1)
     driver_id = submit(master, FakeConn())
     master.handle(m.DriverStateChanged(1, driver_id, DriverState.FAILED, "", 1), other)
-    assert master.drivers[driver_id].state == "RUNNING"
+    assert master.work.drivers[driver_id].state == "RUNNING"
     master.handle(m.DriverStateChanged(2, driver_id, DriverState.FINISHED, "", 0), worker)
     master.handle(m.DriverStateChanged(2, driver_id, DriverState.FINISHED, "", 0), worker)  # resent
     assert sent(worker, m.StateChangeAcked) == [m.StateChangeAcked(2)] * 2
-    assert [d.state for d in master.completed_drivers] == ["FINISHED"]
+    assert [d.state for d in master.work.drivers.completed] == ["FINISHED"]
     assert sent(other, m.StateChangeAcked) == [m.StateChangeAcked(1)]
 
 
@@ -101,11 +101,11 @@ def test_lost_worker_relaunches_supervised_drivers_and_errors_the_others(
 
     master.handle(m.ConnectionClosed("gone"), worker)
 
-    old = master.driver_status(kept)
+    old = master.work.driver_status(kept)
     assert old.state == "RELAUNCHING" and old.relaunched_as
-    assert master.driver_status(dropped).state == "ERROR"
+    assert master.work.driver_status(dropped).state == "ERROR"
     assert [x.driver_id for x in sent(spare, m.LaunchDriver)] == [old.relaunched_as]
-    assert master.drivers[old.relaunched_as].worker_id == "w2"
+    assert master.work.drivers[old.relaunched_as].worker_id == "w2"
     watched = sent(client, m.DriverStatusResponse)
     assert [(s.driver_id, s.state) for s in watched][-2:] == [
         (kept, "RELAUNCHING"), (old.relaunched_as, "RUNNING")]
@@ -113,17 +113,17 @@ def test_lost_worker_relaunches_supervised_drivers_and_errors_the_others(
 
 def test_kill_waiting_driver_is_immediate_and_unknown_is_refused(master: Master) -> None:
     driver_id = submit(master, FakeConn())
-    killed = master.kill_driver(driver_id)
-    assert killed.success and master.driver_status(driver_id).state == "KILLED"
-    assert not master.kill_driver("driver-none").success
-    assert master.driver_status("driver-none").found is False
+    killed = master.work.kill_driver(driver_id)
+    assert killed.success and master.work.driver_status(driver_id).state == "KILLED"
+    assert not master.work.kill_driver("driver-none").success
+    assert master.work.driver_status("driver-none").found is False
 
 
 def test_completed_drivers_are_bounded(master: Master) -> None:
     for _ in range(RETAINED + 5):
-        master.kill_driver(submit(master, FakeConn()))
-    assert len(master.completed_drivers) <= RETAINED
-    assert master.clear_completed().success and master.completed_drivers == []
+        master.work.kill_driver(submit(master, FakeConn()))
+    assert len(master.work.drivers.completed) <= RETAINED
+    assert master.work.clear_completed().success and master.work.drivers.completed == []
 
 
 def test_unknown_work_on_a_reregistered_worker_is_killed(master: Master) -> None:
@@ -153,12 +153,12 @@ def test_app_executors_spread_out_and_failures_fail_the_app(master: Master) -> N
         conn = workers[int(added.worker_id[1])]
         master.handle(m.ExecutorStateChanged(seq, app_id, added.exec_id, ExecutorState.EXITED,
                                              "bad", 1), conn)
-        if app_id not in master.apps:
+        if app_id not in master.work.apps:
             break
     # Two executors still run (never reported RUNNING either); Spark's rule needs none RUNNING.
-    assert app_id not in master.apps
+    assert app_id not in master.work.apps
     assert sent(client, m.ApplicationRemoved)[0].message == "10 executors failed"
-    assert master.completed_apps[0].state == "FAILED"
+    assert master.work.apps.completed[0].state == "FAILED"
     assert all(w.cores_used == 0 for w in master.workers.values())
 
 
@@ -167,7 +167,7 @@ def test_app_driver_disconnect_ends_the_app_and_frees_the_workers(master: Master
     client, app_id = register_app(master)
     assert master.workers["w1"].cores_used == 2
     master.handle(m.ConnectionClosed("peer gone"), client)
-    assert master.completed_apps[0].state == "FAILED"
+    assert master.work.apps.completed[0].state == "FAILED"
     assert sent(worker, m.KillExecutor)[0].app_id == app_id
     assert sent(worker, m.ApplicationFinished) == [m.ApplicationFinished(app_id)]
     assert master.workers["w1"].cores_used == 0
@@ -179,9 +179,9 @@ def test_two_apps_on_one_connection_both_end_when_it_closes(master: Master) -> N
     for _ in range(2):
         master.handle(m.RegisterApplication(m.ApplicationDescription("a", ["run"],
                                                                      max_cores=1)), conn)
-    assert len(master.apps) == 2
+    assert len(master.work.apps) == 2
     master.handle(m.ConnectionClosed("gone"), conn)
-    assert master.apps == {}
+    assert master.work.apps == {}
     assert master.workers["w1"].cores_used == 0
 
 
@@ -194,17 +194,17 @@ def test_reregistered_worker_that_lost_work_has_it_relaunched_or_errored(master:
     new = join(master, "w1", 4001, cores=4)  # same id, new link: a re-registration
     assert sent(new, m.RegisteredWorker)[0].duplicate
     after = submit(master, client)  # launched in the new epoch: not in the report below
-    assert master.drivers[after].worker_id == "w1"
+    assert master.work.drivers[after].worker_id == "w1"
 
     master.handle(m.WorkerLatestState("w1", [], [still_running]), new)
 
-    assert master.driver_status(kept).state == "RELAUNCHING"
-    assert master.driver_status(dropped).state == "ERROR"
-    assert "no longer runs it" in (master.driver_status(dropped).message or "")
-    assert master.driver_status(still_running).state == "RUNNING"
-    assert master.driver_status(after).state == "RUNNING"
-    relaunched = master.driver_status(kept).relaunched_as
-    assert relaunched and master.drivers[relaunched].state == "RUNNING"
+    assert master.work.driver_status(kept).state == "RELAUNCHING"
+    assert master.work.driver_status(dropped).state == "ERROR"
+    assert "no longer runs it" in (master.work.driver_status(dropped).message or "")
+    assert master.work.driver_status(still_running).state == "RUNNING"
+    assert master.work.driver_status(after).state == "RUNNING"
+    relaunched = master.work.driver_status(kept).relaunched_as
+    assert relaunched and master.work.drivers[relaunched].state == "RUNNING"
     assert old.closed
 
 
@@ -213,7 +213,7 @@ def test_a_bad_state_from_a_worker_changes_nothing(master: Master) -> None:
     driver_id = submit(master, FakeConn())
     for state in (DriverState.SUBMITTED, DriverState.RELAUNCHING):  # not a worker's to say
         master.handle(m.DriverStateChanged(1, driver_id, state), worker)
-    assert master.drivers[driver_id].state == "RUNNING"
+    assert master.work.drivers[driver_id].state == "RUNNING"
     # a state that is no driver state never reaches a handler: the wire refuses it
     body = b'{"type":"DriverStateChanged","seq":1,"driver_id":"d","state":"NONSENSE"}'
     with pytest.raises(wire.BadMessage, match="invalid DriverStateChanged message"):
@@ -226,8 +226,8 @@ def test_killing_a_relaunched_driver_names_its_new_id(master: Master) -> None:
     worker = join(master, "w1", 4001)
     driver_id = submit(master, FakeConn(), supervise=True)
     master.handle(m.ConnectionClosed("gone"), worker)
-    answer = master.kill_driver(driver_id)
-    new_id = master.driver_status(driver_id).relaunched_as
+    answer = master.work.kill_driver(driver_id)
+    new_id = master.work.driver_status(driver_id).relaunched_as
     assert not answer.success and f"relaunched as {new_id}" in answer.message
 
 
@@ -237,10 +237,10 @@ async def test_a_request_asked_from_inside_the_process_goes_through_the_inbox() 
     asking = asyncio.ensure_future(master.ask(m.RequestSubmitDriver(desc),
                                               m.SubmitDriverResponse, timeout=5))
     await asyncio.sleep(0.05)
-    assert not asking.done() and master.drivers == {}  # nothing happens outside the inbox
+    assert not asking.done() and master.work.drivers == {}  # nothing happens outside the inbox
     master.start_consumer()
     submitted = await asking
-    assert submitted.success and submitted.driver_id in master.drivers
+    assert submitted.success and submitted.driver_id in master.work.drivers
     status = await master.ask(m.RequestDriverStatus(submitted.driver_id or ""),
                               m.DriverStatusResponse)
     assert (status.found, status.state) == (True, "SUBMITTED")

@@ -1,7 +1,6 @@
-"""The Master: worker membership and liveness. One synchronous handler per message.
-
-Drivers, applications and executors are the business of work.py's WorkKeeper, which Master
-inherits; both share the one inbox and its rules.
+"""The master endpoint: it owns the tables (workers here; drivers and applications in its
+``work``), lists every handler, and keeps worker membership and liveness itself. One synchronous
+handler per message, on one inbox.
 """
 
 from __future__ import annotations
@@ -16,26 +15,24 @@ from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.config import MasterConfig
 from toolkit.runtime.endpoint import Endpoint, Handler, Limits
+from toolkit.runtime.master.work import Work
+from toolkit.runtime.master.workers import Workers
 from toolkit.runtime.records import WorkerInfo
 from toolkit.runtime.states import MasterState, WorkerState
-from toolkit.runtime.tables import Workers
 from toolkit.runtime.wire import Connection
-from toolkit.runtime.work import WorkKeeper
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("toolkit.runtime.master")
 
 REAPER_ITERATIONS = 15
 """A DEAD worker stays listed for (REAPER_ITERATIONS + 1) x worker timeout, as in Spark."""
 
 
-class Master(WorkKeeper, Endpoint):
+class Master(Endpoint):
     role = "master"
     accepts = wire.TO_MASTER
 
     def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(config.secret, Limits.sized(
-            config.max_connections, config.max_handshakes, config.max_handshakes_per_host))
         self.config = config
         self.clock = clock
         self.monotonic = monotonic
@@ -46,9 +43,13 @@ class Master(WorkKeeper, Endpoint):
         self.workers = Workers()
         """Every listed worker by id (DEAD ones until culled), the live ones by address and
         by connection."""
+        self.work = Work(config, self.workers, clock, lambda: self.url, lambda: self.state)
+        """Drivers, applications and executors: their tables and their handlers."""
         self._next_check: asyncio.TimerHandle | None = None
-        self.init_work()
         self._rest: Any = None
+        # last: the endpoint reads the handler table, which names the tables' handlers
+        super().__init__(config.secret, Limits.sized(
+            config.max_connections, config.max_handshakes, config.max_handshakes_per_host))
 
     @property
     def url(self) -> str:
@@ -60,6 +61,10 @@ class Master(WorkKeeper, Endpoint):
 
     def live_worker(self, worker_id: str) -> WorkerInfo | None:
         return self.workers.live(worker_id)
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready unless in standby (the REST API's /readyz)."""
+        return self.state != MasterState.STANDBY, f"master is {self.state.value}"
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -95,7 +100,7 @@ class Master(WorkKeeper, Endpoint):
             m.WorkerStopping: self.on_worker_stopping,
             m.ConnectionClosed: self.on_connection_closed,
             m.CheckForWorkerTimeOut: self.on_check_for_worker_time_out,
-            **self.work_handlers(),
+            **self.work.handlers(),
         }
 
     def on_register_worker(self, msg: m.RegisterWorker, conn: Connection | None) -> None:
@@ -115,7 +120,7 @@ class Master(WorkKeeper, Endpoint):
                             conn, last_heartbeat=self.clock(), last_seen=self.monotonic())
         if self._register(worker):
             conn.send(self._registered(duplicate=False))
-            self.schedule()
+            self.work.schedule()
         else:
             logger.warning("Worker registration failed: attempted to re-register worker at same "
                            "address %s", worker.address)
@@ -145,7 +150,7 @@ class Master(WorkKeeper, Endpoint):
         if worker is not None:
             self._remove(worker, f"{worker.address} got disassociated ({msg.reason})")
         if conn is not None:
-            self._forget_client(conn)
+            self.work.forget_client(conn)
 
     def on_check_for_worker_time_out(self, msg: m.CheckForWorkerTimeOut,
                                      conn: Connection | None) -> None:
@@ -213,5 +218,5 @@ class Master(WorkKeeper, Endpoint):
     def _remove(self, worker: WorkerInfo, reason: str) -> None:
         logger.info("Removing worker %s on %s: %s", worker.id, worker.address, reason)
         self.workers.remove(worker, reason)
-        self._lose_work(worker)
-        self.schedule()
+        self.work.lose_work(worker)
+        self.work.schedule()

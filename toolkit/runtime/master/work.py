@@ -1,8 +1,10 @@
 """The master's work: drivers, applications and their executors.
 
-WorkKeeper is the half of Master that takes submissions, places work with the pure functions of
-scheduling.py, launches it on workers, follows what they report and answers clients. Its
-handlers are synchronous like all of Master's and run on the same inbox.
+``Work`` is a part of the master endpoint, not a half of it: it owns the drivers and
+applications tables, reads the workers table through its public methods, and is handed what it
+needs from the endpoint (its config, clock, URL and state) when it is made. Its handlers are
+synchronous like all of the master's and run on the same inbox; the endpoint's handler table
+lists them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import msgspec
 
 from toolkit.runtime import messages as m
 from toolkit.runtime import scheduling
-from toolkit.runtime.records import AppInfo, DriverInfo, ExecutorInfo, make_id, retain
+from toolkit.runtime.master.apps import Apps
+from toolkit.runtime.master.drivers import Drivers
 from toolkit.runtime.states import (
     FINISHED_EXECUTOR_STATES,
     REPORTED_DRIVER_ENDS,
@@ -30,43 +33,29 @@ from toolkit.runtime.states import (
 if TYPE_CHECKING:
     from toolkit.runtime.config import MasterConfig
     from toolkit.runtime.endpoint import Handler
-    from toolkit.runtime.records import WorkerInfo
-    from toolkit.runtime.tables import Workers
+    from toolkit.runtime.master.workers import Workers
+    from toolkit.runtime.records import AppInfo, DriverInfo, ExecutorInfo, WorkerInfo
     from toolkit.runtime.wire import Connection
 
 logger = logging.getLogger("toolkit.runtime.master")
 
-class WorkKeeper:
-    """Drivers, applications and executors; mixed into Master, which provides membership."""
 
-    # Provided by Master.
-    config: MasterConfig
-    state: MasterState
-    clock: Callable[[], float]
-    workers: Workers
+class Work:
+    """Takes submissions, places work with scheduling.py's pure functions, launches it on
+    workers, follows what they report and answers clients."""
 
-    @property
-    def url(self) -> str:
-        raise NotImplementedError
-
-    def live_worker(self, worker_id: str) -> WorkerInfo | None:
-        raise NotImplementedError
-
-    def init_work(self) -> None:
-        self.drivers: dict[str, DriverInfo] = {}
-        """Drivers not yet finished, waiting ones included, in submission order."""
-        self.waiting_drivers: dict[str, DriverInfo] = {}
-        """SUBMITTED drivers, oldest first: what schedule() places."""
-        self.completed_drivers: list[DriverInfo] = []
-        self.apps: dict[str, AppInfo] = {}
-        self.completed_apps: list[AppInfo] = []
-        self._apps_by_conn: dict[Connection, list[AppInfo]] = {}
-        self._watchers: dict[str, set[Connection]] = {}
-        self._driver_number = 0
-        self._app_number = 0
+    def __init__(self, config: MasterConfig, workers: Workers, clock: Callable[[], float],
+                 url: Callable[[], str], state: Callable[[], MasterState]) -> None:
+        self.config = config
+        self.workers = workers
+        self.clock = clock
+        self._url = url
+        self._state = state
+        self.drivers = Drivers()
+        self.apps = Apps()
         self.shuffle: Callable[[list[scheduling.WorkerOffer]], None] = random.shuffle
 
-    def work_handlers(self) -> dict[type[m.Message], Handler]:
+    def handlers(self) -> dict[type[m.Message], Handler]:
         return {
             m.RequestSubmitDriver: self.on_request_submit_driver,
             m.RequestKillDriver: self.on_request_kill_driver,
@@ -81,22 +70,35 @@ class WorkKeeper:
             m.UnregisterApplication: self.on_unregister_application,
         }
 
-    def _forget_client(self, conn: Connection) -> None:
-        """A connection closed: stop watching for it; its applications end as FAILED."""
-        for driver_id, watchers in list(self._watchers.items()):
-            watchers.discard(conn)
-            if not watchers:
-                del self._watchers[driver_id]
-        apps = self._apps_by_conn.pop(conn, [])
+    # What the membership side tells it -----------------------------------------------------
+
+    def forget_client(self, conn: Connection) -> None:
+        """A connection closed: it watches nothing more; its applications end as FAILED."""
+        self.drivers.forget(conn)
+        apps = self.apps.of_client(conn)
         for app in apps:
             logger.warning("Application %s's driver disconnected without unregistering",
                            app.id)
-            self._remove_app(app, ApplicationState.FAILED,
-                             "the driver disconnected without unregistering")
+            self._end_app(app, ApplicationState.FAILED,
+                          "the driver disconnected without unregistering")
         if apps:
             self.schedule()
 
-    # Drivers: submission clients ---------------------------------------------------------
+    def lose_work(self, worker: WorkerInfo) -> None:
+        """A worker is gone: its executors are LOST (apps told), its drivers relaunched when
+        supervised, else ERROR."""
+        reason = worker.removed_reason or "worker lost"
+        told: set[str] = set()
+        for executor in list(worker.executors.values()):
+            app = self.apps.get(executor.app_id)
+            self._lose_executor(worker, executor, "worker lost")
+            if app is not None and app.conn is not None and app.id not in told:
+                told.add(app.id)
+                app.conn.send(m.WorkerRemoved(worker.id, worker.host, reason))
+        for driver in list(worker.drivers.values()):
+            self._lose_driver(driver, f"worker {worker.id} lost: {reason}")
+
+    # Drivers: submission clients -----------------------------------------------------------
 
     def on_request_submit_driver(self, msg: m.RequestSubmitDriver,
                                  conn: Connection | None) -> None:
@@ -104,7 +106,7 @@ class WorkKeeper:
         if conn is None:
             return
         if driver is not None and msg.watch:
-            self._watchers.setdefault(driver.id, set()).add(conn)
+            self.drivers.watch(driver.id, conn)
         conn.send(_reply(response, msg.request_id))
         if driver is not None:
             self.schedule()
@@ -121,7 +123,7 @@ class WorkKeeper:
             return
         conn.send(_reply(status, msg.request_id))
         if msg.watch and status.found and msg.driver_id in self.drivers:
-            self._watchers.setdefault(msg.driver_id, set()).add(conn)
+            self.drivers.watch(msg.driver_id, conn)
 
     def on_request_kill_all_drivers(self, msg: m.RequestKillAllDrivers,
                                     conn: Connection | None) -> None:
@@ -137,17 +139,17 @@ class WorkKeeper:
 
     def on_request_driver_list(self, msg: m.RequestDriverList, conn: Connection | None) -> None:
         if conn is not None:
-            every = [*self.completed_drivers, *self.drivers.values()]
+            every = [*self.drivers.completed, *self.drivers.values()]
             conn.send(m.DriverListResponse([d.status() for d in every],
                                            in_reply_to=msg.request_id))
 
-    # Drivers and executors: worker reports -----------------------------------------------
+    # Drivers and executors: worker reports -------------------------------------------------
 
     def on_driver_state_changed(self, msg: m.DriverStateChanged, conn: Connection | None) -> None:
         if conn is not None:
             conn.send(m.StateChangeAcked(msg.seq))
         driver = self.drivers.get(msg.driver_id)
-        worker = self._worker_on(conn)
+        worker = self.workers.on(conn)
         if driver is None or worker is None or driver.worker_id != worker.id:
             logger.debug("Ignoring %s of driver %s (not running there)", msg.state,
                          msg.driver_id)
@@ -160,7 +162,7 @@ class WorkKeeper:
             return
         logger.info("Driver %s is %s%s", driver.id, state, f": {msg.message}" if msg.message
                     else "")
-        self._remove_driver(driver, state, msg.message or None, msg.exit_code)
+        self._end_driver(driver, state, msg.message or None, msg.exit_code)
         self.schedule()
 
     def on_executor_state_changed(self, msg: m.ExecutorStateChanged,
@@ -169,7 +171,7 @@ class WorkKeeper:
             conn.send(m.StateChangeAcked(msg.seq))
         app = self.apps.get(msg.app_id)
         executor = app.executors.get(msg.exec_id) if app is not None else None
-        worker = self._worker_on(conn)
+        worker = self.workers.on(conn)
         if app is None or executor is None or worker is None or executor.worker_id != worker.id:
             logger.debug("Ignoring %s of executor %s/%d (not running there)", msg.state,
                          msg.app_id, msg.exec_id)
@@ -199,8 +201,8 @@ class WorkKeeper:
                     and not any(app.running())):
                 logger.error("Application %s failed %d times with no executor running; "
                              "removing it", app.id, app.retry_count)
-                self._remove_app(app, ApplicationState.FAILED,
-                                 f"{app.retry_count} executors failed")
+                self._end_app(app, ApplicationState.FAILED,
+                              f"{app.retry_count} executors failed")
         self.schedule()
 
     def on_worker_latest_state(self, msg: m.WorkerLatestState, conn: Connection | None) -> None:
@@ -208,7 +210,7 @@ class WorkKeeper:
         know of; what it launched there before this registration and the worker no longer
         runs was lost (its final state, if any, came first: the worker resends those before
         this report)."""
-        worker = self.live_worker(msg.worker_id)
+        worker = self.workers.live(msg.worker_id)
         if worker is None or worker.conn is None or worker.conn is not conn:
             return
         runs = set(msg.driver_ids)
@@ -223,7 +225,7 @@ class WorkKeeper:
             if (ref.app_id, ref.exec_id) not in worker.executors:
                 logger.warning("Worker %s runs unknown executor %s/%d; killing it", worker.id,
                                ref.app_id, ref.exec_id)
-                worker.conn.send(m.KillExecutor(self.url, ref.app_id, ref.exec_id))
+                worker.conn.send(m.KillExecutor(self._url(), ref.app_id, ref.exec_id))
         for driver_id in msg.driver_ids:
             if driver_id not in worker.drivers:
                 logger.warning("Worker %s runs unknown driver %s; killing it", worker.id,
@@ -231,19 +233,15 @@ class WorkKeeper:
                 worker.conn.send(m.KillDriver(driver_id))
         self.schedule()
 
-    # Applications ------------------------------------------------------------------------
+    # Applications --------------------------------------------------------------------------
 
     def on_register_application(self, msg: m.RegisterApplication,
                                 conn: Connection | None) -> None:
-        if conn is None or self.state != MasterState.ALIVE:
+        if conn is None or self._state() != MasterState.ALIVE:
             return
-        now = self.clock()
-        app = AppInfo(make_id("app", now, self._app_number), msg.desc, conn, now)
-        self._app_number += 1
-        self.apps[app.id] = app
-        self._apps_by_conn.setdefault(conn, []).append(app)
+        app = self.apps.register(msg.desc, conn, self.clock())
         logger.info("Registered app %s with ID %s", msg.desc.name, app.id)
-        conn.send(m.RegisteredApplication(app.id, self.url, in_reply_to=msg.request_id))
+        conn.send(m.RegisteredApplication(app.id, self._url(), in_reply_to=msg.request_id))
         self.schedule()
 
     def on_unregister_application(self, msg: m.UnregisterApplication,
@@ -251,17 +249,17 @@ class WorkKeeper:
         app = self.apps.get(msg.app_id)
         if app is not None and app.conn is conn:
             logger.info("Received unregister request from application %s", app.id)
-            self._remove_app(app, ApplicationState.FINISHED, None)
+            self._end_app(app, ApplicationState.FINISHED, None)
             self.schedule()
 
     # Answers, for the handlers above (REST reaches them through the inbox too: ask) -------
 
     def kill_driver(self, driver_id: str) -> m.KillDriverResponse:
-        if self.state != MasterState.ALIVE:
+        if self._state() != MasterState.ALIVE:
             return m.KillDriverResponse(driver_id, False, self._not_alive("kill drivers"))
         driver = self.drivers.get(driver_id)
         if driver is None:
-            done = self._find_driver(driver_id)
+            done = self.drivers.find(driver_id)
             if done is not None and done.relaunched_as:
                 return m.KillDriverResponse(driver_id, False,
                                             f"Driver {driver_id} was relaunched as "
@@ -272,49 +270,46 @@ class WorkKeeper:
         logger.info("Asked to kill driver %s", driver_id)
         worker = self.workers.get(driver.worker_id or "")
         if driver.state == DriverState.SUBMITTED or worker is None or worker.conn is None:
-            self._remove_driver(driver, DriverState.KILLED, "killed before it ran")
+            self._end_driver(driver, DriverState.KILLED, "killed before it ran")
         else:
             worker.conn.send(m.KillDriver(driver_id))
         return m.KillDriverResponse(driver_id, True,
                                     f"Kill request for {driver_id} submitted")
 
     def driver_status(self, driver_id: str) -> m.DriverStatusResponse:
-        if self.state != MasterState.ALIVE:
+        if self._state() != MasterState.ALIVE:
             return m.DriverStatusResponse(driver_id, False,
                                           message=self._not_alive("report driver status"))
-        driver = self._find_driver(driver_id)
+        driver = self.drivers.find(driver_id)
         if driver is None:
             return m.DriverStatusResponse(driver_id, False,
                                           message=f"Driver {driver_id} not found")
         return driver.status()
 
     def kill_all_drivers(self) -> m.KillAllDriversResponse:
-        if self.state != MasterState.ALIVE:
+        if self._state() != MasterState.ALIVE:
             return m.KillAllDriversResponse(False, self._not_alive("kill drivers"))
         for driver_id in list(self.drivers):
             self.kill_driver(driver_id)
         return m.KillAllDriversResponse(True, "Kill request for all drivers submitted")
 
     def clear_completed(self) -> m.ClearCompletedDriversAndAppsResponse:
-        if self.state != MasterState.ALIVE:
+        if self._state() != MasterState.ALIVE:
             return m.ClearCompletedDriversAndAppsResponse(
                 False, self._not_alive("clear completed drivers and applications"))
-        self.completed_drivers.clear()
-        self.completed_apps.clear()
+        self.drivers.clear_completed()
+        self.apps.clear_completed()
         return m.ClearCompletedDriversAndAppsResponse(
             True, "Cleared completed drivers and applications")
 
-    def readiness(self) -> tuple[bool, str]:
-        return self.state != MasterState.STANDBY, f"master is {self.state.value}"
-
-    # Scheduling --------------------------------------------------------------------------
+    # Scheduling ----------------------------------------------------------------------------
 
     def schedule(self) -> None:
         """Place waiting drivers, then executors for apps that want cores (scheduling.py)."""
-        if self.state != MasterState.ALIVE:
+        if self._state() != MasterState.ALIVE:
             return
-        waiting = list(self.waiting_drivers.values())
-        wanting = [a for a in self.apps.values() if a.cores_left > 0]
+        waiting = list(self.drivers.waiting.values())
+        wanting = self.apps.wanting()
         if not waiting and not wanting:
             return
         offers = [scheduling.WorkerOffer(w.id, w.cores_free, w.memory_free)
@@ -337,9 +332,7 @@ class WorkKeeper:
 
     def _launch_driver(self, worker: WorkerInfo, driver: DriverInfo) -> None:
         logger.info("Launching driver %s on worker %s", driver.id, worker.id)
-        driver.launch(worker, self.clock())
-        del self.waiting_drivers[driver.id]
-        worker.drivers[driver.id] = driver
+        self.drivers.launch(driver, worker, self.clock())
         if worker.conn is not None:
             worker.conn.send(m.LaunchDriver(driver.id, driver.desc))
         self._tell_watchers(driver)
@@ -352,102 +345,59 @@ class WorkKeeper:
         logger.info("Launching executor %s/%d on worker %s", app.id, executor.exec_id,
                     worker.id)
         if worker.conn is not None:
-            worker.conn.send(m.LaunchExecutor(self.url, app.id, executor.exec_id, app.desc,
-                                              cores, executor.memory))
+            worker.conn.send(m.LaunchExecutor(self._url(), app.id, executor.exec_id,
+                                              app.desc, cores, executor.memory))
         if app.conn is not None:
             app.conn.send(m.ExecutorAdded(executor.exec_id, worker.id, worker.address, cores,
                                           executor.memory))
 
-    # Driver and application helpers ------------------------------------------------------
+    # Helpers ---------------------------------------------------------------------------------
 
     def _submit(self, desc: m.DriverDescription) -> tuple[m.SubmitDriverResponse,
                                                           DriverInfo | None]:
-        if self.state != MasterState.ALIVE:
+        if self._state() != MasterState.ALIVE:
             return m.SubmitDriverResponse(False, None, self._not_alive("submit drivers")), None
         problem = _check_driver(desc)
         if problem:
             return m.SubmitDriverResponse(False, None, problem), None
-        now = self.clock()
-        driver = DriverInfo(make_id("driver", now, self._driver_number), desc, now)
-        self._driver_number += 1
-        self.drivers[driver.id] = self.waiting_drivers[driver.id] = driver
+        driver = self.drivers.submit(desc, self.clock())
         logger.info("Driver submitted %s: %s", driver.id, desc.name or desc.command[0])
         return m.SubmitDriverResponse(True, driver.id,
                                       f"Driver successfully submitted as {driver.id}"), driver
 
-    def _remove_driver(self, driver: DriverInfo, state: DriverState, message: str | None,
-                       exit_code: int | None = None) -> None:
-        self.drivers.pop(driver.id, None)
-        self.waiting_drivers.pop(driver.id, None)
-        driver.finish(state, message, exit_code)
-        retain(self.completed_drivers, driver)
-        worker = self.workers.get(driver.worker_id or "")
-        if worker is not None:
-            worker.drivers.pop(driver.id, None)
+    def _end_driver(self, driver: DriverInfo, state: DriverState, message: str | None,
+                    exit_code: int | None = None) -> None:
+        self.drivers.finish(driver, state, message, exit_code,
+                            self.workers.get(driver.worker_id or ""))
         self._tell_watchers(driver)
 
-    def _relaunch_driver(self, driver: DriverInfo, reason: str) -> None:
-        """Supervised driver whose worker was lost: a new id, scheduled anew; the old one is
-        RELAUNCHING (Spark's relaunchDriver)."""
-        now = self.clock()
-        new = DriverInfo(make_id("driver", now, self._driver_number), driver.desc, now)
-        self._driver_number += 1
-        driver.relaunched_as = new.id
-        watchers = self._watchers.get(driver.id, set())
-        self._remove_driver(driver, DriverState.RELAUNCHING, f"{reason}; relaunched as {new.id}")
-        self.drivers[new.id] = self.waiting_drivers[new.id] = new
-        if watchers:
-            self._watchers[new.id] = watchers
+    def _lose_driver(self, driver: DriverInfo, reason: str) -> None:
+        if not driver.desc.supervise:
+            self._end_driver(driver, DriverState.ERROR, reason)
+            return
+        new = self.drivers.relaunch(driver, reason, self.clock(),
+                                    self.workers.get(driver.worker_id or ""))
+        self._tell_watchers(driver)
         logger.info("Relaunching supervised driver %s as %s", driver.id, new.id)
 
     def _tell_watchers(self, driver: DriverInfo) -> None:
-        final = driver.id not in self.drivers
-        watchers = self._watchers.pop(driver.id, set()) if final else self._watchers.get(
-            driver.id, set())
         status = driver.status()
-        for conn in watchers:
+        for conn in self.drivers.to_tell(driver):
             conn.send(status)
 
-    def _remove_app(self, app: AppInfo, state: ApplicationState, message: str | None) -> None:
+    def _end_app(self, app: AppInfo, state: ApplicationState, message: str | None) -> None:
         logger.info("Removing app %s: %s", app.id, state)
-        self.apps.pop(app.id, None)
-        others = self._apps_by_conn.get(app.conn) if app.conn is not None else None
-        if others is not None and app in others:
-            others.remove(app)
-        for executor in list(app.executors.values()):
+        for executor in self.apps.end(app, state, self.clock()):
             worker = self.workers.get(executor.worker_id)
             if worker is not None:
                 worker.executors.pop(executor.key, None)
                 if worker.conn is not None:
-                    worker.conn.send(m.KillExecutor(self.url, app.id, executor.exec_id))
-            app.remove_executor(executor)
-        app.end(state, self.clock())
-        retain(self.completed_apps, app)
+                    worker.conn.send(m.KillExecutor(self._url(), app.id, executor.exec_id))
         if state != ApplicationState.FINISHED and app.conn is not None:
             app.conn.send(m.ApplicationRemoved(message or state.value))
         for worker in self.workers.living():
             if worker.conn is not None:
                 worker.conn.send(m.ApplicationFinished(app.id))
-
-    def _lose_work(self, worker: WorkerInfo) -> None:
-        """A worker is gone: its executors are LOST (apps told), its drivers relaunched when
-        supervised, else ERROR."""
-        reason = worker.removed_reason or "worker lost"
-        told: set[str] = set()
-        for executor in list(worker.executors.values()):
-            app = self.apps.get(executor.app_id)
-            self._lose_executor(worker, executor, "worker lost")
-            if app is not None and app.conn is not None and app.id not in told:
-                told.add(app.id)
-                app.conn.send(m.WorkerRemoved(worker.id, worker.host, reason))
-        for driver in list(worker.drivers.values()):
-            self._lose_driver(driver, f"worker {worker.id} lost: {reason}")
-
-    def _lose_driver(self, driver: DriverInfo, reason: str) -> None:
-        if driver.desc.supervise:
-            self._relaunch_driver(driver, reason)
-        else:
-            self._remove_driver(driver, DriverState.ERROR, reason)
 
     def _lose_executor(self, worker: WorkerInfo, executor: ExecutorInfo, reason: str) -> None:
         worker.executors.pop(executor.key, None)
@@ -460,16 +410,9 @@ class WorkKeeper:
             app.conn.send(m.ExecutorUpdated(executor.exec_id, ExecutorState.LOST, reason,
                                             None, True))
 
-    def _find_driver(self, driver_id: str) -> DriverInfo | None:
-        """An active driver, else a completed one still retained."""
-        return self.drivers.get(driver_id) or next(
-            (d for d in self.completed_drivers if d.id == driver_id), None)
-
-    def _worker_on(self, conn: Connection | None) -> WorkerInfo | None:
-        return self.workers.on(conn)
-
     def _not_alive(self, what: str) -> str:
-        return f"Current state is not alive: {self.state.value}. Can only {what} in ALIVE state."
+        return (f"Current state is not alive: {self._state().value}. Can only {what} in ALIVE "
+                f"state.")
 
 
 R = TypeVar("R", m.SubmitDriverResponse, m.KillDriverResponse, m.DriverStatusResponse,

@@ -7,10 +7,10 @@ changed; it sends nothing (the handlers do).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from toolkit.runtime import messages as m
+from toolkit.runtime.master.table import Table
 from toolkit.runtime.records import AppInfo, ExecutorInfo, make_id, retain
 from toolkit.runtime.states import ApplicationState
 
@@ -18,40 +18,31 @@ if TYPE_CHECKING:
     from toolkit.runtime.wire import Connection
 
 
-class Apps(Mapping[str, AppInfo]):
+class Apps(Table[AppInfo]):
     """Active applications by id, in registration order (a Mapping); ``completed`` beside."""
 
     def __init__(self) -> None:
-        self._active: dict[str, AppInfo] = {}
+        super().__init__()
         self._of_client: dict[Connection, list[AppInfo]] = {}
         self.completed: list[AppInfo] = []
         self._number = 0
 
-    def __getitem__(self, app_id: str) -> AppInfo:
-        return self._active[app_id]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._active)
-
-    def __len__(self) -> int:
-        return len(self._active)
-
     def wanting(self) -> list[AppInfo]:
         """Applications that still want cores, oldest first (FIFO, as Spark)."""
-        return [a for a in self._active.values() if a.cores_left > 0]
+        return [a for a in self._rows.values() if a.cores_left > 0]
 
     # Changes -------------------------------------------------------------------------------
 
     def register(self, desc: m.ApplicationDescription, conn: Connection, now: float) -> AppInfo:
         app = AppInfo(make_id("app", now, self._number), desc, conn, now)
         self._number += 1
-        self._active[app.id] = app
+        self._rows[app.id] = app
         self._of_client.setdefault(conn, []).append(app)
         return app
 
     def end(self, app: AppInfo, state: ApplicationState, now: float) -> list[ExecutorInfo]:
         """An active application ends: completed; its executors (returned) are its no more."""
-        self._active.pop(app.id, None)
+        self._rows.pop(app.id, None)
         others = self._of_client.get(app.conn) if app.conn is not None else None
         if others is not None and app in others:
             others.remove(app)
@@ -64,7 +55,7 @@ class Apps(Mapping[str, AppInfo]):
 
     def of_client(self, conn: Connection) -> list[AppInfo]:
         """The active applications a closed connection had registered (then forgotten)."""
-        return [a for a in self._of_client.pop(conn, []) if a.id in self._active]
+        return [a for a in self._of_client.pop(conn, []) if a.id in self._rows]
 
     def clear_completed(self) -> None:
         self.completed.clear()

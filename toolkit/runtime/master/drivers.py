@@ -7,10 +7,10 @@ changed; it sends nothing (the handlers do).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from toolkit.runtime import messages as m
+from toolkit.runtime.master.table import Table
 from toolkit.runtime.records import DriverInfo, WorkerInfo, make_id, retain
 from toolkit.runtime.states import DriverState
 
@@ -18,30 +18,21 @@ if TYPE_CHECKING:
     from toolkit.runtime.wire import Connection
 
 
-class Drivers(Mapping[str, DriverInfo]):
+class Drivers(Table[DriverInfo]):
     """Active drivers by id, in submission order (a Mapping); ``waiting`` and ``completed``
     beside them."""
 
     def __init__(self) -> None:
-        self._active: dict[str, DriverInfo] = {}
+        super().__init__()
         self.waiting: dict[str, DriverInfo] = {}
         """SUBMITTED drivers, oldest first: what scheduling places."""
         self.completed: list[DriverInfo] = []
         self._watchers: dict[str, set[Connection]] = {}
         self._number = 0
 
-    def __getitem__(self, driver_id: str) -> DriverInfo:
-        return self._active[driver_id]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._active)
-
-    def __len__(self) -> int:
-        return len(self._active)
-
     def find(self, driver_id: str) -> DriverInfo | None:
         """An active driver, else a completed one still retained."""
-        return self._active.get(driver_id) or next(
+        return self._rows.get(driver_id) or next(
             (d for d in reversed(self.completed) if d.id == driver_id), None)
 
     # Changes -------------------------------------------------------------------------------
@@ -49,7 +40,7 @@ class Drivers(Mapping[str, DriverInfo]):
     def submit(self, desc: m.DriverDescription, now: float) -> DriverInfo:
         driver = DriverInfo(make_id("driver", now, self._number), desc, now)
         self._number += 1
-        self._active[driver.id] = self.waiting[driver.id] = driver
+        self._rows[driver.id] = self.waiting[driver.id] = driver
         return driver
 
     def launch(self, driver: DriverInfo, worker: WorkerInfo, now: float) -> None:
@@ -61,7 +52,7 @@ class Drivers(Mapping[str, DriverInfo]):
     def finish(self, driver: DriverInfo, state: DriverState, message: str | None,
                exit_code: int | None, worker: WorkerInfo | None) -> None:
         """An active driver ends: completed, no longer counted on its worker."""
-        self._active.pop(driver.id, None)
+        self._rows.pop(driver.id, None)
         self.waiting.pop(driver.id, None)
         driver.finish(state, message, exit_code)
         retain(self.completed, driver)
@@ -77,7 +68,7 @@ class Drivers(Mapping[str, DriverInfo]):
         driver.relaunched_as = new.id
         self.finish(driver, DriverState.RELAUNCHING, f"{reason}; relaunched as {new.id}",
                     None, worker)
-        self._active[new.id] = self.waiting[new.id] = new
+        self._rows[new.id] = self.waiting[new.id] = new
         watchers = self._watchers.get(driver.id)
         if watchers:
             self._watchers[new.id] = set(watchers)
@@ -93,7 +84,7 @@ class Drivers(Mapping[str, DriverInfo]):
 
     def to_tell(self, driver: DriverInfo) -> set[Connection]:
         """Who to tell of the driver's state now; after a final state nobody watches it."""
-        if driver.id in self._active:
+        if driver.id in self._rows:
             return set(self._watchers.get(driver.id, set()))
         return self._watchers.pop(driver.id, set())
 

@@ -8,9 +8,9 @@ with 5,000 workers as with 5.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from toolkit.runtime.master.table import Table
 from toolkit.runtime.records import WorkerInfo
 from toolkit.runtime.states import WorkerState
 
@@ -18,32 +18,21 @@ if TYPE_CHECKING:
     from toolkit.runtime.wire import Connection
 
 
-class Workers(Mapping[str, WorkerInfo]):
+class Workers(Table[WorkerInfo]):
     """Every listed worker by id (DEAD ones too, until culled); the ones that are not DEAD by
     RPC address (Spark's addressToWorker) and by the connection they registered on."""
 
     def __init__(self) -> None:
-        self._by_id: dict[str, WorkerInfo] = {}
+        super().__init__()
         self._live_at: dict[str, WorkerInfo] = {}
         self._live_on: dict[Connection, WorkerInfo] = {}
         self._dead_at: dict[str, set[str]] = {}
-
-    # Mapping: id -> record -----------------------------------------------------------------
-
-    def __getitem__(self, worker_id: str) -> WorkerInfo:
-        return self._by_id[worker_id]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._by_id)
-
-    def __len__(self) -> int:
-        return len(self._by_id)
 
     # Lookups -------------------------------------------------------------------------------
 
     def live(self, worker_id: str) -> WorkerInfo | None:
         """The worker with this id, unless it is DEAD (or unknown)."""
-        worker = self._by_id.get(worker_id)
+        worker = self._rows.get(worker_id)
         return worker if worker is not None and worker.state != WorkerState.DEAD else None
 
     def live_at(self, address: str) -> WorkerInfo | None:
@@ -61,15 +50,15 @@ class Workers(Mapping[str, WorkerInfo]):
 
     def drop_dead_at(self, address: str) -> list[WorkerInfo]:
         """The DEAD records at ``address`` leave the table (a new worker registers there)."""
-        return [self._by_id.pop(i) for i in self._dead_at.pop(address, set())
-                if i in self._by_id]
+        return [self._rows.pop(i) for i in self._dead_at.pop(address, set())
+                if i in self._rows]
 
     def add(self, worker: WorkerInfo) -> None:
         """List a new ALIVE worker. No live worker may hold its address: the caller removes
         or refuses that one first."""
         if worker.address in self._live_at:
             raise ValueError(f"{worker.address} is held by {self._live_at[worker.address].id}")
-        self._by_id[worker.id] = worker
+        self._rows[worker.id] = worker
         self._live_at[worker.address] = worker
         if worker.conn is not None:
             self._live_on[worker.conn] = worker
@@ -97,5 +86,5 @@ class Workers(Mapping[str, WorkerInfo]):
         """A DEAD worker listed long enough (Spark's reaper) leaves the table."""
         if worker.state != WorkerState.DEAD:
             raise ValueError(f"worker {worker.id} is {worker.state}: only a DEAD one is culled")
-        del self._by_id[worker.id]
+        del self._rows[worker.id]
         self._dead_at.get(worker.address, set()).discard(worker.id)

@@ -25,6 +25,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int, avoid: tuple[int, ...] = ()) -> int:
+    """The first of ``count`` ports in a row that are free now (worker instances step their
+    ports by one), none of them in ``avoid``."""
+    while True:
+        first = free_port()
+        wanted = range(first, first + count)
+        if first + count > 65535 or set(wanted) & set(avoid):
+            continue
+        with contextlib.ExitStack() as held:
+            try:
+                for port in wanted:
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+
+
 def wait_for(check: Callable[[], T | None], timeout: float, what: str,
              interval: float = 0.02) -> T:
     """Poll ``check`` until it returns something truthy; fail naming ``what`` otherwise."""

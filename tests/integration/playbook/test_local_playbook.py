@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import free_port, get_json
+from tests.procs import free_port, free_ports, get_json
 
 ROOT = Path(__file__).resolve().parents[3]
 FAB = Path(sys.executable).parent / "fab"
@@ -44,15 +44,16 @@ class Local:
 @pytest.fixture
 def local(tmp_path: Path) -> Iterator[Local]:
     home = Path(tempfile.mkdtemp(prefix="el-", dir="/tmp"))  # short: supervisor's socket
-    webui = free_port()
+    webui, port = free_port(), free_port()
+    workers_webui = free_ports(2, avoid=(webui, port))  # instance 2 takes the next one
     inventory = tmp_path / "local.yml"
     inventory.write_text(f"""
 cluster: {{name: t, backend: supervisor, secret_file: {tmp_path}/secret}}
 defaults: {{ember_home: {home}, stop_timeout: 5}}
-masters: [{{host: localhost, port: {free_port()}, webui_port: {webui}}}]
+masters: [{{host: localhost, port: {port}, webui_port: {webui}}}]
 workers:
   - {{host: localhost, instances: 2, cores: 1, memory: 512m,
-     worker_webui_port: {free_port()}}}
+     worker_webui_port: {workers_webui}}}
 """)
     running = Local(inventory, home, webui)
     try:

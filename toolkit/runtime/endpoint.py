@@ -280,6 +280,7 @@ class Endpoint:
             logger.warning("%s: closing connection with %s: %s", self.role, conn.peer, reason)
         finally:
             if reason is None:
-                reason = "connection closed here" if conn.closed else "connection closed by peer"
+                reason = ("connection closed here" if conn.closed else "connection reset"
+                          if conn.reset else "connection closed by peer")
             conn.close()
-            self.post(m.ConnectionClosed(reason), conn)
+            self.post(m.ConnectionClosed(reason, conn.reset), conn)

@@ -138,6 +138,8 @@ class WorkerLatestState(Message):
     worker_id: str
     executors: list[ExecutorRef]
     driver_ids: list[str]
+    registration: int = 0
+    """The RegisteredWorker.registration this report answers."""
 
 
 # Master -> Worker ---------------------------------------------------------------------------
@@ -148,6 +150,9 @@ class RegisteredWorker(Message):
     master_webui_url: str
     duplicate: bool
     heartbeat_interval: float
+    registration: int = 0
+    """Which registration of this worker this answers (the master counts them); the worker
+    echoes it in the WorkerLatestState that follows, so a late report is told apart."""
 
 
 class RegisterWorkerFailed(Message):
@@ -361,6 +366,9 @@ class CleanupWorkDir(Message):
 
 class ConnectionClosed(Message):
     reason: str
+    reset: bool = False
+    """The link was reset or aborted (a blip on the way), not closed by the peer (a process
+    that closed it, or ended: its kernel closes its sockets)."""
 
 
 HANDSHAKE = Hello | Challenge | Proof | Welcome | HandshakeFailed

@@ -144,6 +144,8 @@ class Connection:
                  accepts: Inbound, max_frame: int = MAX_FRAME) -> None:
         self.peer = peer
         self.accepts = accepts
+        self.reset = False
+        """The peer's side was reset or aborted rather than closed."""
         self.max_frame = max_frame
         self.closed = False
         self._reader = reader
@@ -186,6 +188,8 @@ class Connection:
         except (asyncio.IncompleteReadError, OSError) as exc:
             if isinstance(exc, WireError):
                 raise
+            self.reset = isinstance(exc, (ConnectionResetError, ConnectionAbortedError,
+                                          TimeoutError))
             return
 
     async def _write_loop(self) -> None:

@@ -179,7 +179,8 @@ class Worker(Endpoint):
         for change in self._outbox.values():
             conn.send(change)
         conn.send(m.WorkerLatestState(
-            self.id, [m.ExecutorRef(a, e) for a, e in self.executors], list(self.drivers)))
+            self.id, [m.ExecutorRef(a, e) for a, e in self.executors], list(self.drivers),
+            msg.registration))
         self.announce_if_ready()
 
     def on_register_worker_failed(self, msg: m.RegisterWorkerFailed,

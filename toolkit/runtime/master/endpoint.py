@@ -46,6 +46,8 @@ class Master(Endpoint):
         self.work = Work(config, self.workers, clock, lambda: self.url, lambda: self.state)
         """Drivers, applications and executors: their tables and their handlers."""
         self._next_check: asyncio.TimerHandle | None = None
+        self._asked_in: set[Connection] = set()
+        """Links already asked to re-register (ReconnectWorker): once each."""
         self._rest: Any = None
         # last: the endpoint reads the handler table, which names the tables' handlers
         super().__init__(config.secret, Limits.sized(
@@ -114,12 +116,12 @@ class Master(Endpoint):
         known = self.live_worker(msg.id)
         if known is not None:  # schedule() waits for its WorkerLatestState
             self._reattach(known, conn)
-            conn.send(self._registered(duplicate=True))
+            conn.send(self._registered(known, duplicate=True))
             return
         worker = WorkerInfo(msg.id, msg.host, msg.port, msg.cores, msg.memory, msg.webui_url,
                             conn, last_heartbeat=self.clock(), last_seen=self.monotonic())
         if self._register(worker):
-            conn.send(self._registered(duplicate=False))
+            conn.send(self._registered(worker, duplicate=False))
             self.work.schedule()
         else:
             logger.warning("Worker registration failed: attempted to re-register worker at same "
@@ -135,6 +137,9 @@ class Master(Endpoint):
         # Spark ignores a worker it has already culled from its list, which then never comes
         # back. Ember's connections are authenticated, so any unknown worker is asked in.
         known = "unregistered" if msg.worker_id in self.workers else "unknown"
+        if conn is None or conn in self._asked_in:
+            return  # asked once on this link: heartbeats queued in a partition ask no more
+        self._asked_in.add(conn)
         logger.warning("Got heartbeat from %s worker %s; asking it to re-register", known,
                        msg.worker_id)
         if conn is not None:
@@ -147,9 +152,17 @@ class Master(Endpoint):
 
     def on_connection_closed(self, msg: m.ConnectionClosed, conn: Connection | None) -> None:
         worker = self.workers.on(conn)
-        if worker is not None:
+        if worker is not None and not msg.reset:  # its process closed it, or ended
             self._remove(worker, f"{worker.address} got disassociated ({msg.reason})")
+        elif worker is not None:
+            # a reset on the way is a blip, not a lost worker: its work is kept, as it was, if
+            # it registers again before its heartbeats time out
+            self.workers.detach(worker)
+            logger.warning("Link to worker %s was reset (%s); keeping its work until it "
+                           "registers again or %g s pass without a heartbeat", worker.id,
+                           msg.reason, self.config.worker_timeout)
         if conn is not None:
+            self._asked_in.discard(conn)
             self.work.forget_client(conn)
 
     def on_check_for_worker_time_out(self, msg: m.CheckForWorkerTimeOut,
@@ -170,17 +183,19 @@ class Master(Endpoint):
 
     # Helpers -----------------------------------------------------------------------------
 
-    def _registered(self, duplicate: bool) -> m.RegisteredWorker:
+    def _registered(self, worker: WorkerInfo, duplicate: bool) -> m.RegisteredWorker:
         return m.RegisteredWorker(self.url, self.webui_url, duplicate,
-                                  self.config.heartbeat_interval)
+                                  self.config.heartbeat_interval, worker.epoch)
 
     def _register(self, worker: WorkerInfo) -> bool:
         self.workers.drop_dead_at(worker.address)
         old_live = self.workers.live_at(worker.address)
         if old_live is not None:
-            if old_live.state != WorkerState.UNKNOWN:
+            # a new id where a worker that lost its link (or that a recovering master does
+            # not know yet) was: its supervisor restarted it, and the old one's work is gone
+            if old_live.state != WorkerState.UNKNOWN and old_live.conn is not None:
                 return False
-            self._remove(old_live, "Worker replaced by a new worker with same address")
+            self._remove(old_live, f"replaced by worker {worker.id} at the same address")
         self.workers.add(worker)
         logger.info("Worker %s at %s is ALIVE", worker.id, worker.address)
         return True
@@ -188,6 +203,7 @@ class Master(Endpoint):
     def _reattach(self, worker: WorkerInfo, conn: Connection) -> None:
         """A known worker registers again (reconnect, recovery): keep it, take the new link."""
         logger.info("Worker %s re-registered", worker.id)
+        self._asked_in.discard(conn)
         old = self.workers.reattach(worker, conn)
         if old is not None:
             old.close()

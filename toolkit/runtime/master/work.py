@@ -213,6 +213,10 @@ class Work:
         worker = self.workers.live(msg.worker_id)
         if worker is None or worker.conn is None or worker.conn is not conn:
             return
+        if msg.registration != worker.epoch:  # it answers an earlier registration
+            logger.info("Ignoring worker %s's report for registration %d (now %d)", worker.id,
+                        msg.registration, worker.epoch)
+            return
         runs = set(msg.driver_ids)
         for driver in list(worker.drivers.values()):
             if driver.epoch < worker.epoch and driver.id not in runs:
@@ -269,8 +273,12 @@ class Work:
                                         f"exist")
         logger.info("Asked to kill driver %s", driver_id)
         worker = self.workers.get(driver.worker_id or "")
-        if driver.state == DriverState.SUBMITTED or worker is None or worker.conn is None:
+        if driver.state == DriverState.SUBMITTED or worker is None:
             self._end_driver(driver, DriverState.KILLED, "killed before it ran")
+        elif worker.conn is None:  # running on a worker whose link is down for now
+            return m.KillDriverResponse(driver_id, False,
+                                        f"Driver {driver_id} runs on worker {worker.id}, whose "
+                                        f"link to the master is down; ask again when it is back")
         else:
             worker.conn.send(m.KillDriver(driver_id))
         return m.KillDriverResponse(driver_id, True,
@@ -314,7 +322,7 @@ class Work:
             return
         offers = [scheduling.WorkerOffer(w.id, w.cores_free, w.memory_free)
                   for w in self.workers.living()
-                  if w.state == WorkerState.ALIVE and w.cores_free > 0]
+                  if w.state == WorkerState.ALIVE and w.conn is not None and w.cores_free > 0]
         if not offers:  # everything needs a core: a full cluster has nothing to decide
             return
         drivers = [scheduling.DriverRequest(d.id, d.desc.cores, d.desc.memory) for d in waiting]

@@ -73,6 +73,13 @@ class Workers(Table[WorkerInfo]):
         self._live_on[conn] = worker
         return old if old is not conn else None
 
+    def detach(self, worker: WorkerInfo) -> None:
+        """Its link closed: the worker stays listed, ALIVE, with its work, but is found by no
+        connection until it registers again (or its heartbeats time out)."""
+        if worker.conn is not None and self._live_on.get(worker.conn) is worker:
+            del self._live_on[worker.conn]
+        worker.conn = None
+
     def remove(self, worker: WorkerInfo, reason: str) -> None:
         """ALIVE (or UNKNOWN) -> DEAD: still listed by id, no longer at its address."""
         worker.die(reason)

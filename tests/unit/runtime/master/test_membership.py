@@ -75,10 +75,23 @@ def test_same_address_as_a_live_worker_is_refused(master: Master) -> None:
 def test_same_address_as_a_dead_worker_replaces_it(master: Master) -> None:
     conn = FakeConn()
     register(master, conn, "worker-1")
-    master.handle(m.ConnectionClosed("reset"), conn)
+    master.handle(m.WorkerStopping("worker-1", "stopped"), conn)
     reply = register(master, FakeConn(), "worker-2")
     assert isinstance(reply, m.RegisteredWorker) and not reply.duplicate
     assert list(master.workers) == ["worker-2"]
+
+
+def test_a_new_id_where_a_worker_lost_its_link_replaces_it_at_once(master: Master) -> None:
+    """Its supervisor restarted it: the old process and its work are gone."""
+    conn = FakeConn()
+    register(master, conn, "worker-1")
+    master.handle(m.ConnectionClosed("connection reset", reset=True), conn)
+    reply = register(master, FakeConn(), "worker-2")
+    assert isinstance(reply, m.RegisteredWorker) and not reply.duplicate
+    assert master.workers["worker-1"].state == WorkerState.DEAD
+    assert master.workers["worker-1"].removed_reason == (
+        "replaced by worker worker-2 at the same address")
+    assert master.workers["worker-2"].state == WorkerState.ALIVE
 
 
 def test_same_address_as_an_unknown_worker_replaces_it(master: Master) -> None:
@@ -109,12 +122,14 @@ def test_heartbeat_from_a_forgotten_worker_asks_it_to_reconnect(master: Master,
     """Spark ignores it forever; here a worker culled from the list can still come back."""
     conn = FakeConn()
     register(master, conn)
-    master.handle(m.ConnectionClosed("reset"), conn)
+    master.handle(m.WorkerStopping("worker-1", "stopped"), conn)
     clock.now += (REAPER_ITERATIONS + 1) * TIMEOUT + 1
     master.handle(m.CheckForWorkerTimeOut())
     assert master.workers == {}
-    master.handle(m.Heartbeat("worker-1"), conn)
-    assert conn.last() == m.ReconnectWorker(master.url)
+    for _ in range(10):  # heartbeats queued during a partition, all arriving at once
+        master.handle(m.Heartbeat("worker-1"), conn)
+    assert [x for x in conn.sent if isinstance(x, m.ReconnectWorker)] == [
+        m.ReconnectWorker(master.url)]  # asked once, so it re-registers once
 
 
 def test_silent_worker_is_dead_after_the_timeout_not_before(master: Master, clock: Clock) -> None:
@@ -141,15 +156,30 @@ def test_dead_worker_stays_listed_then_is_culled(master: Master, clock: Clock) -
     assert master.workers == {}
 
 
-def test_closed_connection_is_dead_at_once_with_its_reason(master: Master) -> None:
+def test_a_closed_link_is_a_blip_until_the_heartbeats_time_out(master: Master,
+                                                                 clock: Clock) -> None:
     conn, other = FakeConn(), FakeConn()
     register(master, conn, "worker-1", port=4000)
     register(master, other, "worker-2", port=4001)
+    master.handle(m.ConnectionClosed("connection reset", reset=True), conn)
+    assert master.workers["worker-1"].state == WorkerState.ALIVE  # kept, with its work
+    assert master.workers["worker-1"].conn is None
+    clock.now += TIMEOUT + 0.001
+    master.handle(m.Heartbeat("worker-2"), other)
+    master.handle(m.CheckForWorkerTimeOut())
+    assert master.workers["worker-1"].state == WorkerState.DEAD
+    assert master.workers["worker-1"].removed_reason == "Not receiving heartbeat for 60 seconds"
+    assert master.workers["worker-2"].state == WorkerState.ALIVE
+
+
+def test_a_link_its_process_closed_is_a_lost_worker_at_once(master: Master) -> None:
+    """No reset: the worker's process closed it, or ended (its kernel closed its sockets)."""
+    conn = FakeConn()
+    register(master, conn, "worker-1", port=4000)
     master.handle(m.ConnectionClosed("connection closed by peer"), conn)
     assert master.workers["worker-1"].state == WorkerState.DEAD
     assert master.workers["worker-1"].removed_reason == (
         "10.0.0.2:4000 got disassociated (connection closed by peer)")
-    assert master.workers["worker-2"].state == WorkerState.ALIVE
 
 
 def test_stopping_worker_is_dead_with_the_reason_it_gave(master: Master) -> None:
@@ -174,7 +204,7 @@ def test_json_counts_only_alive_workers_and_lists_dead_ones(master: Master) -> N
     alive, dead = FakeConn(), FakeConn()
     register(master, alive, "worker-1", port=4000, cores=4, memory=2048)
     register(master, dead, "worker-2", port=4001, cores=8, memory=4096)
-    master.handle(m.ConnectionClosed("reset"), dead)
+    master.handle(m.WorkerStopping("worker-2", "stopped"), dead)
     state = master_json(master)
     assert (state["aliveworkers"], state["cores"], state["memory"]) == (1, 4, 2048)
     assert [w["state"] for w in state["workers"]] == ["ALIVE", "DEAD"]

@@ -99,7 +99,7 @@ def test_lost_worker_relaunches_supervised_drivers_and_errors_the_others(
     dropped = submit(master, client)
     spare = join(master, "w2", 4002)
 
-    master.handle(m.ConnectionClosed("gone"), worker)
+    master.handle(m.WorkerStopping("w1", "gone"), worker)
 
     old = master.work.driver_status(kept)
     assert old.state == "RELAUNCHING" and old.relaunched_as
@@ -192,11 +192,12 @@ def test_reregistered_worker_that_lost_work_has_it_relaunched_or_errored(master:
     dropped = submit(master, client)
     still_running = submit(master, client)
     new = join(master, "w1", 4001, cores=4)  # same id, new link: a re-registration
-    assert sent(new, m.RegisteredWorker)[0].duplicate
+    registered = sent(new, m.RegisteredWorker)[0]
+    assert registered.duplicate and registered.registration == 1
     after = submit(master, client)  # launched in the new epoch: not in the report below
     assert master.work.drivers[after].worker_id == "w1"
 
-    master.handle(m.WorkerLatestState("w1", [], [still_running]), new)
+    master.handle(m.WorkerLatestState("w1", [], [still_running], registration=1), new)
 
     assert master.work.driver_status(kept).state == "RELAUNCHING"
     assert master.work.driver_status(dropped).state == "ERROR"
@@ -225,7 +226,7 @@ def test_a_bad_state_from_a_worker_changes_nothing(master: Master) -> None:
 def test_killing_a_relaunched_driver_names_its_new_id(master: Master) -> None:
     worker = join(master, "w1", 4001)
     driver_id = submit(master, FakeConn(), supervise=True)
-    master.handle(m.ConnectionClosed("gone"), worker)
+    master.handle(m.WorkerStopping("w1", "gone"), worker)
     answer = master.work.kill_driver(driver_id)
     new_id = master.work.driver_status(driver_id).relaunched_as
     assert not answer.success and f"relaunched as {new_id}" in answer.message
@@ -246,3 +247,36 @@ async def test_a_request_asked_from_inside_the_process_goes_through_the_inbox() 
     assert (status.found, status.state) == (True, "SUBMITTED")
     with pytest.raises(TypeError, match="RequestDriverList was answered with DriverListResponse"):
         await master.ask(m.RequestDriverList(), m.DriverStatusResponse)
+
+
+def test_a_report_that_answers_an_earlier_registration_is_ignored(master: Master) -> None:
+    first = join(master, "w1", 4001, cores=4)
+    client = FakeConn()
+    placed = submit(master, client)  # launched in registration 0
+    second = join(master, "w1", 4001, cores=4)  # registration 1, before 0's report came
+    # the report answering registration 0 comes late, and does not list the driver placed
+    # since: it is not taken as the worker having lost it
+    master.handle(m.WorkerLatestState("w1", [], [], registration=0), second)
+    assert master.work.driver_status(placed).state == "RUNNING"
+    assert sent(second, m.KillDriver) == [] and first.closed
+
+
+def test_a_worker_whose_link_closed_keeps_its_work_and_gets_no_new_work(
+        master: Master) -> None:
+    worker = join(master, "w1", 4001, cores=2)
+    client = FakeConn()
+    running = submit(master, client, supervise=True)
+    master.handle(m.ConnectionClosed("connection reset", reset=True), worker)
+    waiting = submit(master, client)  # no offer from a worker with no link
+    assert master.work.driver_status(running).state == "RUNNING"
+    assert master.work.driver_status(waiting).state == "SUBMITTED"
+    refused = master.work.kill_driver(running)  # said, not lost
+    assert not refused.success and "link to the master is down" in refused.message
+
+    back = join(master, "w1", 4001, cores=2)  # the same worker, a new link: nothing lost
+    registration = sent(back, m.RegisteredWorker)[0].registration
+    master.handle(m.WorkerLatestState("w1", [], [running], registration), back)
+    assert master.work.driver_status(running).state == "RUNNING"
+    assert master.work.driver_status(running).relaunched_as is None
+    assert [x.driver_id for x in sent(back, m.LaunchDriver)] == [waiting]
+    assert sent(back, m.KillDriver) == []

@@ -18,11 +18,12 @@ from pathlib import Path
 from toolkit.errors import ConfigError
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> bool:
+def write_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool = False) -> bool:
     """Temp file + rename, unless the same bytes and mode are already there; True if written.
 
     A private file (no group/other bits) goes in a directory made 0700 first, and its temp file
-    is never readable by others (mkstemp creates it 0600).
+    is never readable by others (mkstemp creates it 0600). ``durable``: the data and the rename
+    reach the disk (fsync of the file, then of its directory) before this returns.
     """
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         if path.read_bytes() == data and (path.stat().st_mode & 0o777) == mode:
@@ -35,12 +36,26 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> bool:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
+        if durable:
+            sync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     return True
+
+
+def sync_dir(directory: Path) -> None:
+    """fsync a directory: the names created, renamed or removed in it reach the disk."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def bundle(files: Iterable[tuple[str, bytes, int]]) -> bytes:

@@ -110,6 +110,8 @@ class MasterConfig:
     """None: sized from the open-file limit (endpoint.Limits.sized)."""
     max_handshakes: int | None = None
     max_handshakes_per_host: int = default_of("master", "max_handshakes_per_host")
+    recovery_mode: str = default_of("master", "recovery_mode")
+    recovery_dir: Path | None = None
 
     @property
     def heartbeat_interval(self) -> float:

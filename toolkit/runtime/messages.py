@@ -342,6 +342,14 @@ class CheckForWorkerTimeOut(Message):
     pass
 
 
+class TryToLead(Message):
+    """A standby tries again to become the leader (with a recovery mode)."""
+
+
+class CompleteRecovery(Message):
+    """The recovery timeout: workers that have not come back are lost."""
+
+
 # Worker to itself ---------------------------------------------------------------------------
 
 
@@ -422,7 +430,7 @@ TO_CLIENT = (
 )
 """What a client accepts from the master: answers, and its application's events."""
 
-MASTER_INTERNAL = CheckForWorkerTimeOut | ConnectionClosed
+MASTER_INTERNAL = CheckForWorkerTimeOut | ConnectionClosed | TryToLead | CompleteRecovery
 """What the master posts to its own inbox (timers, a connection's end)."""
 
 WORKER_INTERNAL = (

@@ -82,11 +82,15 @@ def java_date(now: float) -> str:
     return time.strftime("%a %b %d %H:%M:%S %Z %Y", time.localtime(now))
 
 
-def retain(items: list[T], item: T) -> None:
-    """Append to a completed list, dropping the oldest tenth once it holds RETAINED."""
+def retain(items: list[T], item: T) -> list[T]:
+    """Append to a completed list, dropping the oldest tenth once it holds RETAINED; what was
+    dropped."""
+    dropped: list[T] = []
     if len(items) >= RETAINED:
+        dropped = items[:max(1, RETAINED // 10)]
         del items[:max(1, RETAINED // 10)]
     items.append(item)
+    return dropped
 
 
 @dataclass

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 REGISTER_FIRST_DELAY = 0.1
 REGISTER_MAX_DELAY = 1.0
+STANDBY_RETRY = 1.0
+"""Seconds before asking a standby master again."""
 REFUSED_RETRY = 2.0
 RETAINED_FINISHED = 1000
 """Finished executors listed in the worker's /json (Spark's retainedExecutors)."""
@@ -198,8 +200,14 @@ class Worker(Endpoint):
         self.after(REFUSED_RETRY, m.MasterConnected(address), conn)
 
     def on_master_in_standby(self, msg: m.MasterInStandby, conn: Connection | None) -> None:
-        logger.info("Master at %s is in standby; waiting for the active master",
-                    conn.peer if conn else "?")
+        """A standby turned it away: ask it again in a while (it may come to lead), while the
+        other masters' links go on."""
+        if self.registered or conn is None or conn.closed:
+            return
+        logger.info("Master at %s is in standby; asking again in %g s", conn.peer,
+                    STANDBY_RETRY)
+        address = next((a for a, c in self._link_conns.items() if c is conn), conn.peer)
+        self.after(STANDBY_RETRY, m.MasterConnected(address), conn)
 
     def on_reconnect_worker(self, msg: m.ReconnectWorker, conn: Connection | None) -> None:
         logger.info("Master %s asked this worker to reconnect; re-registering", msg.master_url)

@@ -90,6 +90,14 @@ _ROLES: tuple[Setting, ...] = (
     _s("max_handshakes_per_host", "master", "--max-handshakes-per-host",
        "EMBER_MASTER_MAX_HANDSHAKES_PER_HOST", positive_int, 16, "16",
        "of those, from any one address", metavar="N"),
+    _s("recovery_mode", "master", "--recovery-mode", "EMBER_RECOVERY_MODE",
+       choice("none", "filesystem", "zookeeper"), "none", "`none`",
+       "`filesystem`: keep workers and drivers in --recovery-dir, so that a restarted master, "
+       "or a standby on the same directory, recovers them; `none`: keep nothing",
+       metavar="MODE"),
+    _s("recovery_dir", "master", "--recovery-dir", "EMBER_RECOVERY_DIR", path, None, "none",
+       "the directory of filesystem recovery; the master that holds its lock leads, another "
+       "on it waits as a standby", metavar="DIR"),
     _s("host", "worker", "--host", "EMBER_WORKER_HOST", one_line, None, "this machine's FQDN",
        "address to bind and advertise", key="bind_host", kind="address"),
     _s("port", "worker", "--port", "EMBER_WORKER_PORT", port, 0, "random", "RPC port",

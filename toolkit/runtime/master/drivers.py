@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from toolkit.runtime import messages as m
+from toolkit.runtime.master.store import NoStore, Store
 from toolkit.runtime.master.table import Table
 from toolkit.runtime.records import DriverInfo, WorkerInfo, make_id, retain
 from toolkit.runtime.states import DriverState
@@ -22,8 +23,9 @@ class Drivers(Table[DriverInfo]):
     """Active drivers by id, in submission order (a Mapping); ``waiting`` and ``completed``
     beside them."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: Store | None = None) -> None:
         super().__init__()
+        self._store: Store = store or NoStore()
         self.waiting: dict[str, DriverInfo] = {}
         """SUBMITTED drivers, oldest first: what scheduling places."""
         self.completed: list[DriverInfo] = []
@@ -40,12 +42,14 @@ class Drivers(Table[DriverInfo]):
     def submit(self, desc: m.DriverDescription, now: float) -> DriverInfo:
         driver = DriverInfo(make_id("driver", now, self._number), desc, now)
         self._number += 1
+        self._store.put_driver(driver)
         self._rows[driver.id] = self.waiting[driver.id] = driver
         return driver
 
     def launch(self, driver: DriverInfo, worker: WorkerInfo, now: float) -> None:
         """SUBMITTED -> RUNNING on ``worker``, which now counts it."""
         driver.launch(worker, now)
+        self._store.put_driver(driver)
         del self.waiting[driver.id]
         worker.drivers[driver.id] = driver
 
@@ -55,7 +59,7 @@ class Drivers(Table[DriverInfo]):
         self._rows.pop(driver.id, None)
         self.waiting.pop(driver.id, None)
         driver.finish(state, message, exit_code)
-        retain(self.completed, driver)
+        self._store.complete_driver(driver, retain(self.completed, driver))
         if worker is not None:
             worker.drivers.pop(driver.id, None)
 
@@ -68,6 +72,7 @@ class Drivers(Table[DriverInfo]):
         driver.relaunched_as = new.id
         self.finish(driver, DriverState.RELAUNCHING, f"{reason}; relaunched as {new.id}",
                     None, worker)
+        self._store.put_driver(new)
         self._rows[new.id] = self.waiting[new.id] = new
         watchers = self._watchers.get(driver.id)
         if watchers:
@@ -76,6 +81,20 @@ class Drivers(Table[DriverInfo]):
 
     def clear_completed(self) -> None:
         self.completed.clear()
+        self._store.forget_completed()
+
+    def restore(self, driver: DriverInfo, worker: WorkerInfo | None) -> None:
+        """A driver read back by a recovering master: waiting, running on ``worker``, or (no
+        worker) running where nobody knows, for recovery to settle."""
+        self._number = max(self._number, int(driver.id.rpartition("-")[2]) + 1)
+        self._rows[driver.id] = driver
+        if driver.state == DriverState.SUBMITTED:
+            self.waiting[driver.id] = driver
+        elif worker is not None:
+            worker.drivers[driver.id] = driver
+
+    def restore_completed(self, driver: DriverInfo) -> None:
+        retain(self.completed, driver)
 
     # Watchers ------------------------------------------------------------------------------
 

@@ -15,10 +15,11 @@ from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.config import MasterConfig
 from toolkit.runtime.endpoint import Endpoint, Handler, Limits
+from toolkit.runtime.master.store import FileStore, NoStore, store_for
 from toolkit.runtime.master.work import Work
 from toolkit.runtime.master.workers import Workers
 from toolkit.runtime.records import WorkerInfo
-from toolkit.runtime.states import MasterState, WorkerState
+from toolkit.runtime.states import DriverState, MasterState, WorkerState
 from toolkit.runtime.wire import Connection
 
 logger = logging.getLogger("toolkit.runtime.master")
@@ -36,17 +37,23 @@ class Master(Endpoint):
         self.config = config
         self.clock = clock
         self.monotonic = monotonic
-        self.state = MasterState.ALIVE
+        self.store = store_for(config.recovery_mode, config.recovery_dir)
+        # with a recovery mode, a master leads only once it holds the store: until then it
+        # is a standby, which turns workers and clients away
+        self.state = MasterState.ALIVE if isinstance(self.store, NoStore) else (
+            MasterState.STANDBY)
         self.port = config.port
         self.webui_port = config.webui_port
         self.start_time = clock()
-        self.workers = Workers()
+        self.workers = Workers(self.store)
         """Every listed worker by id (DEAD ones until culled), the live ones by address and
         by connection."""
-        self.work = Work(config, self.workers, clock, lambda: self.url, lambda: self.state)
+        self.work = Work(config, self.workers, clock, lambda: self.url, lambda: self.state,
+                         self.store)
         """Drivers, applications and executors: their tables and their handlers."""
         self._next_check: asyncio.TimerHandle | None = None
         self._asked_in: set[Connection] = set()
+        self._said_standby = False
         """Links already asked to re-register (ReconnectWorker): once each."""
         self._rest: Any = None
         # last: the endpoint reads the handler table, which names the tables' handlers
@@ -79,6 +86,8 @@ class Master(Endpoint):
                     "address", self.limits.connections, self.limits.handshakes,
                     self.limits.handshakes_per_host)
         self.every(self.config.heartbeat_interval, m.CheckForWorkerTimeOut)
+        if self.state == MasterState.STANDBY:
+            self.post(m.TryToLead())
         if self.config.rest_port is not None:
             from toolkit.runtime import rest
 
@@ -102,8 +111,68 @@ class Master(Endpoint):
             m.WorkerStopping: self.on_worker_stopping,
             m.ConnectionClosed: self.on_connection_closed,
             m.CheckForWorkerTimeOut: self.on_check_for_worker_time_out,
+            m.TryToLead: self.on_try_to_lead,
+            m.CompleteRecovery: self.on_complete_recovery,
             **self.work.handlers(),
+            m.WorkerLatestState: self.on_worker_latest_state,
         }
+
+    # Leadership and recovery (a recovery mode) ---------------------------------------------
+
+    def on_try_to_lead(self, msg: m.TryToLead, conn: Connection | None) -> None:
+        if self.state != MasterState.STANDBY or not isinstance(self.store, FileStore):
+            return
+        if not self.store.try_lead():
+            if not self._said_standby:
+                logger.info("Another master leads on %s; standing by", self.store.directory)
+                self._said_standby = True
+            self.after(1.0, m.TryToLead())
+            return
+        logger.info("Leading: recovering from %s", self.store.directory)
+        self.state = MasterState.RECOVERING
+        found = self.store.read()
+        now, seen = self.clock(), self.monotonic()
+        for stored in found.workers:
+            worker = WorkerInfo(stored.id, stored.host, stored.port, stored.cores,
+                                stored.memory, stored.webui_url, None, last_heartbeat=now,
+                                last_seen=seen, state=WorkerState.UNKNOWN)
+            self.workers.restore(worker)
+        self.work.restore(found)
+        logger.info("Recovered %d workers, %d drivers (%d waiting) and %d completed drivers",
+                    len(found.workers), len(found.drivers),
+                    sum(d.state == DriverState.SUBMITTED for d in found.drivers),
+                    len(found.completed))
+        if not self._settle_recovery():
+            self.after(self.config.worker_timeout, m.CompleteRecovery())
+
+    def on_worker_latest_state(self, msg: m.WorkerLatestState, conn: Connection | None) -> None:
+        self.work.on_worker_latest_state(msg, conn)
+        if self.state == MasterState.RECOVERING:
+            self._settle_recovery()
+
+    def on_complete_recovery(self, msg: m.CompleteRecovery, conn: Connection | None) -> None:
+        if self.state == MasterState.RECOVERING:
+            self._complete_recovery()
+
+    def _settle_recovery(self) -> bool:
+        """Recovery is complete once no stored worker is UNKNOWN; True if it is."""
+        if any(w.state == WorkerState.UNKNOWN for w in self.workers.living()):
+            return False
+        self._complete_recovery()
+        return True
+
+    def _complete_recovery(self) -> None:
+        """The workers that did not come back are lost (their drivers relaunched when
+        supervised, else ERROR, as when any worker is lost); then ALIVE."""
+        self.state = MasterState.COMPLETING_RECOVERY
+        for worker in self.workers.living():
+            if worker.state == WorkerState.UNKNOWN:
+                self._remove(worker, "did not come back to the recovering master")
+        self.work.settle_recovery()
+        self.state = MasterState.ALIVE
+        logger.info("Recovery complete: %d workers, %d drivers; now ALIVE",
+                    len(self.workers.living()), len(self.work.drivers))
+        self.work.schedule()
 
     def on_register_worker(self, msg: m.RegisterWorker, conn: Connection | None) -> None:
         logger.info("Registering worker %s with %d cores, %d MiB RAM", msg.id, msg.cores,

@@ -20,6 +20,8 @@ from toolkit.runtime import messages as m
 from toolkit.runtime import scheduling
 from toolkit.runtime.master.apps import Apps
 from toolkit.runtime.master.drivers import Drivers
+from toolkit.runtime.master.store import Recovered, Store
+from toolkit.runtime.records import DriverInfo
 from toolkit.runtime.states import (
     FINISHED_EXECUTOR_STATES,
     REPORTED_DRIVER_ENDS,
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from toolkit.runtime.config import MasterConfig
     from toolkit.runtime.endpoint import Handler
     from toolkit.runtime.master.workers import Workers
-    from toolkit.runtime.records import AppInfo, DriverInfo, ExecutorInfo, WorkerInfo
+    from toolkit.runtime.records import AppInfo, ExecutorInfo, WorkerInfo
     from toolkit.runtime.wire import Connection
 
 logger = logging.getLogger("toolkit.runtime.master")
@@ -45,13 +47,14 @@ class Work:
     workers, follows what they report and answers clients."""
 
     def __init__(self, config: MasterConfig, workers: Workers, clock: Callable[[], float],
-                 url: Callable[[], str], state: Callable[[], MasterState]) -> None:
+                 url: Callable[[], str], state: Callable[[], MasterState],
+                 store: Store | None = None) -> None:
         self.config = config
         self.workers = workers
         self.clock = clock
         self._url = url
         self._state = state
-        self.drivers = Drivers()
+        self.drivers = Drivers(store)
         self.apps = Apps()
         self.shuffle: Callable[[list[scheduling.WorkerOffer]], None] = random.shuffle
 
@@ -97,6 +100,32 @@ class Work:
                 app.conn.send(m.WorkerRemoved(worker.id, worker.host, reason))
         for driver in list(worker.drivers.values()):
             self._lose_driver(driver, f"worker {worker.id} lost: {reason}")
+
+    # Recovery ------------------------------------------------------------------------------
+
+    def restore(self, found: Recovered) -> None:
+        """Drivers read back by a recovering master: the waiting wait again, the running are
+        on their (UNKNOWN) workers until those come back; the history is kept."""
+        for stored in found.drivers:
+            driver = DriverInfo(stored.id, stored.desc, stored.submitted, stored.state,
+                                stored.worker_id, stored.worker_host_port, stored.started,
+                                stored.message, stored.exit_code, stored.relaunched_as)
+            self.drivers.restore(driver, self.workers.get(stored.worker_id or ""))
+        for stored in found.completed:
+            self.drivers.restore_completed(DriverInfo(
+                stored.id, stored.desc, stored.submitted, stored.state, stored.worker_id,
+                stored.worker_host_port, stored.started, stored.message, stored.exit_code,
+                stored.relaunched_as))
+
+    def settle_recovery(self) -> None:
+        """End of recovery: a running driver whose worker is not back (or was never stored)
+        is lost like any driver of a lost worker."""
+        for driver in list(self.drivers.values()):
+            worker = self.workers.live(driver.worker_id or "")
+            if driver.state == DriverState.RUNNING and (worker is None or
+                                                         driver.id not in worker.drivers):
+                self._lose_driver(driver, "its worker did not come back to the recovering "
+                                          "master")
 
     # Drivers: submission clients -----------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from toolkit.runtime.master.store import NoStore, Store
 from toolkit.runtime.master.table import Table
 from toolkit.runtime.records import WorkerInfo
 from toolkit.runtime.states import WorkerState
@@ -22,8 +23,9 @@ class Workers(Table[WorkerInfo]):
     """Every listed worker by id (DEAD ones too, until culled); the ones that are not DEAD by
     RPC address (Spark's addressToWorker) and by the connection they registered on."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: Store | None = None) -> None:
         super().__init__()
+        self._store: Store = store or NoStore()
         self._live_at: dict[str, WorkerInfo] = {}
         self._live_on: dict[Connection, WorkerInfo] = {}
         self._dead_at: dict[str, set[str]] = {}
@@ -48,6 +50,11 @@ class Workers(Table[WorkerInfo]):
 
     # Changes -------------------------------------------------------------------------------
 
+    def restore(self, worker: WorkerInfo) -> None:
+        """A worker read back by a recovering master (UNKNOWN, no link): listed, not rewritten."""
+        self._rows[worker.id] = worker
+        self._live_at[worker.address] = worker
+
     def drop_dead_at(self, address: str) -> list[WorkerInfo]:
         """The DEAD records at ``address`` leave the table (a new worker registers there)."""
         return [self._rows.pop(i) for i in self._dead_at.pop(address, set())
@@ -58,6 +65,7 @@ class Workers(Table[WorkerInfo]):
         or refuses that one first."""
         if worker.address in self._live_at:
             raise ValueError(f"{worker.address} is held by {self._live_at[worker.address].id}")
+        self._store.put_worker(worker)
         self._rows[worker.id] = worker
         self._live_at[worker.address] = worker
         if worker.conn is not None:
@@ -83,6 +91,7 @@ class Workers(Table[WorkerInfo]):
     def remove(self, worker: WorkerInfo, reason: str) -> None:
         """ALIVE (or UNKNOWN) -> DEAD: still listed by id, no longer at its address."""
         worker.die(reason)
+        self._store.forget_worker(worker.id)
         if self._live_at.get(worker.address) is worker:
             del self._live_at[worker.address]
         if worker.conn is not None and self._live_on.get(worker.conn) is worker:

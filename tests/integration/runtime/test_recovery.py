@@ -1,0 +1,80 @@
+"""Filesystem recovery on real processes: a master killed with SIGKILL and started again on its
+directory, or a standby on the same directory, takes over the cluster without losing work."""
+
+from __future__ import annotations
+
+import signal
+import urllib.error
+from pathlib import Path
+from typing import Any
+
+from tests.integration.runtime.test_drivers import alive, submit, wait_driver
+from tests.procs import Cluster, MasterProc, ember, free_port, get_json, wait_for
+
+RUNS = "echo $$ > pid; exec sleep 60"
+
+
+def recovering(cluster: Cluster, directory: Path, port: int, wait: bool = True) -> MasterProc:
+    return cluster.master("--recovery-mode", "filesystem", "--recovery-dir", str(directory),
+                          port=port, wait=wait)
+
+
+def drivers_of(master: MasterProc) -> dict[str, str]:
+    state = master.json()
+    return {d["id"]: d["state"] for d in state["activedrivers"] + state["completeddrivers"]}
+
+
+def test_a_restarted_master_keeps_running_waiting_and_finished_drivers(
+        cluster: Cluster, tmp_path: Path) -> None:
+    directory, port = tmp_path / "recovery", free_port()
+    first = recovering(cluster, directory, port)
+    worker = cluster.worker(first.url, cores=1, memory="1g")
+    worker_id = first.wait_joined(worker)
+    done = submit(first, "true", options=("--memory", "64m"))
+    wait_driver(first, done, "FINISHED")
+    running = submit(first, "sh", "-c", RUNS, options=("--memory", "64m"))
+    wait_driver(first, running, "RUNNING")
+    pid_file = worker.work_dir / running / "pid"
+    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 10, "pid"))
+    waiting = submit(first, "true", options=("--memory", "64m"))  # no core left: it waits
+
+    first.proc.signal(signal.SIGKILL)
+    first.proc.wait()
+    second = recovering(cluster, directory, port)
+
+    second.wait_state(worker_id, "ALIVE")
+    wait_for(lambda: second.json()["status"] == "ALIVE", 15, "recovery complete")
+    assert drivers_of(second) == {done: "FINISHED", running: "RUNNING", waiting: "SUBMITTED"}
+    assert alive(pid) and pid_file.read_text().strip() == str(pid)  # the same process
+    assert "Recovered 1 workers, 2 drivers (1 waiting) and 1 completed drivers" in (
+        second.proc.log())
+    # and the cluster goes on: once the running driver ends, the waiting one gets its core
+    assert ember("driver", "kill", running, "--master", second.url).returncode == 0
+    wait_driver(second, running, "KILLED")
+    wait_driver(second, waiting, "FINISHED")
+
+
+def test_a_standby_on_the_same_directory_leads_when_the_leader_dies(
+        cluster: Cluster, tmp_path: Path) -> None:
+    directory = tmp_path / "recovery"
+    leader = recovering(cluster, directory, free_port())
+    standby = recovering(cluster, directory, free_port(), wait=False)
+    wait_for(lambda: "standing by" in standby.proc.log(), 15, "the standby waiting")
+    wait_for(lambda: standby.json()["status"] == "STANDBY", 15, "the standby's /json")
+    try:
+        get_json(f"http://127.0.0.1:{standby.webui}/readyz")
+        raise AssertionError("a standby must not say it is ready")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 503
+    both = f"ember://127.0.0.1:{leader.port},127.0.0.1:{standby.port}"
+    worker = cluster.worker(both, cores=1, memory="1g")
+    worker_id = leader.wait_joined(worker)
+    running = submit(leader, "sh", "-c", RUNS, options=("--memory", "64m"))
+    wait_driver(leader, running, "RUNNING")
+    assert standby.json()["status"] == "STANDBY"  # never two leaders
+
+    leader.proc.signal(signal.SIGKILL)
+    wait_for(lambda: standby.json()["status"] == "ALIVE", 20, "the standby leading")
+    standby.wait_state(worker_id, "ALIVE")
+    state: dict[str, Any] = standby.json()
+    assert [(d["id"], d["state"]) for d in state["activedrivers"]] == [(running, "RUNNING")]

@@ -1,0 +1,82 @@
+"""Filesystem recovery records: durable files, one per record; a bad one is skipped with its
+name; an unknown mode is refused by name; one lock, one leader."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from tests.unit.runtime.fakes import FakeConn
+from toolkit.errors import ConfigError
+from toolkit.runtime import messages as m
+from toolkit.runtime.master.drivers import Drivers
+from toolkit.runtime.master.store import FileStore, NoStore, store_for
+from toolkit.runtime.master.workers import Workers
+from toolkit.runtime.records import WorkerInfo
+from toolkit.runtime.states import DriverState
+
+
+def worker() -> WorkerInfo:
+    return WorkerInfo("w1", "10.0.0.2", 4000, 4, 4096, "http://w", FakeConn(),  # type: ignore[arg-type]
+                      last_heartbeat=0.0, last_seen=0.0)
+
+
+def test_what_the_tables_change_is_what_a_new_leader_reads(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    workers, drivers = Workers(store), Drivers(store)
+    w = worker()
+    workers.add(w)
+    finished = drivers.submit(m.DriverDescription(["true"]), 1.0)
+    drivers.launch(finished, w, 2.0)
+    drivers.finish(finished, DriverState.FINISHED, None, 0, w)
+    running = drivers.submit(m.DriverDescription(["sleep", "9"]), 3.0)
+    drivers.launch(running, w, 4.0)
+    waiting = drivers.submit(m.DriverDescription(["true"], cores=64), 5.0)
+
+    found = FileStore(tmp_path).read()
+    assert [x.id for x in found.workers] == ["w1"]
+    assert [(d.id, d.state, d.worker_id) for d in found.drivers] == [
+        (running.id, DriverState.RUNNING, "w1"), (waiting.id, DriverState.SUBMITTED, None)]
+    assert [(d.id, d.state) for d in found.completed] == [(finished.id, DriverState.FINISHED)]
+    assert all((p.stat().st_mode & 0o777) == 0o600 for p in tmp_path.glob("*.json"))
+
+    workers.remove(w, "gone")
+    drivers.clear_completed()
+    found = FileStore(tmp_path).read()
+    assert found.workers == [] and found.completed == []
+
+
+def test_a_corrupt_record_is_named_and_skipped(tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    store = FileStore(tmp_path)
+    Workers(store).add(worker())
+    (tmp_path / "driver-torn.json").write_bytes(b'{"id": "driver-torn", "desc": {"comm')
+    with caplog.at_level(logging.ERROR):
+        found = FileStore(tmp_path).read()
+    assert [x.id for x in found.workers] == ["w1"] and found.drivers == []
+    assert f"Skipping the unreadable recovery record {tmp_path / 'driver-torn.json'}" in (
+        caplog.text)
+
+
+def test_one_directory_has_one_leader(tmp_path: Path) -> None:
+    first, second = FileStore(tmp_path), FileStore(tmp_path)
+    assert first.try_lead() is True
+    assert second.try_lead() is False  # another process's lock: flock is per open file
+    assert first.try_lead() is True
+
+
+@pytest.mark.parametrize(("mode", "directory", "error"), [
+    ("filesystem", None, "recovery mode filesystem needs a directory: --recovery-dir"),
+    ("zookeeper", None, "recovery mode zookeeper is not available in this version"),
+    ("zk", None, "unknown recovery mode 'zk': use none or filesystem"),
+])
+def test_a_mode_that_cannot_work_is_refused_by_name(mode: str, directory: Path | None,
+                                                    error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        store_for(mode, directory)
+
+
+def test_none_keeps_nothing() -> None:
+    assert isinstance(store_for("none", None), NoStore)

@@ -1,0 +1,198 @@
+"""What the master persists, and where: nowhere (``none``) or a directory (``filesystem``).
+
+A record is written durably (the file, then its directory, fsynced; written to a temporary name
+and renamed) before the master acknowledges what it records. Each record is one file,
+``<kind>-<id>.json``, so a torn or corrupt one costs that record only: it is reported and
+skipped, never fatal. The directory holds a lock file: the master that holds its exclusive
+lock leads; another on the same directory waits as a standby, so two never both lead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from toolkit.base.files import sync_dir, write_atomic
+from toolkit.errors import ConfigError
+from toolkit.runtime import messages as m
+from toolkit.runtime.records import DriverInfo, WorkerInfo
+from toolkit.runtime.states import DriverState
+
+logger = logging.getLogger("toolkit.runtime.master")
+
+MODES = ("none", "filesystem")
+
+
+class StoredWorker(msgspec.Struct):
+    id: str
+    host: str
+    port: int
+    cores: int
+    memory: int
+    webui_url: str
+
+
+class StoredDriver(msgspec.Struct):
+    id: str
+    desc: m.DriverDescription
+    submitted: float
+    state: DriverState
+    worker_id: str | None = None
+    worker_host_port: str | None = None
+    started: float | None = None
+    message: str | None = None
+    exit_code: int | None = None
+    relaunched_as: str | None = None
+
+
+@dataclass
+class Recovered:
+    """What a leader reads back."""
+
+    workers: list[StoredWorker] = field(default_factory=list)
+    drivers: list[StoredDriver] = field(default_factory=list)
+    """Not finished: running on a stored worker, or waiting."""
+    completed: list[StoredDriver] = field(default_factory=list)
+    """Finished, oldest first."""
+
+
+class Store(Protocol):
+    def put_worker(self, worker: WorkerInfo) -> None: ...
+    def forget_worker(self, worker_id: str) -> None: ...
+    def put_driver(self, driver: DriverInfo) -> None: ...
+    def complete_driver(self, driver: DriverInfo, dropped: list[DriverInfo]) -> None: ...
+    def forget_completed(self) -> None: ...
+
+
+class NoStore:
+    """Recovery mode ``none``: nothing survives the master."""
+
+    def put_worker(self, worker: WorkerInfo) -> None:
+        pass
+
+    def forget_worker(self, worker_id: str) -> None:
+        pass
+
+    def put_driver(self, driver: DriverInfo) -> None:
+        pass
+
+    def complete_driver(self, driver: DriverInfo, dropped: list[DriverInfo]) -> None:
+        pass
+
+    def forget_completed(self) -> None:
+        pass
+
+
+def stored_driver(driver: DriverInfo) -> StoredDriver:
+    return StoredDriver(driver.id, driver.desc, driver.submitted, driver.state,
+                        driver.worker_id, driver.worker_host_port, driver.started,
+                        driver.message, driver.exit_code, driver.relaunched_as)
+
+
+class FileStore:
+    """Recovery mode ``filesystem``: one file per record in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._lock: int | None = None
+
+    # Leadership ----------------------------------------------------------------------------
+
+    def try_lead(self) -> bool:
+        """Take the directory's exclusive lock if no other master holds it; kept until this
+        process ends (the kernel releases it then, however it ends)."""
+        if self._lock is not None:
+            return True
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.directory / "leader.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"recovery directory {self.directory}: "
+                              f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock = fd
+        return True
+
+    # Records -------------------------------------------------------------------------------
+
+    def _put(self, kind: str, key: str, record: msgspec.Struct) -> None:
+        write_atomic(self.directory / f"{kind}-{key}.json", msgspec.json.encode(record), 0o600,
+                     durable=True)
+
+    def _forget(self, kind: str, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / f"{kind}-{key}.json").unlink()
+
+    def put_worker(self, worker: WorkerInfo) -> None:
+        self._put("worker", worker.id, StoredWorker(worker.id, worker.host, worker.port,
+                                                    worker.cores, worker.memory,
+                                                    worker.webui_url))
+
+    def forget_worker(self, worker_id: str) -> None:
+        self._forget("worker", worker_id)
+        sync_dir(self.directory)
+
+    def put_driver(self, driver: DriverInfo) -> None:
+        self._put("driver", driver.id, stored_driver(driver))
+
+    def complete_driver(self, driver: DriverInfo, dropped: list[DriverInfo]) -> None:
+        """Active -> history (bounded as in memory: what the master dropped goes here too)."""
+        self._put("done", driver.id, stored_driver(driver))
+        self._forget("driver", driver.id)
+        for old in dropped:
+            self._forget("done", old.id)
+        sync_dir(self.directory)
+
+    def forget_completed(self) -> None:
+        for path in self.directory.glob("done-*.json"):
+            path.unlink(missing_ok=True)
+        sync_dir(self.directory)
+
+    def read(self) -> Recovered:
+        """Every record; one that cannot be read is reported (which file, why) and skipped."""
+        found = Recovered()
+        loaders: dict[str, tuple[type[msgspec.Struct], Callable[[msgspec.Struct], None]]] = {
+            "worker": (StoredWorker, lambda r: found.workers.append(r)),  # type: ignore[arg-type]
+            "driver": (StoredDriver, lambda r: found.drivers.append(r)),  # type: ignore[arg-type]
+            "done": (StoredDriver, lambda r: found.completed.append(r)),  # type: ignore[arg-type]
+        }
+        for path in sorted(self.directory.glob("*.json")):
+            kind = path.name.partition("-")[0]
+            if kind not in loaders:
+                continue
+            shape, keep = loaders[kind]
+            try:
+                keep(msgspec.json.decode(path.read_bytes(), type=shape))
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+                logger.error("Skipping the unreadable recovery record %s: %s", path, exc)
+        found.drivers.sort(key=lambda d: (d.submitted, d.id))
+        found.completed.sort(key=lambda d: (d.submitted, d.id))
+        return found
+
+
+def store_for(mode: str, directory: Path | None) -> NoStore | FileStore:
+    """The store of a recovery mode; an unknown mode, or one without what it needs, is an
+    error that names it."""
+    if mode == "none":
+        return NoStore()
+    if mode == "filesystem":
+        if directory is None:
+            raise ConfigError("recovery mode filesystem needs a directory: --recovery-dir DIR "
+                              "(EMBER_RECOVERY_DIR)")
+        return FileStore(directory)
+    if mode == "zookeeper":
+        raise ConfigError("recovery mode zookeeper is not available in this version; use "
+                          "filesystem or none")
+    raise ConfigError(f"unknown recovery mode {mode!r}: use {' or '.join(MODES)}")

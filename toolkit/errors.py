@@ -13,5 +13,9 @@ class WireError(EmberError, ConnectionError):
     """A peer broke the protocol; only its connection is closed."""
 
 
+class NotLeaderError(EmberError, ConnectionError):
+    """The master asked does not lead (a standby, or still recovering): nothing was done."""
+
+
 class AuthError(WireError):
     """The handshake failed: wrong or missing cluster secret, or a version mismatch."""

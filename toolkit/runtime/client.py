@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from toolkit.errors import ConfigError, WireError
+from toolkit.errors import ConfigError, NotLeaderError, WireError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.config import parse_master_url, read_secret_file
@@ -26,6 +26,9 @@ from toolkit.runtime.config import parse_master_url, read_secret_file
 logger = logging.getLogger(__name__)
 
 REPLY_TIMEOUT = 10.0
+FOLLOW_TIMEOUT = 60.0
+"""How long a client looks for a leading master (a failover, a recovery) before it gives up."""
+FOLLOW_PAUSE = 0.5
 
 T = TypeVar("T", bound=m.Message)
 
@@ -57,11 +60,18 @@ class _Client:
         self.inbox: asyncio.Queue[m.Message | None] = asyncio.Queue()
         self._pending: dict[int, asyncio.Future[m.Message]] = {}
         self._ids = itertools.count(1)
-        self._reader = asyncio.create_task(self._read(), name="client reader")
+        self._reader = asyncio.create_task(self._read(conn), name="client reader")
 
-    async def _read(self) -> None:
+    def _attach(self, conn: wire.Connection) -> None:
+        """Go on over another connection (another master)."""
+        self.conn.close()
+        self._reader.cancel()
+        self.conn = conn
+        self._reader = asyncio.create_task(self._read(conn), name="client reader")
+
+    async def _read(self, conn: wire.Connection) -> None:
         try:
-            async for message in self.conn.messages():
+            async for message in conn.messages():
                 waiting = self._pending.pop(getattr(message, "in_reply_to", 0), None)
                 if waiting is not None and not waiting.done():
                     waiting.set_result(message)
@@ -70,11 +80,13 @@ class _Client:
         except WireError as exc:
             logger.warning("Connection to the master broke: %s", exc)
         finally:
-            for waiting in self._pending.values():
-                if not waiting.done():
-                    waiting.set_exception(ConnectionError("the master closed the connection"))
-            self._pending.clear()
-            self.inbox.put_nowait(None)
+            if conn is self.conn:  # not a connection left for another master (_attach)
+                for waiting in self._pending.values():
+                    if not waiting.done():
+                        waiting.set_exception(
+                            ConnectionError("the master closed the connection"))
+                self._pending.clear()
+                self.inbox.put_nowait(None)
 
     async def ask(self, request: m.Message, kind: type[T],
                   timeout: float | None = REPLY_TIMEOUT) -> T:
@@ -90,6 +102,8 @@ class _Client:
             answer = await asyncio.wait_for(reply, timeout)
         finally:
             self._pending.pop(request_id, None)
+        if isinstance(answer, m.NotLeader):
+            raise NotLeaderError(f"{answer.master_url} is {answer.state}")
         if not isinstance(answer, kind):
             raise ConnectionError(f"the master answered {type(answer).__name__} to "
                                   f"{type(request).__name__}")
@@ -113,11 +127,25 @@ class _Client:
 
 
 class SubmissionClient(_Client):
-    """Submit, watch, kill and list drivers. One request at a time."""
+    """Submit, watch, kill and list drivers. One request at a time.
+
+    With several masters (``ember://m1,m2``) it talks to the one that leads: a master that
+    does not (a standby, or one recovering) answers NotLeader and the next one is asked, for up
+    to FOLLOW_TIMEOUT. A watched driver is followed to a new leader when the old one goes.
+    A submission whose answer is lost with its master is not sent again: that is an error
+    saying so, never a second driver.
+    """
+
+    def __init__(self, conn: wire.Connection, master_url: str | None = None,
+                 secret: bytes | None = None) -> None:
+        super().__init__(conn)
+        self._masters = parse_master_url(master_url) if master_url else []
+        self._secret = secret
+        self._watched: str | None = None
 
     @classmethod
     async def open(cls, master_url: str, secret: bytes | None = None) -> SubmissionClient:
-        return cls(await connect_master(master_url, secret))
+        return cls(await connect_master(master_url, secret), master_url, secret)
 
     async def __aenter__(self) -> SubmissionClient:
         return self
@@ -125,30 +153,84 @@ class SubmissionClient(_Client):
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
+    async def _to_leader(self, request: m.Message, kind: type[T]) -> T:
+        """``request`` answered by the leading master; ConnectionError when none leads within
+        FOLLOW_TIMEOUT."""
+        deadline = asyncio.get_running_loop().time() + FOLLOW_TIMEOUT
+        while True:
+            try:
+                return await self.ask(request, kind)
+            except NotLeaderError as exc:
+                if not self._masters or asyncio.get_running_loop().time() > deadline:
+                    raise ConnectionError(f"no master leads ({exc})") from None
+                await self._next_master(deadline)
+
+    async def _next_master(self, deadline: float) -> None:
+        """Connect to the next master of the URL, in turn, pausing after a whole round."""
+        here = self.conn.peer
+        order = [f"{h}:{p}" for h, p in self._masters]
+        start = order.index(here) + 1 if here in order else 0
+        while True:
+            for n in range(len(order)):
+                host, port = self._masters[(start + n) % len(order)]
+                if f"{host}:{port}" == here and len(order) > 1:
+                    continue
+                try:
+                    conn = await wire.connect(host, port, self._secret, wire.TO_CLIENT)
+                except (OSError, WireError):
+                    continue
+                self._attach(conn)
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise ConnectionError("no master answers at "
+                                      f"{', '.join(order)}")
+            here = ""
+            await asyncio.sleep(FOLLOW_PAUSE)
+
     async def submit(self, desc: m.DriverDescription, watch: bool = False
                      ) -> m.SubmitDriverResponse:
         """With ``watch``, every later state change arrives through ``next_status``."""
-        return await self.ask(m.RequestSubmitDriver(desc, watch), m.SubmitDriverResponse)
+        response = await self._to_leader(m.RequestSubmitDriver(desc, watch),
+                                         m.SubmitDriverResponse)
+        if watch and response.success:
+            self._watched = response.driver_id
+        return response
 
     async def status(self, driver_id: str, watch: bool = False) -> m.DriverStatusResponse:
-        return await self.ask(m.RequestDriverStatus(driver_id, watch), m.DriverStatusResponse)
+        status = await self._to_leader(m.RequestDriverStatus(driver_id, watch),
+                                       m.DriverStatusResponse)
+        if watch and status.found:
+            self._watched = driver_id
+        return status
 
     async def next_status(self, timeout: float | None = None) -> m.DriverStatusResponse:
-        """The next update of a watched driver (a submit or status with ``watch``)."""
-        return await self.unsolicited(m.DriverStatusResponse, timeout)
+        """The next update of a watched driver (a submit or status with ``watch``); if its
+        master goes, the driver's state at the new leader (watched there from then on)."""
+        try:
+            status = await self.unsolicited(m.DriverStatusResponse, timeout)
+        except ConnectionError:
+            if not self._masters or self._watched is None:
+                raise
+            logger.warning("Lost the master; following driver %s to the leader", self._watched)
+            loop = asyncio.get_running_loop()
+            await self._next_master(loop.time() + FOLLOW_TIMEOUT)
+            status = await self.status(self._watched, watch=True)
+        if status.relaunched_as:
+            self._watched = status.relaunched_as
+        return status
 
     async def kill(self, driver_id: str) -> m.KillDriverResponse:
-        return await self.ask(m.RequestKillDriver(driver_id), m.KillDriverResponse)
+        return await self._to_leader(m.RequestKillDriver(driver_id), m.KillDriverResponse)
 
     async def kill_all(self) -> m.KillAllDriversResponse:
-        return await self.ask(m.RequestKillAllDrivers(), m.KillAllDriversResponse)
+        return await self._to_leader(m.RequestKillAllDrivers(), m.KillAllDriversResponse)
 
     async def clear(self) -> m.ClearCompletedDriversAndAppsResponse:
-        return await self.ask(m.RequestClearCompletedDriversAndApps(),
-                              m.ClearCompletedDriversAndAppsResponse)
+        return await self._to_leader(m.RequestClearCompletedDriversAndApps(),
+                                     m.ClearCompletedDriversAndAppsResponse)
 
     async def list(self) -> list[m.DriverStatusResponse]:
-        return (await self.ask(m.RequestDriverList(), m.DriverListResponse)).drivers
+        return (await self._to_leader(m.RequestDriverList(), m.DriverListResponse)).drivers
 
 
 class ApplicationClient(_Client):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from toolkit.base.notify import sd_notify
-from toolkit.errors import ConfigError, WireError
+from toolkit.errors import ConfigError, NotLeaderError, WireError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 
@@ -127,6 +127,9 @@ class Endpoint:
         reply = LocalReply()
         self.post(request, cast("wire.Connection", reply))  # duck-typed: see LocalReply
         answer = await asyncio.wait_for(reply.answer, timeout)
+        if isinstance(answer, m.NotLeader):
+            raise NotLeaderError(f"this master is {answer.state}: it does not take requests "
+                                 f"until it leads")
         if not isinstance(answer, kind):
             raise TypeError(f"{type(request).__name__} was answered with "
                             f"{type(answer).__name__}")

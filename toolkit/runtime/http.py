@@ -206,7 +206,7 @@ class HttpServer:
 
 def master_server(master: Master) -> HttpServer:
     def ready() -> tuple[bool, str]:
-        return master.state != MasterState.STANDBY, f"master is {master.state.value}"
+        return master.state == MasterState.ALIVE, f"master is {master.state.value}"
     return HttpServer("master", lambda: master_json(master), ready)
 
 

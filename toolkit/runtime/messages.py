@@ -202,6 +202,15 @@ class ApplicationFinished(Message):
 # Submission client <-> Master ---------------------------------------------------------------
 
 
+class NotLeader(Message):
+    """The answer of a master that does not lead (a standby, or one still recovering) to a
+    client's request: it was not done here; ask the leader (the client tries the others)."""
+
+    master_url: str
+    state: str
+    in_reply_to: int = 0
+
+
 class RequestSubmitDriver(Message):
     desc: DriverDescription
     watch: bool = False
@@ -416,7 +425,8 @@ TO_WORKER = (
 """What a worker accepts: only its master speaks to it."""
 
 TO_CLIENT = (
-    SubmitDriverResponse
+    NotLeader
+    | SubmitDriverResponse
     | KillDriverResponse
     | DriverStatusResponse
     | KillAllDriversResponse

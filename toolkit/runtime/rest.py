@@ -57,7 +57,7 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import web
 
 import toolkit
-from toolkit.errors import ConfigError, EmberError
+from toolkit.errors import ConfigError, EmberError, NotLeaderError
 from toolkit.runtime import messages as m
 from toolkit.runtime.wire import rest_token
 from toolkit.settings import parse_memory_mb, positive_int
@@ -259,6 +259,8 @@ class _RestApi:
             return await self._route(request)
         except BadRequest as exc:
             return _error(400, str(exc))
+        except NotLeaderError as exc:  # a standby, or still recovering: ask the leader
+            return _error(503, str(exc))
         except web.HTTPException as exc:  # 413 from aiohttp for a body over its limit
             return _error(exc.status, exc.reason)
         except Exception:

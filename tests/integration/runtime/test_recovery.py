@@ -78,3 +78,34 @@ def test_a_standby_on_the_same_directory_leads_when_the_leader_dies(
     standby.wait_state(worker_id, "ALIVE")
     state: dict[str, Any] = standby.json()
     assert [(d["id"], d["state"]) for d in state["activedrivers"]] == [(running, "RUNNING")]
+
+
+def test_ember_submit_finds_the_leader_and_follows_its_driver_across_a_failover(
+        cluster: Cluster, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    directory = tmp_path / "recovery"
+    leader = recovering(cluster, directory, free_port())
+    standby = recovering(cluster, directory, free_port(), wait=False)
+    wait_for(lambda: "standing by" in standby.proc.log(), 15, "the standby waiting")
+    both = f"ember://127.0.0.1:{standby.port},127.0.0.1:{leader.port}"  # the standby first
+    worker = cluster.worker(both, cores=1, memory="1g")
+    leader.wait_joined(worker)
+
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "submit", "--master", both, "--wait", "--memory",
+         "64m", "--", "sh", "-c", "sleep 4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        driver_id = wait_for(lambda: next((d["id"] for d in leader.json()["activedrivers"]
+                                           if d["state"] == "RUNNING"), None), 15, "running")
+        leader.proc.signal(signal.SIGKILL)  # the leader goes while ember submit waits
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 0, err
+    assert out.split() == [driver_id]  # one driver, never a second
+    assert f"{driver_id} FINISHED" in err and "following driver" in err
+    assert drivers_of(standby) == {driver_id: "FINISHED"}

@@ -72,8 +72,9 @@ class Master(Endpoint):
         return self.workers.live(worker_id)
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready unless in standby (the REST API's /readyz)."""
-        return self.state != MasterState.STANDBY, f"master is {self.state.value}"
+        """Ready when it leads and has recovered: ALIVE (the REST API's /readyz and every REST
+        action: a standby or a recovering master answers 503)."""
+        return self.state == MasterState.ALIVE, f"master is {self.state.value}"
 
     # Lifecycle ---------------------------------------------------------------------------
 

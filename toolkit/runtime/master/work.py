@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("toolkit.runtime.master")
 
+ClientRequest = (m.RequestSubmitDriver | m.RequestKillDriver | m.RequestDriverStatus
+                 | m.RequestKillAllDrivers | m.RequestClearCompletedDriversAndApps
+                 | m.RequestDriverList | m.RegisterApplication)
+
 
 class Work:
     """Takes submissions, places work with scheduling.py's pure functions, launches it on
@@ -131,6 +135,8 @@ class Work:
 
     def on_request_submit_driver(self, msg: m.RequestSubmitDriver,
                                  conn: Connection | None) -> None:
+        if self._not_leading(msg, conn):
+            return
         response, driver = self._submit(msg.desc)
         if conn is None:
             return
@@ -141,12 +147,16 @@ class Work:
             self.schedule()
 
     def on_request_kill_driver(self, msg: m.RequestKillDriver, conn: Connection | None) -> None:
+        if self._not_leading(msg, conn):
+            return
         response = self.kill_driver(msg.driver_id)
         if conn is not None:
             conn.send(_reply(response, msg.request_id))
 
     def on_request_driver_status(self, msg: m.RequestDriverStatus,
                                  conn: Connection | None) -> None:
+        if self._not_leading(msg, conn):
+            return
         status = self.driver_status(msg.driver_id)
         if conn is None:
             return
@@ -156,17 +166,23 @@ class Work:
 
     def on_request_kill_all_drivers(self, msg: m.RequestKillAllDrivers,
                                     conn: Connection | None) -> None:
+        if self._not_leading(msg, conn):
+            return
         response = self.kill_all_drivers()
         if conn is not None:
             conn.send(_reply(response, msg.request_id))
 
     def on_request_clear_completed_drivers_and_apps(
             self, msg: m.RequestClearCompletedDriversAndApps, conn: Connection | None) -> None:
+        if self._not_leading(msg, conn):
+            return
         response = self.clear_completed()
         if conn is not None:
             conn.send(_reply(response, msg.request_id))
 
     def on_request_driver_list(self, msg: m.RequestDriverList, conn: Connection | None) -> None:
+        if self._not_leading(msg, conn):
+            return
         if conn is not None:
             every = [*self.drivers.completed, *self.drivers.values()]
             conn.send(m.DriverListResponse([d.status() for d in every],
@@ -270,7 +286,7 @@ class Work:
 
     def on_register_application(self, msg: m.RegisterApplication,
                                 conn: Connection | None) -> None:
-        if conn is None or self._state() != MasterState.ALIVE:
+        if conn is None or self._not_leading(msg, conn):
             return
         app = self.apps.register(msg.desc, conn, self.clock())
         logger.info("Registered app %s with ID %s", msg.desc.name, app.id)
@@ -446,6 +462,16 @@ class Work:
         if app.conn is not None:
             app.conn.send(m.ExecutorUpdated(executor.exec_id, ExecutorState.LOST, reason,
                                             None, True))
+
+    def _not_leading(self, msg: ClientRequest, conn: Connection | None) -> bool:
+        """Not ALIVE (a standby, or still recovering): the client is told to ask the leader,
+        and nothing is done here. True if so."""
+        if self._state() == MasterState.ALIVE:
+            return False
+        if conn is not None:
+            conn.send(m.NotLeader(self._url(), self._state().value,
+                                  in_reply_to=msg.request_id))
+        return True
 
     def _not_alive(self, what: str) -> str:
         return (f"Current state is not alive: {self._state().value}. Can only {what} in ALIVE "

@@ -55,8 +55,11 @@ class _Client:
     it; what answers no request (a watched driver's update, an application's event) waits in
     ``inbox`` for whoever reads it."""
 
-    def __init__(self, conn: wire.Connection) -> None:
+    def __init__(self, conn: wire.Connection, master_url: str | None = None,
+                 secret: bytes | None = None) -> None:
         self.conn = conn
+        self._masters = parse_master_url(master_url) if master_url else []
+        self._secret = secret
         self.inbox: asyncio.Queue[m.Message | None] = asyncio.Queue()
         self._pending: dict[int, asyncio.Future[m.Message]] = {}
         self._ids = itertools.count(1)
@@ -109,50 +112,6 @@ class _Client:
                                   f"{type(request).__name__}")
         return answer
 
-    async def unsolicited(self, kind: type[T], timeout: float | None = None) -> T:
-        """The next message that answers no request, of ``kind`` (others are dropped)."""
-        while True:
-            message = await asyncio.wait_for(self.inbox.get(), timeout)
-            if message is None:
-                raise ConnectionError("the master closed the connection")
-            if isinstance(message, kind):
-                return message
-
-    async def close(self) -> None:
-        self.conn.close()
-        await self.conn.wait_closed(1.0)
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
-
-
-class SubmissionClient(_Client):
-    """Submit, watch, kill and list drivers. One request at a time.
-
-    With several masters (``ember://m1,m2``) it talks to the one that leads: a master that
-    does not (a standby, or one recovering) answers NotLeader and the next one is asked, for up
-    to FOLLOW_TIMEOUT. A watched driver is followed to a new leader when the old one goes.
-    A submission whose answer is lost with its master is not sent again: that is an error
-    saying so, never a second driver.
-    """
-
-    def __init__(self, conn: wire.Connection, master_url: str | None = None,
-                 secret: bytes | None = None) -> None:
-        super().__init__(conn)
-        self._masters = parse_master_url(master_url) if master_url else []
-        self._secret = secret
-        self._watched: str | None = None
-
-    @classmethod
-    async def open(cls, master_url: str, secret: bytes | None = None) -> SubmissionClient:
-        return cls(await connect_master(master_url, secret), master_url, secret)
-
-    async def __aenter__(self) -> SubmissionClient:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
-
     async def _to_leader(self, request: m.Message, kind: type[T]) -> T:
         """``request`` answered by the leading master; ConnectionError when none leads within
         FOLLOW_TIMEOUT."""
@@ -186,6 +145,48 @@ class SubmissionClient(_Client):
                                       f"{', '.join(order)}")
             here = ""
             await asyncio.sleep(FOLLOW_PAUSE)
+
+    async def unsolicited(self, kind: type[T], timeout: float | None = None) -> T:
+        """The next message that answers no request, of ``kind`` (others are dropped)."""
+        while True:
+            message = await asyncio.wait_for(self.inbox.get(), timeout)
+            if message is None:
+                raise ConnectionError("the master closed the connection")
+            if isinstance(message, kind):
+                return message
+
+    async def close(self) -> None:
+        self.conn.close()
+        await self.conn.wait_closed(1.0)
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+class SubmissionClient(_Client):
+    """Submit, watch, kill and list drivers. One request at a time.
+
+    With several masters (``ember://m1,m2``) it talks to the one that leads: a master that
+    does not (a standby, or one recovering) answers NotLeader and the next one is asked, for up
+    to FOLLOW_TIMEOUT. A watched driver is followed to a new leader when the old one goes.
+    A submission whose answer is lost with its master is not sent again: that is an error
+    saying so, never a second driver.
+    """
+
+    def __init__(self, conn: wire.Connection, master_url: str | None = None,
+                 secret: bytes | None = None) -> None:
+        super().__init__(conn, master_url, secret)
+        self._watched: str | None = None
+
+    @classmethod
+    async def open(cls, master_url: str, secret: bytes | None = None) -> SubmissionClient:
+        return cls(await connect_master(master_url, secret), master_url, secret)
+
+    async def __aenter__(self) -> SubmissionClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
 
     async def submit(self, desc: m.DriverDescription, watch: bool = False
                      ) -> m.SubmitDriverResponse:
@@ -242,9 +243,12 @@ class ApplicationClient(_Client):
     the closed connection and ends the application as FAILED.
     """
 
-    def __init__(self, conn: wire.Connection, app_id: str) -> None:
-        super().__init__(conn)
+    def __init__(self, conn: wire.Connection, app_id: str,
+                 desc: m.ApplicationDescription | None = None, master_url: str | None = None,
+                 secret: bytes | None = None) -> None:
+        super().__init__(conn, master_url, secret)
         self.app_id = app_id
+        self.desc = desc
 
     @classmethod
     async def register(cls, desc: m.ApplicationDescription, master_url: str | None = None,
@@ -254,9 +258,10 @@ class ApplicationClient(_Client):
             raise ConfigError("no master URL: pass one or set EMBER_MASTER_URL")
         if not desc.user:
             desc = msgspec.structs.replace(desc, user=getpass.getuser())
-        conn = await connect_master(url, secret if secret is not None else secret_from_env())
-        client = cls(conn, "")
-        registered = await client.ask(m.RegisterApplication(desc), m.RegisteredApplication)
+        secret = secret if secret is not None else secret_from_env()
+        client = cls(await connect_master(url, secret), "", desc, url, secret)
+        registered = await client._to_leader(m.RegisterApplication(desc),
+                                             m.RegisteredApplication)
         client.app_id = registered.app_id
         logger.info("Registered application %s as %s", desc.name, client.app_id)
         return client
@@ -269,11 +274,28 @@ class ApplicationClient(_Client):
         await self.stop()
 
     async def event(self, timeout: float | None = None) -> m.Message:
-        """The next event from the master; ConnectionError when the master goes away."""
-        message = await asyncio.wait_for(self.inbox.get(), timeout)
-        if message is None:
+        """The next event from the master. When the master goes, the application is taken
+        back to the leader (a restarted master, or a standby that took over) and the events
+        go on; ConnectionError when no master takes it back."""
+        while True:
+            message = await asyncio.wait_for(self.inbox.get(), timeout)
+            if message is not None:
+                return message
+            await self._back_to_the_leader()
+
+    async def _back_to_the_leader(self) -> None:
+        if not self._masters or self.desc is None:
             raise ConnectionError("the master closed the connection")
-        return message
+        logger.warning("Lost the master; taking application %s back to the leader",
+                       self.app_id)
+        await self._next_master(asyncio.get_running_loop().time() + FOLLOW_TIMEOUT)
+        try:
+            await self._to_leader(m.ReconnectApplication(self.app_id, self.desc),
+                                  m.RegisteredApplication)
+        except ConnectionError as exc:
+            raise ConnectionError(f"application {self.app_id} was not taken back: {exc}"
+                                  ) from None
+        logger.info("Application %s is back with the leader", self.app_id)
 
     async def stop(self) -> None:
         """Unregister (the master ends the executors) and close."""

@@ -318,6 +318,15 @@ class UnregisterApplication(Message):
     app_id: str
 
 
+class ReconnectApplication(Message):
+    """An application's driver program, its master gone, asks the (new) leader to take its
+    application back: answered RegisteredApplication, or ApplicationRemoved if unknown."""
+
+    app_id: str
+    desc: ApplicationDescription
+    request_id: int = 0
+
+
 class ExecutorAdded(Message):
     exec_id: int
     worker_id: str
@@ -342,6 +351,7 @@ class WorkerRemoved(Message):
 
 class ApplicationRemoved(Message):
     message: str
+    in_reply_to: int = 0
 
 
 # Master to itself (timers post these; they never cross the wire) ----------------------------
@@ -407,6 +417,7 @@ TO_MASTER = (
     | RequestDriverList
     | RegisterApplication
     | UnregisterApplication
+    | ReconnectApplication
 )
 """What a master accepts on a connection; anything else is refused when it is decoded."""
 

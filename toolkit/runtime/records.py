@@ -44,6 +44,9 @@ EXECUTOR_MOVES: dict[ExecutorState, frozenset[ExecutorState]] = {
 APP_MOVES: dict[ApplicationState, frozenset[ApplicationState]] = {
     ApplicationState.WAITING: FINISHED_APP_STATES | {ApplicationState.RUNNING},
     ApplicationState.RUNNING: FINISHED_APP_STATES,
+    # read back by a recovering master: its driver program comes back, or it does not
+    ApplicationState.UNKNOWN: FINISHED_APP_STATES | {ApplicationState.WAITING,
+                                                     ApplicationState.RUNNING},
 }
 WORKER_MOVES: dict[WorkerState, frozenset[WorkerState]] = {
     WorkerState.ALIVE: frozenset({WorkerState.DEAD}),
@@ -197,6 +200,12 @@ class AppInfo:
                         APP_MOVES)
         self.state = ApplicationState.RUNNING
         return changed
+
+    def reattach(self, conn: Connection) -> None:
+        """UNKNOWN -> RUNNING (or WAITING, with no executor): its driver program came back."""
+        state = ApplicationState.RUNNING if self.executors else ApplicationState.WAITING
+        _move(f"application {self.id}", self.state, state, APP_MOVES)
+        self.state, self.conn = state, conn
 
     def end(self, state: ApplicationState, now: float) -> None:
         """WAITING/RUNNING -> a final state."""

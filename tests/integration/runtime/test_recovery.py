@@ -10,6 +10,7 @@ from typing import Any
 
 from tests.integration.runtime.test_drivers import alive, submit, wait_driver
 from tests.procs import Cluster, MasterProc, ember, free_port, get_json, wait_for
+from toolkit.runtime import messages as m
 
 RUNS = "echo $$ > pid; exec sleep 60"
 
@@ -109,3 +110,42 @@ def test_ember_submit_finds_the_leader_and_follows_its_driver_across_a_failover(
     assert out.split() == [driver_id]  # one driver, never a second
     assert f"{driver_id} FINISHED" in err and "following driver" in err
     assert drivers_of(standby) == {driver_id: "FINISHED"}
+
+
+def test_an_application_and_its_executors_come_back_to_a_restarted_master(
+        cluster: Cluster, tmp_path: Path) -> None:
+    import asyncio
+
+    from tests.integration.runtime.test_applications import SLEEPER, app_desc, events_until
+    from toolkit.runtime.client import ApplicationClient
+
+    directory, port = tmp_path / "recovery", free_port()
+    first = recovering(cluster, directory, port)
+    worker = cluster.worker(first.url, cores=2, memory="1g")
+    first.wait_joined(worker)
+
+    async def scenario() -> tuple[str, dict[int, int], dict[str, Any]]:
+        app = await ApplicationClient.register(
+            app_desc(SLEEPER, cores_per_executor=1, max_cores=2), first.url)
+        try:
+            await events_until(app, lambda seen: sum(
+                isinstance(e, m.ExecutorUpdated) and e.state == "RUNNING" for e in seen) == 2)
+            folder = worker.work_dir / app.app_id
+            pids = {n: int(wait_for(lambda n=n: (folder / str(n) / "pid").exists() and (
+                folder / str(n) / "pid").read_text().strip(), 10, "pid")) for n in (0, 1)}
+            first.proc.signal(signal.SIGKILL)
+            following = asyncio.ensure_future(app.event())  # notices, and goes back
+            second = await asyncio.to_thread(recovering, cluster, directory, port)
+            state = await asyncio.to_thread(wait_for, lambda: (
+                second.json() if second.json()["status"] == "ALIVE" else None), 20,
+                "recovery complete")
+            following.cancel()
+            return app.app_id, pids, state
+        finally:
+            await app.stop()
+
+    app_id, pids, state = asyncio.run(scenario())
+    assert [(a["id"], a["state"]) for a in state["activeapps"]] == [(app_id, "RUNNING")]
+    assert all(alive(pid) for pid in pids.values())  # the same executors, never restarted
+    executors = sorted(p.name for p in (worker.work_dir / app_id).iterdir())
+    assert executors == ["0", "1"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from toolkit.runtime import messages as m
+from toolkit.runtime.master.store import NoStore, Store
 from toolkit.runtime.master.table import Table
 from toolkit.runtime.records import AppInfo, ExecutorInfo, make_id, retain
 from toolkit.runtime.states import ApplicationState
@@ -21,8 +22,9 @@ if TYPE_CHECKING:
 class Apps(Table[AppInfo]):
     """Active applications by id, in registration order (a Mapping); ``completed`` beside."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: Store | None = None) -> None:
         super().__init__()
+        self._store: Store = store or NoStore()
         self._of_client: dict[Connection, list[AppInfo]] = {}
         self.completed: list[AppInfo] = []
         self._number = 0
@@ -36,6 +38,7 @@ class Apps(Table[AppInfo]):
     def register(self, desc: m.ApplicationDescription, conn: Connection, now: float) -> AppInfo:
         app = AppInfo(make_id("app", now, self._number), desc, conn, now)
         self._number += 1
+        self._store.put_app(app)
         self._rows[app.id] = app
         self._of_client.setdefault(conn, []).append(app)
         return app
@@ -50,8 +53,27 @@ class Apps(Table[AppInfo]):
         for executor in executors:
             app.remove_executor(executor)
         app.end(state, now)
-        retain(self.completed, app)
+        self._store.complete_app(app, retain(self.completed, app))
         return executors
+
+    def save(self, app: AppInfo) -> None:
+        """Its executors changed: what a new leader would read is brought up to date."""
+        if app.id in self._rows:
+            self._store.put_app(app)
+
+    def restore(self, app: AppInfo) -> None:
+        """An application read back by a recovering master (UNKNOWN, no link)."""
+        self._number = max(self._number, int(app.id.rpartition("-")[2]) + 1)
+        self._rows[app.id] = app
+
+    def restore_completed(self, app: AppInfo) -> None:
+        retain(self.completed, app)
+
+    def reattach(self, app: AppInfo, conn: Connection) -> None:
+        """Its driver program came back on ``conn``."""
+        app.reattach(conn)
+        self._of_client.setdefault(conn, []).append(app)
+        self._store.put_app(app)
 
     def of_client(self, conn: Connection) -> list[AppInfo]:
         """The active applications a closed connection had registered (then forgotten)."""
@@ -59,3 +81,4 @@ class Apps(Table[AppInfo]):
 
     def clear_completed(self) -> None:
         self.completed.clear()
+        self._store.forget_completed()

@@ -15,6 +15,7 @@ from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.config import MasterConfig
 from toolkit.runtime.endpoint import Endpoint, Handler, Limits
+from toolkit.runtime.master import recovery
 from toolkit.runtime.master.store import FileStore, NoStore, store_for
 from toolkit.runtime.master.work import Work
 from toolkit.runtime.master.workers import Workers
@@ -116,6 +117,7 @@ class Master(Endpoint):
             m.CompleteRecovery: self.on_complete_recovery,
             **self.work.handlers(),
             m.WorkerLatestState: self.on_worker_latest_state,
+            m.ReconnectApplication: self.on_reconnect_application,
         }
 
     # Leadership and recovery (a recovery mode) ---------------------------------------------
@@ -132,17 +134,11 @@ class Master(Endpoint):
         logger.info("Leading: recovering from %s", self.store.directory)
         self.state = MasterState.RECOVERING
         found = self.store.read()
-        now, seen = self.clock(), self.monotonic()
-        for stored in found.workers:
-            worker = WorkerInfo(stored.id, stored.host, stored.port, stored.cores,
-                                stored.memory, stored.webui_url, None, last_heartbeat=now,
-                                last_seen=seen, state=WorkerState.UNKNOWN)
-            self.workers.restore(worker)
-        self.work.restore(found)
-        logger.info("Recovered %d workers, %d drivers (%d waiting) and %d completed drivers",
-                    len(found.workers), len(found.drivers),
+        recovery.restore(self.workers, self.work, found, self.clock(), self.monotonic())
+        logger.info("Recovered %d workers, %d drivers (%d waiting) and %d completed drivers, "
+                    "%d applications", len(found.workers), len(found.drivers),
                     sum(d.state == DriverState.SUBMITTED for d in found.drivers),
-                    len(found.completed))
+                    len(found.completed), len(found.apps))
         if not self._settle_recovery():
             self.after(self.config.worker_timeout, m.CompleteRecovery())
 
@@ -151,13 +147,21 @@ class Master(Endpoint):
         if self.state == MasterState.RECOVERING:
             self._settle_recovery()
 
+    def on_reconnect_application(self, msg: m.ReconnectApplication,
+                                 conn: Connection | None) -> None:
+        self.work.on_reconnect_application(msg, conn)
+        if self.state == MasterState.RECOVERING:
+            self._settle_recovery()
+
     def on_complete_recovery(self, msg: m.CompleteRecovery, conn: Connection | None) -> None:
         if self.state == MasterState.RECOVERING:
             self._complete_recovery()
 
     def _settle_recovery(self) -> bool:
-        """Recovery is complete once no stored worker is UNKNOWN; True if it is."""
-        if any(w.state == WorkerState.UNKNOWN for w in self.workers.living()):
+        """Recovery is complete once no stored worker or application is UNKNOWN; True if it
+        is."""
+        if any(w.state == WorkerState.UNKNOWN for w in self.workers.living()) or (
+                self.work.unknown_apps()):
             return False
         self._complete_recovery()
         return True
@@ -169,7 +173,7 @@ class Master(Endpoint):
         for worker in self.workers.living():
             if worker.state == WorkerState.UNKNOWN:
                 self._remove(worker, "did not come back to the recovering master")
-        self.work.settle_recovery()
+        recovery.settle(self.workers, self.work)
         self.state = MasterState.ALIVE
         logger.info("Recovery complete: %d workers, %d drivers; now ALIVE",
                     len(self.workers.living()), len(self.work.drivers))

@@ -23,8 +23,8 @@ import msgspec
 from toolkit.base.files import sync_dir, write_atomic
 from toolkit.errors import ConfigError
 from toolkit.runtime import messages as m
-from toolkit.runtime.records import DriverInfo, WorkerInfo
-from toolkit.runtime.states import DriverState
+from toolkit.runtime.records import AppInfo, DriverInfo, WorkerInfo
+from toolkit.runtime.states import ApplicationState, DriverState, ExecutorState
 
 logger = logging.getLogger("toolkit.runtime.master")
 
@@ -53,6 +53,26 @@ class StoredDriver(msgspec.Struct):
     relaunched_as: str | None = None
 
 
+class StoredExecutor(msgspec.Struct):
+    exec_id: int
+    worker_id: str
+    worker_host_port: str
+    cores: int
+    memory: int
+    state: ExecutorState
+
+
+class StoredApp(msgspec.Struct):
+    id: str
+    desc: m.ApplicationDescription
+    submitted: float
+    state: ApplicationState
+    executors: list[StoredExecutor]
+    next_exec_id: int
+    retry_count: int = 0
+    ended: float | None = None
+
+
 @dataclass
 class Recovered:
     """What a leader reads back."""
@@ -62,6 +82,9 @@ class Recovered:
     """Not finished: running on a stored worker, or waiting."""
     completed: list[StoredDriver] = field(default_factory=list)
     """Finished, oldest first."""
+    apps: list[StoredApp] = field(default_factory=list)
+    """Not finished, with their executors."""
+    completed_apps: list[StoredApp] = field(default_factory=list)
 
 
 class Store(Protocol):
@@ -70,6 +93,8 @@ class Store(Protocol):
     def put_driver(self, driver: DriverInfo) -> None: ...
     def complete_driver(self, driver: DriverInfo, dropped: list[DriverInfo]) -> None: ...
     def forget_completed(self) -> None: ...
+    def put_app(self, app: AppInfo) -> None: ...
+    def complete_app(self, app: AppInfo, dropped: list[AppInfo]) -> None: ...
 
 
 class NoStore:
@@ -89,6 +114,18 @@ class NoStore:
 
     def forget_completed(self) -> None:
         pass
+
+    def put_app(self, app: AppInfo) -> None:
+        pass
+
+    def complete_app(self, app: AppInfo, dropped: list[AppInfo]) -> None:
+        pass
+
+
+def stored_app(app: AppInfo) -> StoredApp:
+    return StoredApp(app.id, app.desc, app.submitted, app.state, [
+        StoredExecutor(e.exec_id, e.worker_id, e.worker_host_port, e.cores, e.memory, e.state)
+        for e in app.executors.values()], app.next_exec_id, app.retry_count, app.ended)
 
 
 def stored_driver(driver: DriverInfo) -> StoredDriver:
@@ -156,8 +193,19 @@ class FileStore:
         sync_dir(self.directory)
 
     def forget_completed(self) -> None:
-        for path in self.directory.glob("done-*.json"):
-            path.unlink(missing_ok=True)
+        for pattern in ("done-*.json", "ended-*.json"):
+            for path in self.directory.glob(pattern):
+                path.unlink(missing_ok=True)
+        sync_dir(self.directory)
+
+    def put_app(self, app: AppInfo) -> None:
+        self._put("app", app.id, stored_app(app))
+
+    def complete_app(self, app: AppInfo, dropped: list[AppInfo]) -> None:
+        self._put("ended", app.id, stored_app(app))
+        self._forget("app", app.id)
+        for old in dropped:
+            self._forget("ended", old.id)
         sync_dir(self.directory)
 
     def read(self) -> Recovered:
@@ -167,6 +215,8 @@ class FileStore:
             "worker": (StoredWorker, lambda r: found.workers.append(r)),  # type: ignore[arg-type]
             "driver": (StoredDriver, lambda r: found.drivers.append(r)),  # type: ignore[arg-type]
             "done": (StoredDriver, lambda r: found.completed.append(r)),  # type: ignore[arg-type]
+            "app": (StoredApp, lambda r: found.apps.append(r)),  # type: ignore[arg-type]
+            "ended": (StoredApp, lambda r: found.completed_apps.append(r)),  # type: ignore[arg-type]
         }
         for path in sorted(self.directory.glob("*.json")):
             kind = path.name.partition("-")[0]
@@ -179,6 +229,8 @@ class FileStore:
                 logger.error("Skipping the unreadable recovery record %s: %s", path, exc)
         found.drivers.sort(key=lambda d: (d.submitted, d.id))
         found.completed.sort(key=lambda d: (d.submitted, d.id))
+        found.apps.sort(key=lambda a: (a.submitted, a.id))
+        found.completed_apps.sort(key=lambda a: (a.ended or a.submitted, a.id))
         return found
 
 

@@ -20,8 +20,8 @@ from toolkit.runtime import messages as m
 from toolkit.runtime import scheduling
 from toolkit.runtime.master.apps import Apps
 from toolkit.runtime.master.drivers import Drivers
-from toolkit.runtime.master.store import Recovered, Store
-from toolkit.runtime.records import DriverInfo
+from toolkit.runtime.master.store import Store
+from toolkit.runtime.records import AppInfo, DriverInfo, ExecutorInfo
 from toolkit.runtime.states import (
     FINISHED_EXECUTOR_STATES,
     REPORTED_DRIVER_ENDS,
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from toolkit.runtime.config import MasterConfig
     from toolkit.runtime.endpoint import Handler
     from toolkit.runtime.master.workers import Workers
-    from toolkit.runtime.records import AppInfo, ExecutorInfo, WorkerInfo
+    from toolkit.runtime.records import WorkerInfo
     from toolkit.runtime.wire import Connection
 
 logger = logging.getLogger("toolkit.runtime.master")
@@ -59,7 +59,7 @@ class Work:
         self._url = url
         self._state = state
         self.drivers = Drivers(store)
-        self.apps = Apps()
+        self.apps = Apps(store)
         self.shuffle: Callable[[list[scheduling.WorkerOffer]], None] = random.shuffle
 
     def handlers(self) -> dict[type[m.Message], Handler]:
@@ -75,6 +75,7 @@ class Work:
             m.WorkerLatestState: self.on_worker_latest_state,
             m.RegisterApplication: self.on_register_application,
             m.UnregisterApplication: self.on_unregister_application,
+            m.ReconnectApplication: self.on_reconnect_application,
         }
 
     # What the membership side tells it -----------------------------------------------------
@@ -86,7 +87,7 @@ class Work:
         for app in apps:
             logger.warning("Application %s's driver disconnected without unregistering",
                            app.id)
-            self._end_app(app, ApplicationState.FAILED,
+            self.end_app(app, ApplicationState.FAILED,
                           "the driver disconnected without unregistering")
         if apps:
             self.schedule()
@@ -103,33 +104,12 @@ class Work:
                 told.add(app.id)
                 app.conn.send(m.WorkerRemoved(worker.id, worker.host, reason))
         for driver in list(worker.drivers.values()):
-            self._lose_driver(driver, f"worker {worker.id} lost: {reason}")
+            self.lose_driver(driver, f"worker {worker.id} lost: {reason}")
 
-    # Recovery ------------------------------------------------------------------------------
+    # Recovery (recovery.py reads the records back and settles what did not return) -----
 
-    def restore(self, found: Recovered) -> None:
-        """Drivers read back by a recovering master: the waiting wait again, the running are
-        on their (UNKNOWN) workers until those come back; the history is kept."""
-        for stored in found.drivers:
-            driver = DriverInfo(stored.id, stored.desc, stored.submitted, stored.state,
-                                stored.worker_id, stored.worker_host_port, stored.started,
-                                stored.message, stored.exit_code, stored.relaunched_as)
-            self.drivers.restore(driver, self.workers.get(stored.worker_id or ""))
-        for stored in found.completed:
-            self.drivers.restore_completed(DriverInfo(
-                stored.id, stored.desc, stored.submitted, stored.state, stored.worker_id,
-                stored.worker_host_port, stored.started, stored.message, stored.exit_code,
-                stored.relaunched_as))
-
-    def settle_recovery(self) -> None:
-        """End of recovery: a running driver whose worker is not back (or was never stored)
-        is lost like any driver of a lost worker."""
-        for driver in list(self.drivers.values()):
-            worker = self.workers.live(driver.worker_id or "")
-            if driver.state == DriverState.RUNNING and (worker is None or
-                                                         driver.id not in worker.drivers):
-                self._lose_driver(driver, "its worker did not come back to the recovering "
-                                          "master")
+    def unknown_apps(self) -> list[AppInfo]:
+        return [a for a in self.apps.values() if a.state == ApplicationState.UNKNOWN]
 
     # Drivers: submission clients -----------------------------------------------------------
 
@@ -231,6 +211,7 @@ class Work:
                            app.id, executor.exec_id, executor.state)
             return
         executor.move(state)
+        self.apps.save(app)
         if app.conn is not None:
             app.conn.send(m.ExecutorUpdated(executor.exec_id, state, msg.message,
                                             msg.exit_code))
@@ -238,6 +219,7 @@ class Work:
             return
         logger.info("Executor %s/%d is %s: %s", app.id, executor.exec_id, state, msg.message)
         app.remove_executor(executor)
+        self.apps.save(app)
         worker.executors.pop(executor.key, None)
         if state == ExecutorState.FAILED or (state == ExecutorState.EXITED
                                              and msg.exit_code != 0):
@@ -246,7 +228,7 @@ class Work:
                     and not any(app.running())):
                 logger.error("Application %s failed %d times with no executor running; "
                              "removing it", app.id, app.retry_count)
-                self._end_app(app, ApplicationState.FAILED,
+                self.end_app(app, ApplicationState.FAILED,
                               f"{app.retry_count} executors failed")
         self.schedule()
 
@@ -265,7 +247,7 @@ class Work:
         runs = set(msg.driver_ids)
         for driver in list(worker.drivers.values()):
             if driver.epoch < worker.epoch and driver.id not in runs:
-                self._lose_driver(driver, f"worker {worker.id} no longer runs it")
+                self.lose_driver(driver, f"worker {worker.id} no longer runs it")
         running = {(ref.app_id, ref.exec_id) for ref in msg.executors}
         for key, executor in list(worker.executors.items()):
             if executor.epoch < worker.epoch and key not in running:
@@ -293,12 +275,31 @@ class Work:
         conn.send(m.RegisteredApplication(app.id, self._url(), in_reply_to=msg.request_id))
         self.schedule()
 
+    def on_reconnect_application(self, msg: m.ReconnectApplication,
+                                 conn: Connection | None) -> None:
+        """A driver program whose master went asks this one to take its application back;
+        a recovering master takes it (a standby says NotLeader)."""
+        if conn is None:
+            return
+        if self._state() == MasterState.STANDBY:
+            conn.send(m.NotLeader(self._url(), self._state().value, in_reply_to=msg.request_id))
+            return
+        app = self.apps.get(msg.app_id)
+        if app is None or app.state != ApplicationState.UNKNOWN:
+            conn.send(m.ApplicationRemoved(f"application {msg.app_id} is not known here",
+                                           in_reply_to=msg.request_id))
+            return
+        self.apps.reattach(app, conn)
+        logger.info("Application %s is back", app.id)
+        conn.send(m.RegisteredApplication(app.id, self._url(), in_reply_to=msg.request_id))
+        self.schedule()
+
     def on_unregister_application(self, msg: m.UnregisterApplication,
                                   conn: Connection | None) -> None:
         app = self.apps.get(msg.app_id)
         if app is not None and app.conn is conn:
             logger.info("Received unregister request from application %s", app.id)
-            self._end_app(app, ApplicationState.FINISHED, None)
+            self.end_app(app, ApplicationState.FINISHED, None)
             self.schedule()
 
     # Answers, for the handlers above (REST reaches them through the inbox too: ask) -------
@@ -395,6 +396,7 @@ class Work:
         executor.epoch = worker.epoch
         worker.executors[executor.key] = executor
         app.start()
+        self.apps.save(app)
         logger.info("Launching executor %s/%d on worker %s", app.id, executor.exec_id,
                     worker.id)
         if worker.conn is not None:
@@ -424,7 +426,7 @@ class Work:
                             self.workers.get(driver.worker_id or ""))
         self._tell_watchers(driver)
 
-    def _lose_driver(self, driver: DriverInfo, reason: str) -> None:
+    def lose_driver(self, driver: DriverInfo, reason: str) -> None:
         if not driver.desc.supervise:
             self._end_driver(driver, DriverState.ERROR, reason)
             return
@@ -438,7 +440,7 @@ class Work:
         for conn in self.drivers.to_tell(driver):
             conn.send(status)
 
-    def _end_app(self, app: AppInfo, state: ApplicationState, message: str | None) -> None:
+    def end_app(self, app: AppInfo, state: ApplicationState, message: str | None) -> None:
         logger.info("Removing app %s: %s", app.id, state)
         for executor in self.apps.end(app, state, self.clock()):
             worker = self.workers.get(executor.worker_id)
@@ -459,6 +461,7 @@ class Work:
             return
         executor.move(ExecutorState.LOST)
         app.remove_executor(executor)
+        self.apps.save(app)
         if app.conn is not None:
             app.conn.send(m.ExecutorUpdated(executor.exec_id, ExecutorState.LOST, reason,
                                             None, True))

@@ -13,6 +13,11 @@ class WireError(EmberError, ConnectionError):
     """A peer broke the protocol; only its connection is closed."""
 
 
+class FatalError(EmberError):
+    """The process cannot go on safely (a master that cannot record what it acknowledges):
+    it exits non-zero, so that its supervisor starts it again."""
+
+
 class NotLeaderError(EmberError, ConnectionError):
     """The master asked does not lead (a standby, or still recovering): nothing was done."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from toolkit.base.notify import sd_notify
-from toolkit.errors import ConfigError, NotLeaderError, WireError
+from toolkit.errors import ConfigError, FatalError, NotLeaderError, WireError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 
@@ -152,6 +152,10 @@ class Endpoint:
             message, conn = await self._inbox.get()
             try:
                 self.handle(message, conn)
+            except FatalError as exc:
+                logger.error("%s: %s; exiting", self.role, exc)
+                self.stop(1)
+                return
             except Exception:
                 logger.exception("%s: handler for %s failed", self.role, type(message).__name__)
 

@@ -9,7 +9,6 @@ lock leads; another on the same directory waits as a standby, so two never both 
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
@@ -21,7 +20,7 @@ from typing import Protocol
 import msgspec
 
 from toolkit.base.files import sync_dir, write_atomic
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, FatalError
 from toolkit.runtime import messages as m
 from toolkit.runtime.records import AppInfo, DriverInfo, WorkerInfo
 from toolkit.runtime.states import ApplicationState, DriverState, ExecutorState
@@ -165,21 +164,33 @@ class FileStore:
     # Records -------------------------------------------------------------------------------
 
     def _put(self, kind: str, key: str, record: msgspec.Struct) -> None:
-        write_atomic(self.directory / f"{kind}-{key}.json", msgspec.json.encode(record), 0o600,
-                     durable=True)
+        path = self.directory / f"{kind}-{key}.json"
+        try:
+            write_atomic(path, msgspec.json.encode(record), 0o600, durable=True)
+        except OSError as exc:  # nothing is acknowledged that is not recorded
+            raise FatalError(f"cannot record {path}: {exc.strerror or exc}") from None
 
     def _forget(self, kind: str, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.directory / f"{kind}-{key}.json").unlink()
+        try:
+            (self.directory / f"{kind}-{key}.json").unlink(missing_ok=True)
+        except OSError as exc:
+            raise FatalError(f"cannot remove {self.directory / f'{kind}-{key}.json'}: "
+                             f"{exc.strerror or exc}") from None
 
     def put_worker(self, worker: WorkerInfo) -> None:
         self._put("worker", worker.id, StoredWorker(worker.id, worker.host, worker.port,
                                                     worker.cores, worker.memory,
                                                     worker.webui_url))
 
+    def _sync(self) -> None:
+        try:
+            sync_dir(self.directory)
+        except OSError as exc:
+            raise FatalError(f"cannot sync {self.directory}: {exc.strerror or exc}") from None
+
     def forget_worker(self, worker_id: str) -> None:
         self._forget("worker", worker_id)
-        sync_dir(self.directory)
+        self._sync()
 
     def put_driver(self, driver: DriverInfo) -> None:
         self._put("driver", driver.id, stored_driver(driver))
@@ -190,13 +201,13 @@ class FileStore:
         self._forget("driver", driver.id)
         for old in dropped:
             self._forget("done", old.id)
-        sync_dir(self.directory)
+        self._sync()
 
     def forget_completed(self) -> None:
         for pattern in ("done-*.json", "ended-*.json"):
             for path in self.directory.glob(pattern):
-                path.unlink(missing_ok=True)
-        sync_dir(self.directory)
+                self._forget(*path.stem.split("-", 1))
+        self._sync()
 
     def put_app(self, app: AppInfo) -> None:
         self._put("app", app.id, stored_app(app))
@@ -206,7 +217,7 @@ class FileStore:
         self._forget("app", app.id)
         for old in dropped:
             self._forget("ended", old.id)
-        sync_dir(self.directory)
+        self._sync()
 
     def read(self) -> Recovered:
         """Every record; one that cannot be read is reported (which file, why) and skipped."""

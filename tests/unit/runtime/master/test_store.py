@@ -3,6 +3,7 @@ name; an unknown mode is refused by name; one lock, one leader."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -80,3 +81,28 @@ def test_a_mode_that_cannot_work_is_refused_by_name(mode: str, directory: Path |
 
 def test_none_keeps_nothing() -> None:
     assert isinstance(store_for("none", None), NoStore)
+
+
+async def test_a_master_that_cannot_record_acknowledges_nothing_and_exits_non_zero(
+        tmp_path: Path) -> None:
+    from toolkit.runtime.config import MasterConfig
+    from toolkit.runtime.master import Master
+
+    directory = tmp_path / "recovery"
+    master = Master(MasterConfig(host="10.0.0.1", recovery_mode="filesystem",
+                                 recovery_dir=directory))
+    master.start_consumer()
+    master.post(m.TryToLead())
+    client = FakeConn()
+    for _ in range(100):
+        if master.state == "ALIVE":
+            break
+        await asyncio.sleep(0.01)
+    assert master.state == "ALIVE"
+    for path in directory.iterdir():
+        path.unlink()
+    directory.rmdir()
+    directory.write_text("not a directory any more\n")  # every record now fails
+    master.post(m.RequestSubmitDriver(m.DriverDescription(["true"]), request_id=1), client)  # type: ignore[arg-type]
+    await asyncio.wait_for(master.stopped.wait(), 5)
+    assert master.exit_code == 1 and client.sent == []  # no answer that was not recorded

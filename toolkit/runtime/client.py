@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 REPLY_TIMEOUT = 10.0
 FOLLOW_TIMEOUT = 60.0
 """How long a client looks for a leading master (a failover, a recovery) before it gives up."""
-FOLLOW_PAUSE = 0.5
+FOLLOW_PAUSE = 0.1
+"""Seconds between rounds over the masters while none leads (clients are few: a short pause)."""
 
 T = TypeVar("T", bound=m.Message)
 

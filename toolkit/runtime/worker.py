@@ -158,8 +158,9 @@ class Worker(Endpoint):
     def on_master_connected(self, msg: m.MasterConnected, conn: Connection | None) -> None:
         if conn is None or conn.closed:
             return
-        if self.registered:
-            conn.close()
+        if self.registered:  # a link to another master is not needed; this one's is kept
+            if conn is not self.master:
+                conn.close()
             return
         self._link_conns[msg.address] = conn
         conn.send(self._register_message(msg.address))

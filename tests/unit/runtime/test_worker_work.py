@@ -88,3 +88,18 @@ def test_launch_header_and_placeholders() -> None:
     assert fill_placeholders(["x", "--id={{EXECUTOR_ID}}", "{{APP_ID}}/{{CORES}}",
                               "{{HOSTNAME}} {{WORKER_URL}}", "{{OTHER}}; rm -rf /"], values) == [
         "x", "--id=3", "app-1/2", "h ember://h:1", "{{OTHER}}; rm -rf /"]
+
+
+async def test_a_late_retry_on_the_link_it_registered_on_keeps_that_link(
+        worker: Worker) -> None:
+    """A standby turned it away and then came to lead: the retry timer set then fires on the
+    very link the worker is now registered on. It must not close it (the master would take a
+    closed link for a lost worker)."""
+    link = FakeConn()
+    worker.handle(m.MasterInStandby(), link)
+    registered(worker, link)
+    worker.handle(m.MasterConnected("10.0.0.1:7077"), link)
+    assert not link.closed and worker.master is link and worker.registered
+    other = FakeConn()
+    worker.handle(m.MasterConnected("10.0.0.9:7077"), other)
+    assert other.closed  # a link to another master is closed, as before

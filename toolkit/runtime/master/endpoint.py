@@ -25,6 +25,8 @@ from toolkit.runtime.wire import Connection
 
 logger = logging.getLogger("toolkit.runtime.master")
 
+STANDBY_POLL = 0.2
+"""Seconds between a standby's tries at the recovery directory's lock."""
 REAPER_ITERATIONS = 15
 """A DEAD worker stays listed for (REAPER_ITERATIONS + 1) x worker timeout, as in Spark."""
 
@@ -55,6 +57,8 @@ class Master(Endpoint):
         self._next_check: asyncio.TimerHandle | None = None
         self._asked_in: set[Connection] = set()
         self._said_standby = False
+        self._turned_away: set[Connection] = set()
+        """Workers' links a standby turned away: told at once when it comes to lead."""
         """Links already asked to re-register (ReconnectWorker): once each."""
         self._rest: Any = None
         # last: the endpoint reads the handler table, which names the tables' handlers
@@ -129,10 +133,13 @@ class Master(Endpoint):
             if not self._said_standby:
                 logger.info("Another master leads on %s; standing by", self.store.directory)
                 self._said_standby = True
-            self.after(1.0, m.TryToLead())
+            self.after(STANDBY_POLL, m.TryToLead())
             return
         logger.info("Leading: recovering from %s", self.store.directory)
         self.state = MasterState.RECOVERING
+        for link in self._turned_away:  # they need not wait for their next try
+            link.send(m.ReconnectWorker(self.url))
+        self._turned_away.clear()
         found = self.store.read()
         recovery.restore(self.workers, self.work, found, self.clock(), self.monotonic())
         logger.info("Recovered %d workers, %d drivers (%d waiting) and %d completed drivers, "
@@ -186,6 +193,7 @@ class Master(Endpoint):
             return
         if self.state == MasterState.STANDBY:
             conn.send(m.MasterInStandby())
+            self._turned_away.add(conn)
             return
         known = self.live_worker(msg.id)
         if known is not None:  # schedule() waits for its WorkerLatestState
@@ -237,6 +245,7 @@ class Master(Endpoint):
                            msg.reason, self.config.worker_timeout)
         if conn is not None:
             self._asked_in.discard(conn)
+            self._turned_away.discard(conn)
             self.work.forget_client(conn)
 
     def on_check_for_worker_time_out(self, msg: m.CheckForWorkerTimeOut,

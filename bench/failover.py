@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Master failover and restart with filesystem recovery, on real processes on this machine.
+
+    .venv/bin/python bench/failover.py [--runs 3] [--workers 4] [--drivers 1000] [--json OUT]
+
+- standby takeover: a leader and a standby on one recovery directory, --workers workers, one
+  application with an executor on each worker and a running driver; kill -9 of the leader ->
+  the standby ALIVE with every worker registered again and the application taken back;
+- restart: one master, kill -9, a new master process on the same directory and port -> ALIVE
+  with every worker back (timed from the new process's start, Python's start-up included);
+- restart with --drivers persisted waiting drivers (no worker) -> ALIVE.
+
+Spark's failover needs ZooKeeper, which Ember's recovery does not speak yet: no Spark column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import compare, print_table, save
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.procs import Cluster, MasterProc, ember, free_port  # noqa: E402
+from toolkit.runtime import messages as m  # noqa: E402
+from toolkit.runtime.client import ApplicationClient, SubmissionClient  # noqa: E402
+
+TARGETS = {"standby takeover (s)": 5.0, "restart, from the new process (s)": 1.0,
+           "restart with the drivers (s)": 1.0}
+SLEEPER = ["sh", "-c", "exec sleep 120"]
+
+
+def master(cluster: Cluster, directory: Path, port: int, wait: bool = True) -> MasterProc:
+    return cluster.master("--recovery-mode", "filesystem", "--recovery-dir", str(directory),
+                          port=port, wait=wait)
+
+
+def until(check: Any, limit: float = 60) -> float:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise TimeoutError("did not happen in time")
+
+
+def everything_back(target: MasterProc, workers: int, apps: int) -> bool:
+    state = target.json()
+    return bool(state["status"] == "ALIVE" and state["aliveworkers"] == workers
+                and sum(a["state"] == "RUNNING" for a in state["activeapps"]) == apps)
+
+
+async def with_app(url: str, workers: int, work: Any) -> Any:
+    """Run ``work()`` (blocking, in a thread) while an application holds an executor on each
+    worker; its driver program follows the master, as ApplicationClient does."""
+    desc = m.ApplicationDescription("bench", SLEEPER, memory_per_executor=64,
+                                    cores_per_executor=1, max_cores=workers)
+    app = await ApplicationClient.register(desc, url)
+    try:
+        running = 0
+        while running < workers:
+            event = await app.event(30)
+            running += isinstance(event, m.ExecutorUpdated) and event.state == "RUNNING"
+        following = asyncio.ensure_future(app.event())
+        result = await asyncio.to_thread(work)
+        following.cancel()
+        return result
+    finally:
+        await app.stop()
+
+
+def takeover(tmp: Path, workers: int) -> float:
+    cluster = Cluster(tmp)
+    try:
+        directory = tmp / "recovery"
+        leader = master(cluster, directory, free_port())
+        standby = master(cluster, directory, free_port(), wait=False)
+        until(lambda: standby.json()["status"] == "STANDBY")
+        url = f"ember://127.0.0.1:{leader.port},127.0.0.1:{standby.port}"
+        for _ in range(workers):
+            leader.wait_joined(cluster.worker(url, cores=2, memory="1g"))
+        ember("submit", "--master", url, "--memory", "64m", "--", *SLEEPER)
+
+        def failover() -> float:
+            began = time.monotonic()
+            leader.proc.signal(signal.SIGKILL)
+            return until(lambda: everything_back(standby, workers, 1)) - began
+        return float(asyncio.run(with_app(url, workers, failover)))
+    finally:
+        cluster.stop_all()
+
+
+def restart(tmp: Path, workers: int) -> float:
+    cluster = Cluster(tmp)
+    try:
+        directory, port = tmp / "recovery", free_port()
+        first = master(cluster, directory, port)
+        for _ in range(workers):
+            first.wait_joined(cluster.worker(first.url, cores=2, memory="1g"))
+        ember("submit", "--master", first.url, "--memory", "64m", "--", *SLEEPER)
+
+        def again() -> float:
+            first.proc.signal(signal.SIGKILL)
+            first.proc.wait()
+            began = time.monotonic()
+            second = master(cluster, directory, port, wait=False)
+            return until(lambda: everything_back(second, workers, 1)) - began
+        return float(asyncio.run(with_app(first.url, workers, again)))
+    finally:
+        cluster.stop_all()
+
+
+def restart_with_drivers(tmp: Path, drivers: int) -> float:
+    cluster = Cluster(tmp)
+    try:
+        directory, port = tmp / "recovery", free_port()
+        first = master(cluster, directory, port)
+
+        async def submit_all() -> None:
+            async with await SubmissionClient.open(first.url) as client:
+                for _ in range(drivers):  # no worker: every one waits
+                    answer = await client.submit(m.DriverDescription(["true"], memory=64))
+                    assert answer.success, answer.message
+        asyncio.run(submit_all())
+        first.proc.signal(signal.SIGKILL)
+        first.proc.wait()
+        began = time.monotonic()
+        second = master(cluster, directory, port, wait=False)
+        done = until(lambda: second.json()["status"] == "ALIVE"
+                     and len(second.json()["activedrivers"]) == drivers)
+        return done - began
+    finally:
+        cluster.stop_all()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--drivers", type=int, default=1000)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    runs: list[dict[str, float]] = []
+    for n in range(args.runs):
+        print(f"run {n + 1}/{args.runs}", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(prefix="ember-failover-") as folder:
+            tmp = Path(folder)
+            (tmp / "a").mkdir()
+            (tmp / "b").mkdir()
+            (tmp / "c").mkdir()
+            runs.append({
+                "standby takeover (s)": takeover(tmp / "a", args.workers),
+                "restart, from the new process (s)": restart(tmp / "b", args.workers),
+                "restart with the drivers (s)": restart_with_drivers(tmp / "c", args.drivers),
+            })
+    table, header, lines = compare({"ember": runs}, TARGETS, ["ember"])
+    print(f"\n{args.workers} workers, 1 application, {args.drivers} persisted drivers, "
+          f"{args.runs} runs, min / median\n")
+    print_table(header, lines)
+    save(args.json, runs=runs, summary=table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

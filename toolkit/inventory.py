@@ -72,6 +72,8 @@ class Inventory:
     group_vars: dict[str, dict[str, Any]]
     masters: tuple[HostEntry, ...]
     workers: tuple[HostEntry, ...]
+    recovery: dict[str, str] = field(default_factory=dict)
+    """The masters' recovery: mode, and dir for filesystem (EMBER_RECOVERY_*): empty, none."""
 
     def setting(self, host: HostEntry, key: str) -> Any:
         """host -> group -> defaults -> built-in: the one place settings are looked up."""
@@ -151,7 +153,7 @@ def _from_yaml(path: Path, text: str) -> Inventory:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     _only(path, "top level", data, {"cluster", "ssh", "defaults", "masters", "workers",
-                                    "workers_file"})
+                                    "workers_file", "recovery"})
     cluster = _mapping(path, "cluster", data.get("cluster", {}))
     _only(path, "cluster", cluster, CLUSTER_KEYS)
     name = str(cluster.get("name", "ember"))
@@ -177,9 +179,34 @@ def _from_yaml(path: Path, text: str) -> Inventory:
     else:
         workers = _group(path, "workers", data.get("workers", []), groups)
     inventory = Inventory(path, name, backend, secret, _ssh(path, data.get("ssh", {})),
-                          defaults, groups, masters, workers)
+                          defaults, groups, masters, workers,
+                          _recovery(path, data.get("recovery", {})))
     _validate(inventory)
     return inventory
+
+
+def _recovery(path: Path, value: Any) -> dict[str, str]:
+    """``recovery: {mode: filesystem, dir: /shared/ember-recovery}``: the masters keep their
+    state there; with several masters, a directory all of them see (NFS, or one host)."""
+    data = _mapping(path, "recovery", value)
+    _only(path, "recovery", data, {"mode", "dir"})
+    if not data:
+        return {}
+    mode = parsed(f"{path}: recovery.mode", str(data.get("mode", "none")),
+                  named("master", "recovery_mode").parse)
+    if mode == "zookeeper":
+        raise ConfigError(f"{path}: recovery.mode zookeeper is not available in this version; "
+                          f"use filesystem or none")
+    found = {"mode": mode}
+    if "dir" in data:
+        directory = str(data["dir"])
+        if not directory.startswith("/"):
+            raise ConfigError(f"{path}: recovery.dir {directory!r} must be an absolute path "
+                              f"(the same one on every master host)")
+        found["dir"] = directory
+    elif mode == "filesystem":
+        raise ConfigError(f"{path}: recovery.mode filesystem needs recovery.dir")
+    return found
 
 
 def _from_workers_file(path: Path, text: str) -> Inventory:

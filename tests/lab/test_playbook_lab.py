@@ -350,3 +350,46 @@ def test_cut_off_worker_shows_dead_in_the_masters_view(stopped: Deployed) -> Non
     finally:
         lab.lab.mend(cut)
     wait_for(lambda: lab.master_json()["aliveworkers"] == 3, 20, "the worker back after mend")
+
+
+def test_two_masters_with_filesystem_recovery_lead_in_turn(stopped: Deployed) -> None:
+    lab = stopped
+    hosts = lab.lab.hosts
+    inventory = write_inventory(lab.lab, lab.workdir / "ha.yml",
+                                workers="\n".join(f"    - {h.address}" for h in hosts[2:]))
+    text = inventory.read_text().replace(
+        f"masters:\n  - host: {hosts[0].address}\n    worker_timeout: 2\n",
+        f"recovery: {{mode: filesystem, dir: {lab.workdir}/recovery}}\n"
+        f"masters:\n  - host: {hosts[0].address}\n    worker_timeout: 2\n"
+        f"  - host: {hosts[1].address}\n    worker_timeout: 2\n")
+    inventory.write_text(text)
+    masters = {hosts[0].address, hosts[1].address}
+    try:
+        started = lab.fab("start-all", inventory=inventory)
+        assert started.returncode == 0, started.stdout + started.stderr
+        shown = lab.fab("status", inventory=inventory)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        rows = json.loads(lab.fab("status", "--json", inventory=inventory).stdout)
+        views = {r["host"]: r["master_view"] for r in rows if r["role"] == "master"}
+        assert sorted(views.values()) == ["ALIVE", "STANDBY"]
+        leader = next(h for h, v in views.items() if v == "ALIVE")
+        (other,) = masters - {leader}
+        assert f"leader: {leader}" in shown.stdout
+
+        stopped_leader = lab.fab("stop-master", "--hosts", leader, inventory=inventory)
+        assert stopped_leader.returncode == 0, stopped_leader.stdout + stopped_leader.stderr
+
+        def took_over() -> list[dict] | None:  # type: ignore[type-arg]
+            now = json.loads(lab.fab("status", "--json", inventory=inventory).stdout)
+            seen = {r["host"]: r for r in now}
+            ok = (seen[other]["master_view"] == "ALIVE" and all(
+                seen[h.address]["master_view"] == "ALIVE" for h in hosts[2:]))
+            return now if ok else None
+
+        from tests.procs import wait_for
+
+        after = wait_for(took_over, 30, "the standby leading with every worker")
+        assert [r["host"] for r in after if r["role"] == "master"
+                and r["master_view"] == "ALIVE"] == [other]
+    finally:
+        lab.fab("stop-all", inventory=inventory)

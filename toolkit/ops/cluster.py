@@ -119,6 +119,9 @@ class Cluster:
             role = "master" if entry.group == "masters" else "worker"
             if role == "worker":
                 env["EMBER_MASTER_URL"] = inv.master_url()
+            else:  # the inventory's recovery section, for every master
+                for key, text in inv.recovery.items():
+                    env[settings_registry.named("master", f"recovery_{key}").env] = text
             chosen += [(entry, s) for s in settings_registry.of_role(role) if s.key]
         for entry, setting in chosen:
             assert setting.key is not None

@@ -59,7 +59,11 @@ def format_status(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in lines)
+    masters = [r for r in rows if r["role"] == "master"]
+    leaders = [r["host"] for r in masters if r["master_view"] == "ALIVE"]
+    leading = ([f"leader: {', '.join(leaders) if leaders else 'none (no master is ALIVE)'}"]
+               if len(masters) > 1 else [])
     errors = [f"{r['host']}: {r['error']}" for r in rows if r.get("error")]
     notes = [f"{r['host']}: {r['role']} {r['instance']}: {r['detail']}" for r in rows
              if r.get("detail") and not r.get("ok") and not r.get("error")]
-    return "\n".join([text, *errors, *notes])
+    return "\n".join([text, *leading, *errors, *notes])

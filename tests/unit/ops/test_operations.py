@@ -249,3 +249,33 @@ def test_doctor_and_deploy_failures_are_labelled_by_task_and_name_the_host_once(
     failed = [o for o in outcomes if o.host == "w2"]
     assert [(o.role, o.message) for o in failed] == [("doctor", NO_ROUTE)]
     assert f"w2: doctor: {NO_ROUTE}" in lab.said
+
+
+def test_two_masters_that_recover_a_leader_and_a_standby_are_both_healthy(
+        tmp_path: Path) -> None:
+    path = tmp_path / "ha.yml"
+    path.write_text(f"cluster: {{secret_file: {tmp_path}/secret}}\n"
+                    "defaults: {ember_home: /opt/ember}\n"
+                    "recovery: {mode: filesystem, dir: /shared/ember}\n"
+                    "masters: [m1, m2]\nworkers: [w1]\n")
+    inventory = inventory_module.load(path)
+    hosts = {name: FakeHost(name, healthy) for name in ("m1", "m2", "w1")}
+    said: list[str] = []
+    views = {"m1": worker_view("w1"), "m2": {"status": "STANDBY", "workers": []}}
+    bound = Cluster(inventory, events=Printer(said.append),
+                    transport=lambda entry: hosts[entry.address])
+    bound.master_json = lambda entry: views[entry.address]  # type: ignore[method-assign]
+    env = bound.host_env(bound.targets["m2"])
+    assert (env["EMBER_RECOVERY_MODE"], env["EMBER_RECOVERY_DIR"]) == (
+        "filesystem", "/shared/ember")
+    assert "EMBER_RECOVERY_MODE" not in bound.host_env(bound.targets["w1"])
+    assert bound.host_env(bound.targets["w1"])["EMBER_MASTER_URL"] == (
+        "ember://m1:7077,m2:7077")
+    rows = status(bound)
+    assert [(r["host"], r["master_view"], r["ok"]) for r in rows] == [
+        ("m1", "ALIVE", True), ("m2", "STANDBY", True), ("w1", "ALIVE", True)]
+    assert "leader: m1" in format_status(rows)
+    views["m1"] = {"status": "STANDBY", "workers": []}  # nobody leads: that is not healthy
+    rows = status(bound)
+    assert not all(r["ok"] for r in rows)
+    assert "leader: none (no master is ALIVE)" in format_status(rows)

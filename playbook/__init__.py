@@ -110,6 +110,17 @@ def start_master(c: Any, inventory: str | None = None, hosts: str | None = None,
     _run("start-master", inventory, hosts, "master", serial, lambda cl: lifecycle.start_masters(cl))
 
 
+@task(help={"inventory": HOSTS["inventory"],
+            "wait": "seconds to wait for another master to lead (default 60)"})
+def failover(c: Any, inventory: str | None = None, wait: float = 60) -> None:
+    """The drill: stop the leading master, wait until another leads with every worker and
+    application back (and say how long it took), then start the old one again as a standby."""
+    from toolkit.ops.failover import failover as drill
+
+    bound = _wait(wait)
+    _run("failover", inventory, None, None, False, lambda cl: drill(cl, bound))
+
+
 @task(help=HOSTS)
 def stop_master(c: Any, inventory: str | None = None, hosts: str | None = None,
                 serial: bool = False) -> None:
@@ -222,6 +233,6 @@ def _scope(value: str | None) -> str | None:
     return value
 
 
-ns = Collection(start_all, stop_all, restart_all, start_master, stop_master, start_workers,
-                stop_workers, status, logs, render, deploy, doctor, install_systemd,
-                uninstall_systemd)
+ns = Collection(start_all, stop_all, restart_all, failover, start_master, stop_master,
+                start_workers, stop_workers, status, logs, render, deploy, doctor,
+                install_systemd, uninstall_systemd)

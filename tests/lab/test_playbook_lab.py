@@ -391,5 +391,15 @@ def test_two_masters_with_filesystem_recovery_lead_in_turn(stopped: Deployed) ->
         after = wait_for(took_over, 30, "the standby leading with every worker")
         assert [r["host"] for r in after if r["role"] == "master"
                 and r["master_view"] == "ALIVE"] == [other]
+
+        # the drill: back the other way, timed, and the old leader restarted as a standby
+        assert lab.fab("start-master", "--hosts", leader, inventory=inventory).returncode == 0
+        drill = lab.fab("failover", inventory=inventory)
+        assert drill.returncode == 0, drill.stdout + drill.stderr
+        assert f"failover: stopping the leader {other} (2 workers" in drill.stdout
+        assert f"{leader}: failover: leads after " in drill.stdout
+        final = {r["host"]: r["master_view"] for r in json.loads(
+            lab.fab("status", "--json", inventory=inventory).stdout) if r["role"] == "master"}
+        assert final == {leader: "ALIVE", other: "STANDBY"}
     finally:
         lab.fab("stop-all", inventory=inventory)

@@ -279,3 +279,47 @@ def test_two_masters_that_recover_a_leader_and_a_standby_are_both_healthy(
     rows = status(bound)
     assert not all(r["ok"] for r in rows)
     assert "leader: none (no master is ALIVE)" in format_status(rows)
+
+
+def test_the_failover_drill_stops_the_leader_times_the_takeover_and_restarts_it(
+        tmp_path: Path) -> None:
+    from toolkit.ops.failover import failover
+
+    path = tmp_path / "ha.yml"
+    path.write_text(f"cluster: {{secret_file: {tmp_path}/secret}}\n"
+                    "defaults: {ember_home: /opt/ember}\n"
+                    "recovery: {mode: filesystem, dir: /shared/ember}\n"
+                    "masters: [m1, m2]\nworkers: [w1]\n")
+    app = {"id": "app-1", "state": "RUNNING"}
+    views: dict[str, Any] = {
+        "m1": {"status": "ALIVE", "aliveworkers": 1, "activeapps": [app]},
+        "m2": {"status": "STANDBY", "aliveworkers": 0, "activeapps": []}}
+
+    def m1_script(argv: list[str], stdin: bytes) -> Result:
+        if action_of(argv)[0] == "stop":  # the standby takes over once the leader is gone
+            views["m1"] = None
+            views["m2"] = {"status": "ALIVE", "aliveworkers": 1, "activeapps": [app]}
+        return healthy(argv, stdin)
+
+    hosts = {"m1": FakeHost("m1", m1_script), "m2": FakeHost("m2", healthy),
+             "w1": FakeHost("w1", healthy)}
+    said: list[str] = []
+    bound = Cluster(inventory_module.load(path), events=Printer(said.append),
+                    transport=lambda entry: hosts[entry.address])
+    bound.master_json = lambda entry: views[entry.address]  # type: ignore[method-assign]
+    outcomes = failover(bound, wait=5)
+    assert [(o.host, o.role, o.ok) for o in outcomes] == [
+        ("m1", "master", True), ("m2", "failover", True), ("m1", "master", True)]
+    assert outcomes[1].message.startswith("leads after ")
+    assert outcomes[1].message.endswith("s, with 1 workers and 1 applications back")
+    assert [action_of(c.argv)[0] for c in hosts["m1"].calls] == ["stop", "start"]
+    assert hosts["m2"].calls == [] and hosts["w1"].calls == []
+    assert "failover: stopping the leader m1 (1 workers, 1 applications)" in said
+
+
+def test_a_failover_needs_a_leader_and_a_standby(lab: Lab) -> None:
+    from toolkit.errors import EmberError
+    from toolkit.ops.failover import failover
+
+    with pytest.raises(EmberError, match="needs two masters or more and a recovery section"):
+        failover(lab.cluster())

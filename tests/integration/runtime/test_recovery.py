@@ -20,6 +20,15 @@ def recovering(cluster: Cluster, directory: Path, port: int, wait: bool = True) 
                           port=port, wait=wait)
 
 
+def leader_and_standby(cluster: Cluster, tmp_path: Path) -> tuple[MasterProc, MasterProc]:
+    """Two masters on one recovery directory: the first leads, the second stands by."""
+    directory = tmp_path / "recovery"
+    leader = recovering(cluster, directory, free_port())
+    standby = recovering(cluster, directory, free_port(), wait=False)
+    wait_for(lambda: "standing by" in standby.proc.log(), 15, "the standby waiting")
+    return leader, standby
+
+
 def drivers_of(master: MasterProc) -> dict[str, str]:
     state = master.json()
     return {d["id"]: d["state"] for d in state["activedrivers"] + state["completeddrivers"]}
@@ -57,10 +66,7 @@ def test_a_restarted_master_keeps_running_waiting_and_finished_drivers(
 
 def test_a_standby_on_the_same_directory_leads_when_the_leader_dies(
         cluster: Cluster, tmp_path: Path) -> None:
-    directory = tmp_path / "recovery"
-    leader = recovering(cluster, directory, free_port())
-    standby = recovering(cluster, directory, free_port(), wait=False)
-    wait_for(lambda: "standing by" in standby.proc.log(), 15, "the standby waiting")
+    leader, standby = leader_and_standby(cluster, tmp_path)
     wait_for(lambda: standby.json()["status"] == "STANDBY", 15, "the standby's /json")
     try:
         get_json(f"http://127.0.0.1:{standby.webui}/readyz")
@@ -86,10 +92,7 @@ def test_ember_submit_finds_the_leader_and_follows_its_driver_across_a_failover(
     import subprocess
     import sys
 
-    directory = tmp_path / "recovery"
-    leader = recovering(cluster, directory, free_port())
-    standby = recovering(cluster, directory, free_port(), wait=False)
-    wait_for(lambda: "standing by" in standby.proc.log(), 15, "the standby waiting")
+    leader, standby = leader_and_standby(cluster, tmp_path)
     both = f"ember://127.0.0.1:{standby.port},127.0.0.1:{leader.port}"  # the standby first
     worker = cluster.worker(both, cores=1, memory="1g")
     leader.wait_joined(worker)

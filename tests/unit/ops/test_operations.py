@@ -251,20 +251,28 @@ def test_doctor_and_deploy_failures_are_labelled_by_task_and_name_the_host_once(
     assert f"w2: doctor: {NO_ROUTE}" in lab.said
 
 
-def test_two_masters_that_recover_a_leader_and_a_standby_are_both_healthy(
-        tmp_path: Path) -> None:
+def two_masters(tmp_path: Path, views: dict[str, Any]
+                ) -> tuple[Cluster, dict[str, FakeHost], list[str]]:
+    """Masters m1 and m2 that recover from one directory, worker w1; each master's /json is
+    what ``views`` holds for it at the time."""
     path = tmp_path / "ha.yml"
     path.write_text(f"cluster: {{secret_file: {tmp_path}/secret}}\n"
                     "defaults: {ember_home: /opt/ember}\n"
                     "recovery: {mode: filesystem, dir: /shared/ember}\n"
                     "masters: [m1, m2]\nworkers: [w1]\n")
-    inventory = inventory_module.load(path)
     hosts = {name: FakeHost(name, healthy) for name in ("m1", "m2", "w1")}
     said: list[str] = []
-    views = {"m1": worker_view("w1"), "m2": {"status": "STANDBY", "workers": []}}
-    bound = Cluster(inventory, events=Printer(said.append),
+    bound = Cluster(inventory_module.load(path), events=Printer(said.append),
                     transport=lambda entry: hosts[entry.address])
     bound.master_json = lambda entry: views[entry.address]  # type: ignore[method-assign]
+    return bound, hosts, said
+
+
+def test_two_masters_that_recover_a_leader_and_a_standby_are_both_healthy(
+        tmp_path: Path) -> None:
+    views: dict[str, Any] = {"m1": worker_view("w1"),
+                             "m2": {"status": "STANDBY", "workers": []}}
+    bound, _, _ = two_masters(tmp_path, views)
     env = bound.host_env(bound.targets["m2"])
     assert (env["EMBER_RECOVERY_MODE"], env["EMBER_RECOVERY_DIR"]) == (
         "filesystem", "/shared/ember")
@@ -285,11 +293,6 @@ def test_the_failover_drill_stops_the_leader_times_the_takeover_and_restarts_it(
         tmp_path: Path) -> None:
     from toolkit.ops.failover import failover
 
-    path = tmp_path / "ha.yml"
-    path.write_text(f"cluster: {{secret_file: {tmp_path}/secret}}\n"
-                    "defaults: {ember_home: /opt/ember}\n"
-                    "recovery: {mode: filesystem, dir: /shared/ember}\n"
-                    "masters: [m1, m2]\nworkers: [w1]\n")
     app = {"id": "app-1", "state": "RUNNING"}
     views: dict[str, Any] = {
         "m1": {"status": "ALIVE", "aliveworkers": 1, "activeapps": [app]},
@@ -301,12 +304,8 @@ def test_the_failover_drill_stops_the_leader_times_the_takeover_and_restarts_it(
             views["m2"] = {"status": "ALIVE", "aliveworkers": 1, "activeapps": [app]}
         return healthy(argv, stdin)
 
-    hosts = {"m1": FakeHost("m1", m1_script), "m2": FakeHost("m2", healthy),
-             "w1": FakeHost("w1", healthy)}
-    said: list[str] = []
-    bound = Cluster(inventory_module.load(path), events=Printer(said.append),
-                    transport=lambda entry: hosts[entry.address])
-    bound.master_json = lambda entry: views[entry.address]  # type: ignore[method-assign]
+    bound, hosts, said = two_masters(tmp_path, views)
+    hosts["m1"].script = m1_script
     outcomes = failover(bound, wait=5)
     assert [(o.host, o.role, o.ok) for o in outcomes] == [
         ("m1", "master", True), ("m2", "failover", True), ("m1", "master", True)]

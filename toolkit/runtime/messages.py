@@ -369,6 +369,12 @@ class CompleteRecovery(Message):
     """The recovery timeout: workers that have not come back are lost."""
 
 
+class CheckApplication(Message):
+    """An application whose link was reset: FAILED now if its program has not come back."""
+
+    app_id: str
+
+
 # Worker to itself ---------------------------------------------------------------------------
 
 
@@ -451,7 +457,8 @@ TO_CLIENT = (
 )
 """What a client accepts from the master: answers, and its application's events."""
 
-MASTER_INTERNAL = CheckForWorkerTimeOut | ConnectionClosed | TryToLead | CompleteRecovery
+MASTER_INTERNAL = (CheckForWorkerTimeOut | ConnectionClosed | TryToLead | CompleteRecovery
+                   | CheckApplication)
 """What the master posts to its own inbox (timers, a connection's end)."""
 
 WORKER_INTERNAL = (

@@ -42,8 +42,10 @@ EXECUTOR_MOVES: dict[ExecutorState, frozenset[ExecutorState]] = {
     ExecutorState.RUNNING: FINISHED_EXECUTOR_STATES,
 }
 APP_MOVES: dict[ApplicationState, frozenset[ApplicationState]] = {
-    ApplicationState.WAITING: FINISHED_APP_STATES | {ApplicationState.RUNNING},
-    ApplicationState.RUNNING: FINISHED_APP_STATES,
+    # UNKNOWN also when its program's link was reset: it may come back
+    ApplicationState.WAITING: FINISHED_APP_STATES | {ApplicationState.RUNNING,
+                                                     ApplicationState.UNKNOWN},
+    ApplicationState.RUNNING: FINISHED_APP_STATES | {ApplicationState.UNKNOWN},
     # read back by a recovering master: its driver program comes back, or it does not
     ApplicationState.UNKNOWN: FINISHED_APP_STATES | {ApplicationState.WAITING,
                                                      ApplicationState.RUNNING},
@@ -200,6 +202,11 @@ class AppInfo:
                         APP_MOVES)
         self.state = ApplicationState.RUNNING
         return changed
+
+    def detach(self) -> None:
+        """WAITING/RUNNING -> UNKNOWN: its program's link was reset; its executors go on."""
+        _move(f"application {self.id}", self.state, ApplicationState.UNKNOWN, APP_MOVES)
+        self.state, self.conn = ApplicationState.UNKNOWN, None
 
     def reattach(self, conn: Connection) -> None:
         """UNKNOWN -> RUNNING (or WAITING, with no executor): its driver program came back."""

@@ -30,8 +30,10 @@ class Apps(Table[AppInfo]):
         self._number = 0
 
     def wanting(self) -> list[AppInfo]:
-        """Applications that still want cores, oldest first (FIFO, as Spark)."""
-        return [a for a in self._rows.values() if a.cores_left > 0]
+        """Applications that still want cores, oldest first (FIFO, as Spark); not one whose
+        program is away (UNKNOWN): nobody would hear of its executors."""
+        return [a for a in self._rows.values()
+                if a.cores_left > 0 and a.state != ApplicationState.UNKNOWN]
 
     # Changes -------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from toolkit.runtime.master.store import FileStore, NoStore, store_for
 from toolkit.runtime.master.work import Work
 from toolkit.runtime.master.workers import Workers
 from toolkit.runtime.records import WorkerInfo
-from toolkit.runtime.states import DriverState, MasterState, WorkerState
+from toolkit.runtime.states import ApplicationState, DriverState, MasterState, WorkerState
 from toolkit.runtime.wire import Connection
 
 logger = logging.getLogger("toolkit.runtime.master")
@@ -119,6 +119,7 @@ class Master(Endpoint):
             m.CheckForWorkerTimeOut: self.on_check_for_worker_time_out,
             m.TryToLead: self.on_try_to_lead,
             m.CompleteRecovery: self.on_complete_recovery,
+            m.CheckApplication: self.on_check_application,
             **self.work.handlers(),
             m.WorkerLatestState: self.on_worker_latest_state,
             m.ReconnectApplication: self.on_reconnect_application,
@@ -159,6 +160,15 @@ class Master(Endpoint):
         self.work.on_reconnect_application(msg, conn)
         if self.state == MasterState.RECOVERING:
             self._settle_recovery()
+
+    def on_check_application(self, msg: m.CheckApplication, conn: Connection | None) -> None:
+        app = self.work.apps.get(msg.app_id)
+        if app is not None and app.state == ApplicationState.UNKNOWN and (
+                self.state == MasterState.ALIVE):
+            self.work.end_app(app, ApplicationState.FAILED,
+                              f"its driver program did not come back within "
+                              f"{self.config.worker_timeout:g} s of its link's reset")
+            self.work.schedule()
 
     def on_complete_recovery(self, msg: m.CompleteRecovery, conn: Connection | None) -> None:
         if self.state == MasterState.RECOVERING:
@@ -246,7 +256,8 @@ class Master(Endpoint):
         if conn is not None:
             self._asked_in.discard(conn)
             self._turned_away.discard(conn)
-            self.work.forget_client(conn)
+            for app in self.work.forget_client(conn, msg.reset):
+                self.after(self.config.worker_timeout, m.CheckApplication(app.id))
 
     def on_check_for_worker_time_out(self, msg: m.CheckForWorkerTimeOut,
                                      conn: Connection | None) -> None:

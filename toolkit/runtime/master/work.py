@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
-
-import msgspec
+from typing import TYPE_CHECKING
 
 from toolkit.runtime import messages as m
 from toolkit.runtime import scheduling
 from toolkit.runtime.master.apps import Apps
 from toolkit.runtime.master.drivers import Drivers
+from toolkit.runtime.master.replies import check_driver, reply
 from toolkit.runtime.master.store import Store
 from toolkit.runtime.records import AppInfo, DriverInfo, ExecutorInfo
 from toolkit.runtime.states import (
@@ -80,10 +79,18 @@ class Work:
 
     # What the membership side tells it -----------------------------------------------------
 
-    def forget_client(self, conn: Connection) -> None:
-        """A connection closed: it watches nothing more; its applications end as FAILED."""
+    def forget_client(self, conn: Connection, reset: bool = False) -> list[AppInfo]:
+        """A connection closed: it watches nothing more; its applications end as FAILED, or,
+        when the link was reset on the way, wait UNKNOWN for their program (returned)."""
         self.drivers.forget(conn)
         apps = self.apps.of_client(conn)
+        if reset:
+            for app in apps:
+                app.detach()
+                self.apps.save(app)
+                logger.warning("Application %s's link was reset; waiting for its driver "
+                               "program to come back", app.id)
+            return apps
         for app in apps:
             logger.warning("Application %s's driver disconnected without unregistering",
                            app.id)
@@ -91,6 +98,7 @@ class Work:
                           "the driver disconnected without unregistering")
         if apps:
             self.schedule()
+        return []
 
     def lose_work(self, worker: WorkerInfo) -> None:
         """A worker is gone: its executors are LOST (apps told), its drivers relaunched when
@@ -122,7 +130,7 @@ class Work:
             return
         if driver is not None and msg.watch:
             self.drivers.watch(driver.id, conn)
-        conn.send(_reply(response, msg.request_id))
+        conn.send(reply(response, msg.request_id))
         if driver is not None:
             self.schedule()
 
@@ -131,7 +139,7 @@ class Work:
             return
         response = self.kill_driver(msg.driver_id)
         if conn is not None:
-            conn.send(_reply(response, msg.request_id))
+            conn.send(reply(response, msg.request_id))
 
     def on_request_driver_status(self, msg: m.RequestDriverStatus,
                                  conn: Connection | None) -> None:
@@ -140,7 +148,7 @@ class Work:
         status = self.driver_status(msg.driver_id)
         if conn is None:
             return
-        conn.send(_reply(status, msg.request_id))
+        conn.send(reply(status, msg.request_id))
         if msg.watch and status.found and msg.driver_id in self.drivers:
             self.drivers.watch(msg.driver_id, conn)
 
@@ -150,7 +158,7 @@ class Work:
             return
         response = self.kill_all_drivers()
         if conn is not None:
-            conn.send(_reply(response, msg.request_id))
+            conn.send(reply(response, msg.request_id))
 
     def on_request_clear_completed_drivers_and_apps(
             self, msg: m.RequestClearCompletedDriversAndApps, conn: Connection | None) -> None:
@@ -158,7 +166,7 @@ class Work:
             return
         response = self.clear_completed()
         if conn is not None:
-            conn.send(_reply(response, msg.request_id))
+            conn.send(reply(response, msg.request_id))
 
     def on_request_driver_list(self, msg: m.RequestDriverList, conn: Connection | None) -> None:
         if self._not_leading(msg, conn):
@@ -412,7 +420,7 @@ class Work:
                                                           DriverInfo | None]:
         if self._state() != MasterState.ALIVE:
             return m.SubmitDriverResponse(False, None, self._not_alive("submit drivers")), None
-        problem = _check_driver(desc)
+        problem = check_driver(desc)
         if problem:
             return m.SubmitDriverResponse(False, None, problem), None
         driver = self.drivers.submit(desc, self.clock())
@@ -479,23 +487,3 @@ class Work:
     def _not_alive(self, what: str) -> str:
         return (f"Current state is not alive: {self._state().value}. Can only {what} in ALIVE "
                 f"state.")
-
-
-R = TypeVar("R", m.SubmitDriverResponse, m.KillDriverResponse, m.DriverStatusResponse,
-            m.KillAllDriversResponse, m.ClearCompletedDriversAndAppsResponse)
-
-
-def _reply(response: R, request_id: int) -> R:
-    """The response as the answer to one request: the client matches it by this id."""
-    return msgspec.structs.replace(response, in_reply_to=request_id)
-
-
-def _check_driver(desc: m.DriverDescription) -> str | None:
-    """What is wrong with a driver description built in-process (the wire checks its own)."""
-    if not desc.command or not all(isinstance(a, str) for a in desc.command):
-        return "the driver command must be a non-empty list of strings"
-    if desc.cores < 1:
-        return f"driver cores must be at least 1, not {desc.cores}"
-    if desc.memory < 1:
-        return f"driver memory must be at least 1 MiB, not {desc.memory}"
-    return None

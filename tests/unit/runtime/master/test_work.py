@@ -280,3 +280,35 @@ def test_a_worker_whose_link_closed_keeps_its_work_and_gets_no_new_work(
     assert master.work.driver_status(running).relaunched_as is None
     assert [x.driver_id for x in sent(back, m.LaunchDriver)] == [waiting]
     assert sent(back, m.KillDriver) == []
+
+
+async def test_an_application_whose_link_was_reset_waits_for_its_program(
+        master: Master) -> None:
+    worker = join(master, "w1", 4001, cores=2)
+    program = FakeConn("10.0.0.9:5000")
+    desc = m.ApplicationDescription("a", ["run"], cores_per_executor=1, max_cores=2)
+    master.handle(m.RegisterApplication(desc), program)
+    app_id = sent(program, m.RegisteredApplication)[0].app_id
+    assert len(sent(worker, m.LaunchExecutor)) == 2
+    master.handle(m.ConnectionClosed("connection reset", reset=True), program)
+    assert master.work.apps[app_id].state == "UNKNOWN"  # not FAILED: it may come back
+    assert sent(worker, m.KillExecutor) == []
+    back = FakeConn("10.0.0.9:5001")
+    master.handle(m.ReconnectApplication(app_id, desc, request_id=7), back)
+    assert sent(back, m.RegisteredApplication)[0].in_reply_to == 7
+    assert master.work.apps[app_id].state == "RUNNING"
+    assert sent(worker, m.KillExecutor) == []  # the same executors, never restarted
+
+
+async def test_an_application_whose_program_does_not_come_back_fails_after_the_timeout(
+        master: Master) -> None:
+    worker = join(master, "w1", 4001, cores=2)
+    program = FakeConn("10.0.0.9:5000")
+    desc = m.ApplicationDescription("a", ["run"], cores_per_executor=1, max_cores=2)
+    master.handle(m.RegisterApplication(desc), program)
+    app_id = sent(program, m.RegisteredApplication)[0].app_id
+    master.handle(m.ConnectionClosed("connection reset", reset=True), program)
+    master.handle(m.CheckApplication(app_id))  # the timer, worker_timeout later
+    assert app_id not in master.work.apps
+    assert master.work.apps.completed[-1].state == "FAILED"
+    assert len(sent(worker, m.KillExecutor)) == 2

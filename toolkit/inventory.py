@@ -186,18 +186,24 @@ def _from_yaml(path: Path, text: str) -> Inventory:
 
 
 def _recovery(path: Path, value: Any) -> dict[str, str]:
-    """``recovery: {mode: filesystem, dir: /shared/ember-recovery}``: the masters keep their
-    state there; with several masters, a directory all of them see (NFS, or one host)."""
+    """``recovery: {mode: filesystem, dir: /shared/ember-recovery}`` (a directory every master
+    sees: NFS, or one host) or ``{mode: zookeeper, zookeeper: "z1:2181,z2:2181", root:
+    /ember}``. Keys are the masters' EMBER_RECOVERY_MODE, _DIR, EMBER_ZOOKEEPER_URL, _DIR."""
     data = _mapping(path, "recovery", value)
-    _only(path, "recovery", data, {"mode", "dir"})
+    _only(path, "recovery", data, {"mode", "dir", "zookeeper", "root"})
     if not data:
         return {}
     mode = parsed(f"{path}: recovery.mode", str(data.get("mode", "none")),
                   named("master", "recovery_mode").parse)
-    if mode == "zookeeper":
-        raise ConfigError(f"{path}: recovery.mode zookeeper is not available in this version; "
-                          f"use filesystem or none")
     found = {"mode": mode}
+    if mode == "zookeeper":
+        if not data.get("zookeeper"):
+            raise ConfigError(f"{path}: recovery.mode zookeeper needs recovery.zookeeper "
+                              f"(HOST:PORT[,HOST:PORT...])")
+        found["zookeeper"] = str(data["zookeeper"])
+        if "root" in data:
+            found["root"] = str(data["root"])
+        return found
     if "dir" in data:
         directory = str(data["dir"])
         if not directory.startswith("/"):

@@ -28,6 +28,10 @@ from toolkit.ops.ssh import SSHHost
 from toolkit.ops.transport import Host, LocalHost, Result, Session
 from toolkit.render import render
 
+RECOVERY_KEYS = {"mode": "recovery_mode", "dir": "recovery_dir", "zookeeper": "zookeeper_url",
+                 "root": "zookeeper_dir"}
+"""The inventory's recovery section -> the masters' settings."""
+
 
 @dataclass
 class Target:
@@ -121,7 +125,8 @@ class Cluster:
                 env["EMBER_MASTER_URL"] = inv.master_url()
             else:  # the inventory's recovery section, for every master
                 for key, text in inv.recovery.items():
-                    env[settings_registry.named("master", f"recovery_{key}").env] = text
+                    name = RECOVERY_KEYS[key]
+                    env[settings_registry.named("master", name).env] = text
             chosen += [(entry, s) for s in settings_registry.of_role(role) if s.key]
         for entry, setting in chosen:
             assert setting.key is not None

@@ -112,6 +112,8 @@ class MasterConfig:
     max_handshakes_per_host: int = default_of("master", "max_handshakes_per_host")
     recovery_mode: str = default_of("master", "recovery_mode")
     recovery_dir: Path | None = None
+    zookeeper_url: str | None = None
+    zookeeper_dir: str = default_of("master", "zookeeper_dir")
 
     @property
     def heartbeat_interval(self) -> float:

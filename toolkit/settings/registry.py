@@ -92,12 +92,18 @@ _ROLES: tuple[Setting, ...] = (
        "of those, from any one address", metavar="N"),
     _s("recovery_mode", "master", "--recovery-mode", "EMBER_RECOVERY_MODE",
        choice("none", "filesystem", "zookeeper"), "none", "`none`",
-       "`filesystem`: keep workers and drivers in --recovery-dir, so that a restarted master, "
-       "or a standby on the same directory, recovers them; `none`: keep nothing",
+       "`filesystem`: keep workers, drivers and applications in --recovery-dir; `zookeeper`: "
+       "in ZooKeeper (--zookeeper-url); a restarted master, or a standby, recovers them; "
+       "`none`: keep nothing",
        metavar="MODE"),
     _s("recovery_dir", "master", "--recovery-dir", "EMBER_RECOVERY_DIR", path, None, "none",
        "the directory of filesystem recovery; the master that holds its lock leads, another "
        "on it waits as a standby", metavar="DIR"),
+    _s("zookeeper_url", "master", "--zookeeper-url", "EMBER_ZOOKEEPER_URL", one_line, None,
+       "none", "ZooKeeper's `HOST:PORT[,HOST:PORT...]`, for recovery mode `zookeeper`: the "
+       "master that holds its lock leads", metavar="HOSTS"),
+    _s("zookeeper_dir", "master", "--zookeeper-dir", "EMBER_ZOOKEEPER_DIR", one_line,
+       "/ember", "`/ember`", "the root of the recovery records in ZooKeeper", metavar="PATH"),
     _s("host", "worker", "--host", "EMBER_WORKER_HOST", one_line, None, "this machine's FQDN",
        "address to bind and advertise", key="bind_host", kind="address"),
     _s("port", "worker", "--port", "EMBER_WORKER_PORT", port, 0, "random", "RPC port",

@@ -16,7 +16,7 @@ from toolkit.runtime import wire
 from toolkit.runtime.config import MasterConfig
 from toolkit.runtime.endpoint import Endpoint, Handler, Limits
 from toolkit.runtime.master import recovery
-from toolkit.runtime.master.store import FileStore, NoStore, store_for
+from toolkit.runtime.master.store import NoStore, store_for
 from toolkit.runtime.master.work import Work
 from toolkit.runtime.master.workers import Workers
 from toolkit.runtime.records import WorkerInfo
@@ -40,7 +40,8 @@ class Master(Endpoint):
         self.config = config
         self.clock = clock
         self.monotonic = monotonic
-        self.store = store_for(config.recovery_mode, config.recovery_dir)
+        self.store = store_for(config.recovery_mode, config.recovery_dir,
+                               config.zookeeper_url, config.zookeeper_dir)
         # with a recovery mode, a master leads only once it holds the store: until then it
         # is a standby, which turns workers and clients away
         self.state = MasterState.ALIVE if isinstance(self.store, NoStore) else (
@@ -93,6 +94,8 @@ class Master(Endpoint):
                     self.limits.handshakes_per_host)
         self.every(self.config.heartbeat_interval, m.CheckForWorkerTimeOut)
         if self.state == MasterState.STANDBY:
+            loop = asyncio.get_running_loop()
+            self.store.on_lost = lambda: loop.call_soon_threadsafe(self._lost_leadership)
             self.post(m.TryToLead())
         if self.config.rest_port is not None:
             from toolkit.runtime import rest
@@ -128,7 +131,7 @@ class Master(Endpoint):
     # Leadership and recovery (a recovery mode) ---------------------------------------------
 
     def on_try_to_lead(self, msg: m.TryToLead, conn: Connection | None) -> None:
-        if self.state != MasterState.STANDBY or not isinstance(self.store, FileStore):
+        if self.state != MasterState.STANDBY or not hasattr(self.store, "try_lead"):
             return
         if not self.store.try_lead():
             if not self._said_standby:
@@ -149,6 +152,13 @@ class Master(Endpoint):
                     len(found.completed), len(found.apps))
         if not self._settle_recovery():
             self.after(self.config.worker_timeout, m.CompleteRecovery())
+
+    def _lost_leadership(self) -> None:
+        """ZooKeeper suspended or lost this leader's session: another may lead now. Exit
+        non-zero, so that the supervisor starts this master again, as a standby."""
+        logger.error("Lost the ZooKeeper session of the leader (%s); exiting 1 so as to come "
+                     "back as a standby", self.store.directory)
+        self.stop(1)
 
     def on_worker_latest_state(self, msg: m.WorkerLatestState, conn: Connection | None) -> None:
         self.work.on_worker_latest_state(msg, conn)

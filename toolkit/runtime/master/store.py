@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -27,7 +27,7 @@ from toolkit.runtime.states import ApplicationState, DriverState, ExecutorState
 
 logger = logging.getLogger("toolkit.runtime.master")
 
-MODES = ("none", "filesystem")
+MODES = ("none", "filesystem", "zookeeper")
 
 
 class StoredWorker(msgspec.Struct):
@@ -245,7 +245,8 @@ class FileStore:
         return found
 
 
-def store_for(mode: str, directory: Path | None) -> NoStore | FileStore:
+def store_for(mode: str, directory: Path | None, zookeeper_url: str | None = None,
+              zookeeper_dir: str = "/ember") -> Any:
     """The store of a recovery mode; an unknown mode, or one without what it needs, is an
     error that names it."""
     if mode == "none":
@@ -256,6 +257,10 @@ def store_for(mode: str, directory: Path | None) -> NoStore | FileStore:
                               "(EMBER_RECOVERY_DIR)")
         return FileStore(directory)
     if mode == "zookeeper":
-        raise ConfigError("recovery mode zookeeper is not available in this version; use "
-                          "filesystem or none")
+        if not zookeeper_url:
+            raise ConfigError("recovery mode zookeeper needs ZooKeeper's address: "
+                              "--zookeeper-url HOST:PORT[,HOST:PORT...] (EMBER_ZOOKEEPER_URL)")
+        from toolkit.runtime.master.zookeeper import ZooKeeperStore
+
+        return ZooKeeperStore(zookeeper_url, zookeeper_dir)
     raise ConfigError(f"unknown recovery mode {mode!r}: use {' or '.join(MODES)}")

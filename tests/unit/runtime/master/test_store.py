@@ -70,8 +70,8 @@ def test_one_directory_has_one_leader(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("mode", "directory", "error"), [
     ("filesystem", None, "recovery mode filesystem needs a directory: --recovery-dir"),
-    ("zookeeper", None, "recovery mode zookeeper is not available in this version"),
-    ("zk", None, "unknown recovery mode 'zk': use none or filesystem"),
+    ("zookeeper", None, "recovery mode zookeeper needs ZooKeeper's address: --zookeeper-url"),
+    ("zk", None, "unknown recovery mode 'zk': use none or filesystem or zookeeper"),
 ])
 def test_a_mode_that_cannot_work_is_refused_by_name(mode: str, directory: Path | None,
                                                     error: str) -> None:

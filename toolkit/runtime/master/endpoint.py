@@ -16,7 +16,8 @@ from toolkit.runtime import wire
 from toolkit.runtime.config import MasterConfig
 from toolkit.runtime.endpoint import Endpoint, Handler, Limits
 from toolkit.runtime.master import recovery
-from toolkit.runtime.master.store import NoStore, store_for
+from toolkit.runtime.master.modes import store_for
+from toolkit.runtime.master.store import NoStore
 from toolkit.runtime.master.work import Work
 from toolkit.runtime.master.workers import Workers
 from toolkit.runtime.records import WorkerInfo

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
@@ -27,7 +27,7 @@ from toolkit.runtime.states import ApplicationState, DriverState, ExecutorState
 
 logger = logging.getLogger("toolkit.runtime.master")
 
-MODES = ("none", "filesystem", "zookeeper")
+
 
 
 class StoredWorker(msgspec.Struct):
@@ -243,24 +243,3 @@ class FileStore:
         found.apps.sort(key=lambda a: (a.submitted, a.id))
         found.completed_apps.sort(key=lambda a: (a.ended or a.submitted, a.id))
         return found
-
-
-def store_for(mode: str, directory: Path | None, zookeeper_url: str | None = None,
-              zookeeper_dir: str = "/ember") -> Any:
-    """The store of a recovery mode; an unknown mode, or one without what it needs, is an
-    error that names it."""
-    if mode == "none":
-        return NoStore()
-    if mode == "filesystem":
-        if directory is None:
-            raise ConfigError("recovery mode filesystem needs a directory: --recovery-dir DIR "
-                              "(EMBER_RECOVERY_DIR)")
-        return FileStore(directory)
-    if mode == "zookeeper":
-        if not zookeeper_url:
-            raise ConfigError("recovery mode zookeeper needs ZooKeeper's address: "
-                              "--zookeeper-url HOST:PORT[,HOST:PORT...] (EMBER_ZOOKEEPER_URL)")
-        from toolkit.runtime.master.zookeeper import ZooKeeperStore
-
-        return ZooKeeperStore(zookeeper_url, zookeeper_dir)
-    raise ConfigError(f"unknown recovery mode {mode!r}: use {' or '.join(MODES)}")

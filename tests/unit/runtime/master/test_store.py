@@ -13,7 +13,8 @@ from tests.unit.runtime.fakes import FakeConn
 from toolkit.errors import ConfigError
 from toolkit.runtime import messages as m
 from toolkit.runtime.master.drivers import Drivers
-from toolkit.runtime.master.store import FileStore, NoStore, store_for
+from toolkit.runtime.master.modes import store_for
+from toolkit.runtime.master.store import FileStore, NoStore
 from toolkit.runtime.master.workers import Workers
 from toolkit.runtime.records import WorkerInfo
 from toolkit.runtime.states import DriverState

@@ -57,7 +57,9 @@ def start_zookeeper(tmp: Path) -> tuple[int, subprocess.Popen[bytes]]:
     (tmp / "zk").mkdir()
     server = subprocess.Popen(
         ["java", "-Dzookeeper.admin.enableServer=false", "-cp", str(ZOOKEEPER_JAR),
-         "org.apache.zookeeper.server.ZooKeeperServerMain", str(port), str(tmp / "zk")],
+         "org.apache.zookeeper.server.ZooKeeperServerMain", str(port), str(tmp / "zk"),
+         "1000"],  # tickTime: ZooKeeper expires sessions in ticks, so a takeover waits for
+        # the session timeout plus up to one tick (Debian's zoo.cfg says 2000 ms)
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def answers() -> bool:
@@ -103,6 +105,7 @@ async def with_app(url: str, workers: int, work: Any) -> Any:
         return result
     finally:
         await app.stop()
+        await asyncio.sleep(0.2)  # the links the client left for another master close too
 
 
 def takeover(tmp: Path, workers: int, zookeeper: int | None = None) -> float:

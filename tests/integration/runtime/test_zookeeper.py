@@ -39,7 +39,8 @@ def zookeeper(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
         server = subprocess.Popen(
             ["java", "-Dzookeeper.admin.enableServer=false", "-Dzookeeper.4lw.commands."
              "whitelist=srvr", "-cp", str(JAR), "org.apache.zookeeper.server.ZooKeeperServerMain",
-             str(port), str(data)], stdout=log, stderr=subprocess.STDOUT)
+             str(port), str(data), "2000"],  # tickTime as Debian's zoo.cfg: 4 s sessions
+            stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: answers(port), 30, "ZooKeeper answering")
         yield port, server

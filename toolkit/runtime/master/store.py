@@ -12,10 +12,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -133,11 +132,97 @@ def stored_driver(driver: DriverInfo) -> StoredDriver:
                         driver.message, driver.exit_code, driver.relaunched_as)
 
 
-class FileStore:
+SHAPES: dict[str, type[msgspec.Struct]] = {
+    "worker": StoredWorker, "driver": StoredDriver, "done": StoredDriver, "app": StoredApp,
+    "ended": StoredApp}
+"""Each kind of record: its shape. ``done`` and ``ended``: finished drivers and applications."""
+
+
+class RecordStore:
+    """What every store does with the records; a store says how to write, remove, list and
+    read one (``_put``, ``_forget``, ``_keys``, ``_load``) and how to make removals last
+    (``_sync``). Every write raises FatalError when it cannot be made: nothing is
+    acknowledged that is not recorded."""
+
+    directory: Any
+    """Where the records are (a Path, or ZooKeeper's address and root), as the log says it."""
+
+    def _put(self, kind: str, key: str, record: msgspec.Struct) -> None:
+        raise NotImplementedError
+
+    def _forget(self, kind: str, key: str) -> None:
+        raise NotImplementedError
+
+    def _keys(self, kind: str) -> list[str]:
+        raise NotImplementedError
+
+    def _load(self, kind: str, key: str) -> bytes:
+        raise NotImplementedError
+
+    def _sync(self) -> None:
+        pass
+
+    def put_worker(self, worker: WorkerInfo) -> None:
+        self._put("worker", worker.id, StoredWorker(worker.id, worker.host, worker.port,
+                                                    worker.cores, worker.memory,
+                                                    worker.webui_url))
+
+    def forget_worker(self, worker_id: str) -> None:
+        self._forget("worker", worker_id)
+        self._sync()
+
+    def put_driver(self, driver: DriverInfo) -> None:
+        self._put("driver", driver.id, stored_driver(driver))
+
+    def complete_driver(self, driver: DriverInfo, dropped: list[DriverInfo]) -> None:
+        """Active -> history (bounded as in memory: what the master dropped goes here too)."""
+        self._put("done", driver.id, stored_driver(driver))
+        self._forget("driver", driver.id)
+        for old in dropped:
+            self._forget("done", old.id)
+        self._sync()
+
+    def forget_completed(self) -> None:
+        for kind in ("done", "ended"):
+            for key in self._keys(kind):
+                self._forget(kind, key)
+        self._sync()
+
+    def put_app(self, app: AppInfo) -> None:
+        self._put("app", app.id, stored_app(app))
+
+    def complete_app(self, app: AppInfo, dropped: list[AppInfo]) -> None:
+        self._put("ended", app.id, stored_app(app))
+        self._forget("app", app.id)
+        for old in dropped:
+            self._forget("ended", old.id)
+        self._sync()
+
+    def read(self) -> Recovered:
+        """Every record; one that cannot be read is reported (which, why) and skipped."""
+        found = Recovered()
+        into: dict[str, list[Any]] = {
+            "worker": found.workers, "driver": found.drivers, "done": found.completed,
+            "app": found.apps, "ended": found.completed_apps}
+        for kind, shape in SHAPES.items():
+            for key in self._keys(kind):
+                try:
+                    into[kind].append(msgspec.json.decode(self._load(kind, key), type=shape))
+                except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    logger.error("Skipping the unreadable recovery record %s %s in %s: %s",
+                                 kind, key, self.directory, exc)
+        found.drivers.sort(key=lambda d: (d.submitted, d.id))
+        found.completed.sort(key=lambda d: (d.submitted, d.id))
+        found.apps.sort(key=lambda a: (a.submitted, a.id))
+        found.completed_apps.sort(key=lambda a: (a.ended or a.submitted, a.id))
+        return found
+
+
+class FileStore(RecordStore):
     """Recovery mode ``filesystem``: one file per record in ``directory``."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
+        self.directory: Path = directory
         self._lock: int | None = None
 
     # Leadership ----------------------------------------------------------------------------
@@ -161,10 +246,13 @@ class FileStore:
         self._lock = fd
         return True
 
-    # Records -------------------------------------------------------------------------------
+    # Records: <directory>/<kind>-<id>.json ---------------------------------------------------
+
+    def _path(self, kind: str, key: str) -> Path:
+        return Path(self.directory) / f"{kind}-{key}.json"
 
     def _put(self, kind: str, key: str, record: msgspec.Struct) -> None:
-        path = self.directory / f"{kind}-{key}.json"
+        path = self._path(kind, key)
         try:
             write_atomic(path, msgspec.json.encode(record), 0o600, durable=True)
         except OSError as exc:  # nothing is acknowledged that is not recorded
@@ -172,74 +260,20 @@ class FileStore:
 
     def _forget(self, kind: str, key: str) -> None:
         try:
-            (self.directory / f"{kind}-{key}.json").unlink(missing_ok=True)
+            self._path(kind, key).unlink(missing_ok=True)
         except OSError as exc:
-            raise FatalError(f"cannot remove {self.directory / f'{kind}-{key}.json'}: "
+            raise FatalError(f"cannot remove {self._path(kind, key)}: "
                              f"{exc.strerror or exc}") from None
 
-    def put_worker(self, worker: WorkerInfo) -> None:
-        self._put("worker", worker.id, StoredWorker(worker.id, worker.host, worker.port,
-                                                    worker.cores, worker.memory,
-                                                    worker.webui_url))
+    def _keys(self, kind: str) -> list[str]:
+        return sorted(p.name[len(kind) + 1:-len(".json")]
+                      for p in self.directory.glob(f"{kind}-*.json"))
+
+    def _load(self, kind: str, key: str) -> bytes:
+        return self._path(kind, key).read_bytes()
 
     def _sync(self) -> None:
         try:
             sync_dir(self.directory)
         except OSError as exc:
             raise FatalError(f"cannot sync {self.directory}: {exc.strerror or exc}") from None
-
-    def forget_worker(self, worker_id: str) -> None:
-        self._forget("worker", worker_id)
-        self._sync()
-
-    def put_driver(self, driver: DriverInfo) -> None:
-        self._put("driver", driver.id, stored_driver(driver))
-
-    def complete_driver(self, driver: DriverInfo, dropped: list[DriverInfo]) -> None:
-        """Active -> history (bounded as in memory: what the master dropped goes here too)."""
-        self._put("done", driver.id, stored_driver(driver))
-        self._forget("driver", driver.id)
-        for old in dropped:
-            self._forget("done", old.id)
-        self._sync()
-
-    def forget_completed(self) -> None:
-        for pattern in ("done-*.json", "ended-*.json"):
-            for path in self.directory.glob(pattern):
-                self._forget(*path.stem.split("-", 1))
-        self._sync()
-
-    def put_app(self, app: AppInfo) -> None:
-        self._put("app", app.id, stored_app(app))
-
-    def complete_app(self, app: AppInfo, dropped: list[AppInfo]) -> None:
-        self._put("ended", app.id, stored_app(app))
-        self._forget("app", app.id)
-        for old in dropped:
-            self._forget("ended", old.id)
-        self._sync()
-
-    def read(self) -> Recovered:
-        """Every record; one that cannot be read is reported (which file, why) and skipped."""
-        found = Recovered()
-        loaders: dict[str, tuple[type[msgspec.Struct], Callable[[msgspec.Struct], None]]] = {
-            "worker": (StoredWorker, lambda r: found.workers.append(r)),  # type: ignore[arg-type]
-            "driver": (StoredDriver, lambda r: found.drivers.append(r)),  # type: ignore[arg-type]
-            "done": (StoredDriver, lambda r: found.completed.append(r)),  # type: ignore[arg-type]
-            "app": (StoredApp, lambda r: found.apps.append(r)),  # type: ignore[arg-type]
-            "ended": (StoredApp, lambda r: found.completed_apps.append(r)),  # type: ignore[arg-type]
-        }
-        for path in sorted(self.directory.glob("*.json")):
-            kind = path.name.partition("-")[0]
-            if kind not in loaders:
-                continue
-            shape, keep = loaders[kind]
-            try:
-                keep(msgspec.json.decode(path.read_bytes(), type=shape))
-            except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-                logger.error("Skipping the unreadable recovery record %s: %s", path, exc)
-        found.drivers.sort(key=lambda d: (d.submitted, d.id))
-        found.completed.sort(key=lambda d: (d.submitted, d.id))
-        found.apps.sort(key=lambda a: (a.submitted, a.id))
-        found.completed_apps.sort(key=lambda a: (a.ended or a.submitted, a.id))
-        return found

@@ -18,15 +18,7 @@ from typing import Any
 import msgspec
 
 from toolkit.errors import ConfigError, FatalError
-from toolkit.runtime.master.store import (
-    Recovered,
-    StoredApp,
-    StoredDriver,
-    StoredWorker,
-    stored_app,
-    stored_driver,
-)
-from toolkit.runtime.records import AppInfo, DriverInfo, WorkerInfo
+from toolkit.runtime.master.store import RecordStore
 
 logger = logging.getLogger("toolkit.runtime.master")
 
@@ -34,7 +26,7 @@ SESSION_TIMEOUT = 4.0
 """Seconds without ZooKeeper before the leader's session (and its lock) expires."""
 
 
-class ZooKeeperStore:
+class ZooKeeperStore(RecordStore):
     def __init__(self, url: str, root: str, session_timeout: float = SESSION_TIMEOUT) -> None:
         from kazoo.client import KazooClient
 
@@ -94,57 +86,9 @@ class ZooKeeperStore:
         except Exception as exc:
             raise FatalError(f"cannot remove {path} from ZooKeeper: {exc!r}") from None
 
-    def put_worker(self, worker: WorkerInfo) -> None:
-        self._put("worker", worker.id, StoredWorker(worker.id, worker.host, worker.port,
-                                                    worker.cores, worker.memory,
-                                                    worker.webui_url))
-
-    def forget_worker(self, worker_id: str) -> None:
-        self._forget("worker", worker_id)
-
-    def put_driver(self, driver: DriverInfo) -> None:
-        self._put("driver", driver.id, stored_driver(driver))
-
-    def complete_driver(self, driver: DriverInfo, dropped: list[DriverInfo]) -> None:
-        self._put("done", driver.id, stored_driver(driver))
-        self._forget("driver", driver.id)
-        for old in dropped:
-            self._forget("done", old.id)
-
-    def forget_completed(self) -> None:
-        for kind in ("done", "ended"):
-            for key in self._children(kind):
-                self._forget(kind, key)
-
-    def put_app(self, app: AppInfo) -> None:
-        self._put("app", app.id, stored_app(app))
-
-    def complete_app(self, app: AppInfo, dropped: list[AppInfo]) -> None:
-        self._put("ended", app.id, stored_app(app))
-        self._forget("app", app.id)
-        for old in dropped:
-            self._forget("ended", old.id)
-
-    def _children(self, kind: str) -> list[str]:
+    def _keys(self, kind: str) -> list[str]:
         path = f"{self.root}/{kind}"
         return sorted(self.client.get_children(path)) if self.client.exists(path) else []
 
-    def read(self) -> Recovered:
-        """Every record; one that cannot be read is reported (which znode, why) and skipped."""
-        found = Recovered()
-        shapes: dict[str, tuple[type[msgspec.Struct], list[Any]]] = {
-            "worker": (StoredWorker, found.workers), "driver": (StoredDriver, found.drivers),
-            "done": (StoredDriver, found.completed), "app": (StoredApp, found.apps),
-            "ended": (StoredApp, found.completed_apps)}
-        for kind, (shape, into) in shapes.items():
-            for key in self._children(kind):
-                path = self._path(kind, key)
-                try:
-                    into.append(msgspec.json.decode(self.client.get(path)[0], type=shape))
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    logger.error("Skipping the unreadable recovery record %s: %s", path, exc)
-        found.drivers.sort(key=lambda d: (d.submitted, d.id))
-        found.completed.sort(key=lambda d: (d.submitted, d.id))
-        found.apps.sort(key=lambda a: (a.submitted, a.id))
-        found.completed_apps.sort(key=lambda a: (a.ended or a.submitted, a.id))
-        return found
+    def _load(self, kind: str, key: str) -> bytes:
+        return bytes(self.client.get(self._path(kind, key))[0])

@@ -11,13 +11,15 @@
   with every worker back (timed from the new process's start, Python's start-up included);
 - restart with --drivers persisted waiting drivers (no worker) -> ALIVE.
 
-No Spark column yet: Spark's failover in ZooKeeper mode is not run by this benchmark.
+With --spark-home, Apache Spark's masters in ZooKeeper mode take over on the same ZooKeeper
+(workers only: a Spark application needs a JVM driver program).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import socket
 import subprocess
@@ -51,15 +53,15 @@ def master(cluster: Cluster, directory: Path | None, port: int, wait: bool = Tru
                           port=port, wait=wait)
 
 
-def start_zookeeper(tmp: Path) -> tuple[int, subprocess.Popen[bytes]]:
+def start_zookeeper(tmp: Path, tick: int = 1000) -> tuple[int, subprocess.Popen[bytes]]:
     """A real ZooKeeper server, standalone, from Debian's package."""
     port = free_port()
     (tmp / "zk").mkdir()
     server = subprocess.Popen(
         ["java", "-Dzookeeper.admin.enableServer=false", "-cp", str(ZOOKEEPER_JAR),
          "org.apache.zookeeper.server.ZooKeeperServerMain", str(port), str(tmp / "zk"),
-         "1000"],  # tickTime: ZooKeeper expires sessions in ticks, so a takeover waits for
-        # the session timeout plus up to one tick (Debian's zoo.cfg says 2000 ms)
+         str(tick)],  # tickTime: ZooKeeper expires sessions in ticks, so a takeover waits
+        # for the session timeout plus up to one tick; sessions are at most 20 ticks
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def answers() -> bool:
@@ -173,23 +175,85 @@ def restart_with_drivers(tmp: Path, drivers: int) -> float:
         cluster.stop_all()
 
 
+def spark_takeover(tmp: Path, spark_home: Path, zookeeper: int, workers: int) -> float:
+    """Apache Spark's standalone masters in ZooKeeper mode, as a Spark user sets them
+    (spark.worker.timeout as Ember's worker timeout, Curator's own session): kill -9 of the
+    leader -> the standby ALIVE with every worker registered again. No application: Spark's
+    needs a JVM driver program."""
+    import os
+    import urllib.request
+
+    opts = (f"-Dspark.deploy.recoveryMode=ZOOKEEPER -Dspark.deploy.zookeeper.url=127.0.0.1:"
+            f"{zookeeper} -Dspark.deploy.zookeeper.dir=/spark-bench -Dspark.worker.timeout=60 "
+            "-Dspark.master.rest.enabled=false")
+    env = {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_MASTER_OPTS": opts,
+           "SPARK_LOG_DIR": str(tmp), "SPARK_WORKER_DIR": str(tmp / "work")}
+    spark_class = str(spark_home / "bin" / "spark-class")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([spark_class, *args], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    def status(webui: int) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{webui}/json", timeout=2) as answer:
+            return dict(__import__("json").load(answer))
+
+    try:
+        ports = [(free_port(), free_port()) for _ in range(2)]
+        masters = [start("org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                         "--port", str(p), "--webui-port", str(w)) for p, w in ports]
+        def leading() -> int | None:  # whichever ZooKeeper elected
+            return next((n for n, (_, w) in enumerate(ports)
+                         if status(w)["status"] == "ALIVE"), None)
+        until(lambda: leading() is not None, 120)
+        lead = leading() or 0
+        url = "spark://" + ",".join(f"127.0.0.1:{p}" for p, _ in ports)
+        for _ in range(workers):
+            start("org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
+                  "--webui-port", "0", "--cores", "1", "--memory", "512m")
+        until(lambda: status(ports[lead][1])["aliveworkers"] == workers, 120)
+        began = time.monotonic()
+        masters[lead].kill()
+        other = ports[1 - lead][1]
+        done = until(lambda: (lambda st: st["status"] == "ALIVE" and st["aliveworkers"]
+                              == workers)(status(other)), 300)
+        return done - began
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--drivers", type=int, default=1000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--zookeeper-tick", type=int, default=1000,
+                        help="ZooKeeper's tickTime in ms (Debian's zoo.cfg: 2000)")
+    parser.add_argument("--spark-home", type=Path,
+                        help="also Apache Spark's ZooKeeper failover, side by side")
     args = parser.parse_args()
     runs: list[dict[str, float]] = []
+    spark_runs: list[dict[str, float]] = []
     for n in range(args.runs):
         print(f"run {n + 1}/{args.runs}", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory(prefix="ember-failover-") as folder:
             tmp = Path(folder)
             for name in "abcd":
                 (tmp / name).mkdir()
-            zk_port, zk = start_zookeeper(tmp / "d")
+            zk_port, zk = start_zookeeper(tmp / "d", args.zookeeper_tick)
             try:
                 with_zookeeper = takeover(tmp / "d", args.workers, zk_port)
+                if args.spark_home:
+                    (tmp / "s").mkdir()
+                    spark_runs.append({"standby takeover, zookeeper (s)": spark_takeover(
+                        tmp / "s", args.spark_home, zk_port, args.workers)})
             finally:
                 zk.kill()
                 zk.wait()
@@ -200,6 +264,14 @@ def main() -> int:
                 "restart with the drivers (s)": restart_with_drivers(tmp / "c", args.drivers),
             })
     table, header, lines = compare({"ember": runs}, TARGETS, ["ember"])
+    if spark_runs:
+        ember_zk = sorted(r["standby takeover, zookeeper (s)"] for r in runs)
+        spark_zk = sorted(r["standby takeover, zookeeper (s)"] for r in spark_runs)
+        print(f"ZooKeeper takeover, medians: Ember {ember_zk[len(ember_zk) // 2]:.2f} s, "
+              f"Spark {spark_zk[len(spark_zk) // 2]:.2f} s "
+              f"({spark_zk[len(spark_zk) // 2] / ember_zk[len(ember_zk) // 2]:.1f}x); "
+              f"Spark runs: {', '.join(f'{v:.1f}' for v in spark_zk)} s")
+        table["spark"] = spark_runs
     print(f"\n{args.workers} workers, 1 application, {args.drivers} persisted drivers, "
           f"{args.runs} runs, min / median\n")
     print_table(header, lines)

@@ -50,6 +50,19 @@ async def events_until(app: ApplicationClient, done: Any, timeout: float = 15
     return seen
 
 
+async def two_running_executors(url: str, work_dir: Path) -> tuple[ApplicationClient,
+                                                                     dict[int, int]]:
+    """An application with two executors RUNNING (SLEEPER), and their pids by executor id."""
+    app = await ApplicationClient.register(
+        app_desc(SLEEPER, cores_per_executor=1, max_cores=2), url)
+    await events_until(app, lambda seen: sum(
+        isinstance(e, m.ExecutorUpdated) and e.state == "RUNNING" for e in seen) == 2)
+    folder = work_dir / app.app_id
+    pids = {n: int(wait_for(lambda n=n: (folder / str(n) / "pid").exists() and (
+        folder / str(n) / "pid").read_text().strip(), 10, "pid")) for n in (0, 1)}
+    return app, pids
+
+
 def added(events: list[m.Message]) -> list[m.ExecutorAdded]:
     return [e for e in events if isinstance(e, m.ExecutorAdded)]
 

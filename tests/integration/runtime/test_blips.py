@@ -64,23 +64,15 @@ def test_a_reset_link_keeps_every_driver_running_as_it_was(cluster: Cluster) -> 
 def test_a_reset_link_keeps_an_application_and_its_executors(cluster: Cluster) -> None:
     import asyncio
 
-    from tests.integration.runtime.test_applications import SLEEPER, app_desc, events_until
-    from toolkit.runtime import messages as m
-    from toolkit.runtime.client import ApplicationClient
+    from tests.integration.runtime.test_applications import two_running_executors
 
     master = cluster.master()
     worker = cluster.worker(master.url, cores=2, memory="1g")
     master.wait_joined(worker)
 
     async def scenario() -> tuple[str, dict[int, int]]:
-        app = await ApplicationClient.register(
-            app_desc(SLEEPER, cores_per_executor=1, max_cores=2), master.url)
+        app, pids = await two_running_executors(master.url, worker.work_dir)
         try:
-            await events_until(app, lambda seen: sum(
-                isinstance(e, m.ExecutorUpdated) and e.state == "RUNNING" for e in seen) == 2)
-            folder = worker.work_dir / app.app_id
-            pids = {n: int(wait_for(lambda n=n: (folder / str(n) / "pid").exists() and (
-                folder / str(n) / "pid").read_text().strip(), 10, "pid")) for n in (0, 1)}
             following = asyncio.ensure_future(app.event())  # notices, and comes back
             reset_links_to(master.port)
             await asyncio.to_thread(wait_for, lambda: f"Application {app.app_id} is back" in (

@@ -10,7 +10,6 @@ from typing import Any
 
 from tests.integration.runtime.test_drivers import alive, submit, wait_driver
 from tests.procs import Cluster, MasterProc, ember, free_port, get_json, wait_for
-from toolkit.runtime import messages as m
 
 RUNS = "echo $$ > pid; exec sleep 60"
 
@@ -119,8 +118,7 @@ def test_an_application_and_its_executors_come_back_to_a_restarted_master(
         cluster: Cluster, tmp_path: Path) -> None:
     import asyncio
 
-    from tests.integration.runtime.test_applications import SLEEPER, app_desc, events_until
-    from toolkit.runtime.client import ApplicationClient
+    from tests.integration.runtime.test_applications import two_running_executors
 
     directory, port = tmp_path / "recovery", free_port()
     first = recovering(cluster, directory, port)
@@ -128,14 +126,8 @@ def test_an_application_and_its_executors_come_back_to_a_restarted_master(
     first.wait_joined(worker)
 
     async def scenario() -> tuple[str, dict[int, int], dict[str, Any]]:
-        app = await ApplicationClient.register(
-            app_desc(SLEEPER, cores_per_executor=1, max_cores=2), first.url)
+        app, pids = await two_running_executors(first.url, worker.work_dir)
         try:
-            await events_until(app, lambda seen: sum(
-                isinstance(e, m.ExecutorUpdated) and e.state == "RUNNING" for e in seen) == 2)
-            folder = worker.work_dir / app.app_id
-            pids = {n: int(wait_for(lambda n=n: (folder / str(n) / "pid").exists() and (
-                folder / str(n) / "pid").read_text().strip(), 10, "pid")) for n in (0, 1)}
             first.proc.signal(signal.SIGKILL)
             following = asyncio.ensure_future(app.event())  # notices, and goes back
             second = await asyncio.to_thread(recovering, cluster, directory, port)

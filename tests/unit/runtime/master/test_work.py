@@ -282,13 +282,19 @@ def test_a_worker_whose_link_closed_keeps_its_work_and_gets_no_new_work(
     assert sent(back, m.KillDriver) == []
 
 
-async def test_an_application_whose_link_was_reset_waits_for_its_program(
-        master: Master) -> None:
+def app_with_two_executors(master: Master
+                           ) -> tuple[FakeConn, FakeConn, m.ApplicationDescription, str]:
+    """(worker link, program link, description, app id) of an app with two executors."""
     worker = join(master, "w1", 4001, cores=2)
     program = FakeConn("10.0.0.9:5000")
     desc = m.ApplicationDescription("a", ["run"], cores_per_executor=1, max_cores=2)
     master.handle(m.RegisterApplication(desc), program)
-    app_id = sent(program, m.RegisteredApplication)[0].app_id
+    return worker, program, desc, sent(program, m.RegisteredApplication)[0].app_id
+
+
+async def test_an_application_whose_link_was_reset_waits_for_its_program(
+        master: Master) -> None:
+    worker, program, desc, app_id = app_with_two_executors(master)
     assert len(sent(worker, m.LaunchExecutor)) == 2
     master.handle(m.ConnectionClosed("connection reset", reset=True), program)
     assert master.work.apps[app_id].state == "UNKNOWN"  # not FAILED: it may come back
@@ -302,11 +308,7 @@ async def test_an_application_whose_link_was_reset_waits_for_its_program(
 
 async def test_an_application_whose_program_does_not_come_back_fails_after_the_timeout(
         master: Master) -> None:
-    worker = join(master, "w1", 4001, cores=2)
-    program = FakeConn("10.0.0.9:5000")
-    desc = m.ApplicationDescription("a", ["run"], cores_per_executor=1, max_cores=2)
-    master.handle(m.RegisterApplication(desc), program)
-    app_id = sent(program, m.RegisteredApplication)[0].app_id
+    worker, program, _, app_id = app_with_two_executors(master)
     master.handle(m.ConnectionClosed("connection reset", reset=True), program)
     master.handle(m.CheckApplication(app_id))  # the timer, worker_timeout later
     assert app_id not in master.work.apps

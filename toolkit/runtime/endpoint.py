@@ -168,9 +168,9 @@ class Endpoint:
         return task
 
     def after(self, delay: float, message: m.Message, conn: wire.Connection | None = None
-              ) -> None:
+              ) -> asyncio.TimerHandle:
         """Post ``message`` once, ``delay`` seconds from now."""
-        asyncio.get_running_loop().call_later(delay, self.post, message, conn)
+        return asyncio.get_running_loop().call_later(delay, self.post, message, conn)
 
     def every(self, interval: float, make: Callable[[], m.Message]) -> asyncio.Task[Any]:
         """Post ``make()`` every ``interval`` seconds."""

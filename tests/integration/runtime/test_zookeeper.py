@@ -8,7 +8,9 @@ import signal
 import socket
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,11 +70,81 @@ def test_a_standby_leads_when_the_leader_dies_and_keeps_its_work(
     wait_driver(leader, running, "RUNNING")
     assert standby.json()["status"] == "STANDBY"  # never two leaders
 
-    leader.proc.signal(signal.SIGKILL)  # its session expires: its lock goes with it
+    leader.proc.signal(signal.SIGKILL)
     wait_for(lambda: standby.json()["status"] == "ALIVE", 30, "the standby leading")
     standby.wait_state(worker_id, "ALIVE")
     active = standby.json()["activedrivers"]
     assert [(d["id"], d["state"]) for d in active] == [(running, "RUNNING")]
+    # its port refused: the standby took the dead leader's lock, not waiting for its session
+    assert f"The leader at 127.0.0.1:{leader.port} refuses connections" in standby.proc.log()
+
+
+def test_a_frozen_leader_is_left_to_its_session_and_exits_1_when_it_wakes(
+        cluster: Cluster, zookeeper: tuple[int, subprocess.Popen[bytes]]) -> None:
+    """A leader that stops answering (frozen, overloaded, cut off) still accepts connections
+    or times out: only ZooKeeper's session expiry hands its lock on. Woken, it knows it lost."""
+    port, _ = zookeeper
+    leader = with_zookeeper(cluster, port)
+    wait_for(lambda: leader.json()["status"] == "ALIVE", 15, "the leader")
+    standby = with_zookeeper(cluster, port, wait=False)
+    wait_for(lambda: "standing by" in standby.proc.log(), 15, "the standby waiting")
+    leader.proc.signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: standby.json()["status"] == "ALIVE", 30, "the standby leading")
+    finally:
+        leader.proc.signal(signal.SIGCONT)
+    assert leader.proc.wait(30) == 1  # its session expired while it slept
+    assert "refuses connections" not in standby.proc.log()
+    assert "No longer the leader" in leader.proc.log()
+
+
+@contextmanager
+def zookeeper_client(port: int) -> Iterator[Any]:
+    from kazoo.client import KazooClient
+
+    client = KazooClient(hosts=f"127.0.0.1:{port}")
+    client.start(timeout=10)
+    try:
+        yield client
+    finally:
+        client.stop()
+
+
+def test_a_deposed_leader_records_nothing_more_and_exits_1(
+        cluster: Cluster, zookeeper: tuple[int, subprocess.Popen[bytes]]) -> None:
+    """Its lock node removed behind its back (as a standby does to a leader whose port
+    refuses): every write is fenced on that node, and the leader steps down at once."""
+    from toolkit.errors import FatalError
+    from toolkit.runtime.master.store import StoredWorker
+    from toolkit.runtime.master.zookeeper import ZooKeeperStore
+
+    port, _ = zookeeper
+    store = ZooKeeperStore(f"127.0.0.1:{port}", "/ember-fenced")
+    lost: list[str] = []
+    store.on_lost = lost.append
+    try:
+        with zookeeper_client(port) as other:
+            assert store.try_lead()
+            record = StoredWorker("worker-1", "10.0.0.1", 7078, 2, 1024, "http://10.0.0.1:8081")
+            store._put("worker", "worker-1", record)
+            (node,) = other.get_children("/ember-fenced/leader")
+            other.delete(f"/ember-fenced/leader/{node}")
+            with pytest.raises(FatalError, match=r"lock .* is gone"):
+                store._put("worker", "worker-2", record)
+            assert other.exists("/ember-fenced/worker/worker-1") is not None
+            assert other.exists("/ember-fenced/worker/worker-2") is None
+            wait_for(lambda: bool(lost), 10, "the lost lock noticed")
+            assert "is gone" in lost[0]
+    finally:
+        store.client.stop()
+
+    leader = with_zookeeper(cluster, port)  # a whole master: it exits 1
+    wait_for(lambda: leader.json()["status"] == "ALIVE", 15, "the leader")
+    with zookeeper_client(port) as other:
+        (node,) = other.get_children("/ember-test/leader")
+        other.delete(f"/ember-test/leader/{node}")
+    assert leader.proc.wait(30) == 1
+    assert "No longer the leader: its lock" in leader.proc.log()
 
 
 def test_a_leader_cut_off_from_zookeeper_steps_down_with_exit_1(
@@ -82,4 +154,4 @@ def test_a_leader_cut_off_from_zookeeper_steps_down_with_exit_1(
     wait_for(lambda: leader.json()["status"] == "ALIVE", 15, "the leader")
     server.send_signal(signal.SIGKILL)
     assert leader.proc.wait(30) == 1  # non-zero: its supervisor starts it again, a standby
-    assert "Lost the ZooKeeper session of the leader" in leader.proc.log()
+    assert "No longer the leader: lost its ZooKeeper session" in leader.proc.log()

@@ -59,9 +59,11 @@ class Master(Endpoint):
         self._next_check: asyncio.TimerHandle | None = None
         self._asked_in: set[Connection] = set()
         self._said_standby = False
+        """Links already asked to re-register (ReconnectWorker): once each."""
         self._turned_away: set[Connection] = set()
         """Workers' links a standby turned away: told at once when it comes to lead."""
-        """Links already asked to re-register (ReconnectWorker): once each."""
+        self._probing = False
+        self._next_try: asyncio.TimerHandle | None = None
         self._rest: Any = None
         # last: the endpoint reads the handler table, which names the tables' handlers
         super().__init__(config.secret, Limits.sized(
@@ -96,7 +98,10 @@ class Master(Endpoint):
         self.every(self.config.heartbeat_interval, m.CheckForWorkerTimeOut)
         if self.state == MasterState.STANDBY:
             loop = asyncio.get_running_loop()
-            self.store.on_lost = lambda: loop.call_soon_threadsafe(self._lost_leadership)
+            self.store.on_lost = lambda why: loop.call_soon_threadsafe(
+                self._lost_leadership, why)
+            if hasattr(self.store, "identity"):
+                self.store.identity = f"{self.config.host}:{self.port}"
             self.post(m.TryToLead())
         if self.config.rest_port is not None:
             from toolkit.runtime import rest
@@ -138,7 +143,8 @@ class Master(Endpoint):
             if not self._said_standby:
                 logger.info("Another master leads on %s; standing by", self.store.directory)
                 self._said_standby = True
-            self.after(STANDBY_POLL, m.TryToLead())
+            self._probe_leader()
+            self._next_try = self.after(STANDBY_POLL, m.TryToLead())
             return
         logger.info("Leading: recovering from %s", self.store.directory)
         self.state = MasterState.RECOVERING
@@ -154,12 +160,45 @@ class Master(Endpoint):
         if not self._settle_recovery():
             self.after(self.config.worker_timeout, m.CompleteRecovery())
 
-    def _lost_leadership(self) -> None:
-        """ZooKeeper suspended or lost this leader's session: another may lead now. Exit
-        non-zero, so that the supervisor starts this master again, as a standby."""
-        logger.error("Lost the ZooKeeper session of the leader (%s); exiting 1 so as to come "
-                     "back as a standby", self.store.directory)
+    def _lost_leadership(self, why: str) -> None:
+        """This leader no longer knows that it leads (ZooKeeper suspended or lost its session,
+        or its lock is gone): another may lead now. Exit non-zero, so that the supervisor
+        starts this master again, as a standby."""
+        logger.error("No longer the leader: %s (%s); exiting 1 so as to come back as a "
+                     "standby", why, self.store.directory)
         self.stop(1)
+
+    def _probe_leader(self) -> None:
+        """ZooKeeper frees a dead leader's lock only when its session expires, seconds later.
+        A leader whose address refuses connections has no process left there: take its lock
+        now. A leader that is slow, frozen or cut off is left to its session. Either way, a
+        deposed leader that still runs can record nothing more (fenced writes) and exits."""
+        leader = getattr(self.store, "leader", None)
+        if leader is None or self._probing:
+            return
+        found = leader()
+        if found is None:
+            return
+        self._probing = True
+        self.spawn(self._probe(*found), name="probe-leader")
+
+    async def _probe(self, node: str, identity: str) -> None:
+        host, _, port = identity.rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
+            writer.close()
+        except ConnectionRefusedError:
+            if self.state == MasterState.STANDBY and self.store.depose(node, identity):
+                logger.warning("The leader at %s refuses connections: its process is gone; "
+                               "taking its lock without waiting for its session to expire",
+                               identity)
+                if self._next_try is not None:
+                    self._next_try.cancel()  # one chain of tries: this one, now
+                self.post(m.TryToLead())
+        except (TimeoutError, OSError, ValueError):
+            pass  # not known to be dead: its session decides
+        finally:
+            self._probing = False
 
     def on_worker_latest_state(self, msg: m.WorkerLatestState, conn: Connection | None) -> None:
         self.work.on_worker_latest_state(msg, conn)

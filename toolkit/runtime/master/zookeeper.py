@@ -2,10 +2,13 @@
 (through kazoo), and the records live under a root there (``--zookeeper-dir``, ``/ember``).
 
 The same records as the filesystem store, one znode each (``<root>/<kind>/<id>``), written
-before the master acknowledges what they record. A leader whose ZooKeeper session is suspended
-or lost can no longer know that it leads: it exits non-zero, so that its supervisor starts it
-again, as a standby (Spark's master exits 0 there, and ``Restart=on-failure`` never brings it
-back). kazoo is imported only by a master in this mode.
+before the master acknowledges what they record. Every write is fenced: one ZooKeeper
+transaction checks that the leader's lock node still exists, so a master that lost its lock
+(its session expired, or a standby took the lock of what looked like a dead leader) can never
+record, nor so acknowledge, anything more. A leader whose ZooKeeper session is suspended or
+lost, or whose lock node goes, can no longer know that it leads: it exits non-zero, so that its
+supervisor starts it again, as a standby (Spark's master exits 0 there, and
+``Restart=on-failure`` never brings it back). kazoo is imported only by a master in this mode.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from typing import Any
 import msgspec
 
 from toolkit.errors import ConfigError, FatalError
-from toolkit.runtime.master.store import RecordStore
+from toolkit.runtime.master.store import SHAPES, RecordStore
 
 logger = logging.getLogger("toolkit.runtime.master")
 
 SESSION_TIMEOUT = 4.0
 """Seconds without ZooKeeper before the leader's session (and its lock) expires."""
+LOCK_MARK = "__lock__"
+"""kazoo's lock nodes are ``<uuid>__lock__<sequence>``: the lowest sequence holds the lock."""
 
 
 class ZooKeeperStore(RecordStore):
@@ -36,17 +41,34 @@ class ZooKeeperStore(RecordStore):
         self.directory = f"zookeeper {url}{self.root}"
         self.client = KazooClient(hosts=url, timeout=session_timeout)
         self.client.add_listener(self._on_state)
-        self.on_lost: Callable[[], None] = lambda: None
+        self.identity = socket.gethostname()
+        """What this master's lock node says: its RPC address, ``host:port``, once it listens."""
+        self.on_lost: Callable[[str], None] = lambda why: None
         self._lock: Any = None
+        self._held: str | None = None
+        """The path of this leader's lock node: every write checks that it still exists."""
         self._leading = False
 
     def _on_state(self, state: str) -> None:
         """kazoo's thread: a leader whose session is suspended or lost steps down."""
-        if self._leading and state in ("SUSPENDED", "LOST"):
+        if state in ("SUSPENDED", "LOST"):
+            self._step_down(f"lost its ZooKeeper session ({state.lower()})")
+
+    def _on_lock_event(self, event: Any) -> None:
+        """kazoo's thread: this leader's lock node changed, which means it is gone."""
+        if event.path == self._held:
+            self._step_down(f"its lock {event.path} is gone ({event.type.lower()})")
+
+    def _step_down(self, why: str) -> None:
+        if self._leading:
             self._leading = False
-            self.on_lost()
+            self.on_lost(why)
 
     # Leadership ----------------------------------------------------------------------------
+
+    @property
+    def _lock_path(self) -> str:
+        return f"{self.root}/leader"
 
     def try_lead(self) -> bool:
         from kazoo.handlers.threading import KazooTimeoutError
@@ -55,36 +77,91 @@ class ZooKeeperStore(RecordStore):
             if not self.client.connected:
                 self.client.start(timeout=2)
             if self._lock is None:
-                self._lock = self.client.Lock(f"{self.root}/leader", socket.gethostname())
-            self._leading = bool(self._lock.acquire(blocking=False))
+                self._lock = self.client.Lock(self._lock_path, self.identity)
+            if not self._lock.acquire(blocking=False):
+                return False
+            for kind in SHAPES:  # fenced writes are transactions, which make no parents
+                self.client.ensure_path(f"{self.root}/{kind}")
+            self._held = f"{self._lock_path}/{self._lock.node}"
+            self._leading = True
+            if self.client.exists(self._held, watch=self._on_lock_event) is None:
+                self._step_down(f"its lock {self._held} is gone")
         except KazooTimeoutError:
             logger.warning("ZooKeeper does not answer at %s; standing by", self.directory)
             return False
         return self._leading
+
+    def leader(self) -> tuple[str, str] | None:
+        """The leading master's lock node and identity (``host:port``), when another leads."""
+        from kazoo.exceptions import KazooException
+
+        try:
+            nodes = [n for n in self.client.get_children(self._lock_path) if LOCK_MARK in n]
+            if not nodes:
+                return None
+            first = min(nodes, key=lambda n: n.rsplit(LOCK_MARK, 1)[1])
+            if self._lock is not None and first == self._lock.node:
+                return None
+            data = self.client.get(f"{self._lock_path}/{first}")[0]
+        except KazooException:
+            return None
+        return first, bytes(data or b"").decode("utf-8", "replace")
+
+    def depose(self, node: str, identity: str) -> bool:
+        """Remove a dead leader's lock node, if it is still that leader's: the next contender
+        leads without waiting for the dead one's session to expire."""
+        from kazoo.exceptions import KazooException
+
+        path = f"{self._lock_path}/{node}"
+        try:
+            data, stat = self.client.get(path)
+            if bytes(data or b"").decode("utf-8", "replace") != identity:
+                return False
+            self.client.delete(path, version=stat.version)
+        except KazooException:
+            return False
+        return True
 
     # Records -------------------------------------------------------------------------------
 
     def _path(self, kind: str, key: str) -> str:
         return f"{self.root}/{kind}/{key}"
 
+    def _fenced(self, path: str, write: Callable[[Any], None]) -> None:
+        """One transaction: this master's lock node still exists, and the write."""
+        if self._held is None:
+            raise FatalError(f"cannot record {path}: this master does not lead")
+        try:
+            tx = self.client.transaction()
+            tx.check(self._held, 0)
+            write(tx)
+            results = tx.commit()
+        except Exception as exc:  # kazoo raises many kinds; nothing unrecorded is acknowledged
+            raise FatalError(f"cannot record {path} in ZooKeeper: {exc!r}") from None
+        if isinstance(results[0], Exception):
+            raise FatalError(f"cannot record {path}: this master's lock {self._held} is gone "
+                             "from ZooKeeper, so another master may lead")
+        if isinstance(results[-1], Exception):
+            raise FatalError(f"cannot record {path} in ZooKeeper: {results[-1]!r}")
+
     def _put(self, kind: str, key: str, record: msgspec.Struct) -> None:
         data = msgspec.json.encode(record)
         path = self._path(kind, key)
         try:
-            if self.client.exists(path):
-                self.client.set(path, data)
-            else:
-                self.client.create(path, data, makepath=True)
-        except Exception as exc:  # kazoo raises many kinds; nothing unrecorded is acknowledged
+            exists = self.client.exists(path) is not None
+        except Exception as exc:
             raise FatalError(f"cannot record {path} in ZooKeeper: {exc!r}") from None
+        self._fenced(path, lambda tx: tx.set_data(path, data) if exists else (
+            tx.create(path, data)))
 
     def _forget(self, kind: str, key: str) -> None:
         path = self._path(kind, key)
         try:
-            if self.client.exists(path):
-                self.client.delete(path)
+            exists = self.client.exists(path) is not None
         except Exception as exc:
             raise FatalError(f"cannot remove {path} from ZooKeeper: {exc!r}") from None
+        if exists:
+            self._fenced(path, lambda tx: tx.delete(path))
 
     def _keys(self, kind: str) -> list[str]:
         path = f"{self.root}/{kind}"

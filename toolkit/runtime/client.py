@@ -30,6 +30,14 @@ FOLLOW_TIMEOUT = 60.0
 """How long a client looks for a leading master (a failover, a recovery) before it gives up."""
 FOLLOW_PAUSE = 0.1
 """Seconds between rounds over the masters while none leads (clients are few: a short pause)."""
+CHECK_EVERY = 1.0
+"""Seconds between a following client's checks that its master still answers."""
+CHECK_TIMEOUT = 3.0
+"""A master that does not answer a check within this is left for the leader: it is frozen,
+or cut off with the connection still up (no reset ever comes)."""
+FOLLOW_CONNECT_TIMEOUT = 2.0
+"""Seconds to connect to one master while looking for the leader (a frozen one accepts the
+connection and never answers the handshake)."""
 
 T = TypeVar("T", bound=m.Message)
 
@@ -65,6 +73,33 @@ class _Client:
         self._pending: dict[int, asyncio.Future[m.Message]] = {}
         self._ids = itertools.count(1)
         self._reader = asyncio.create_task(self._read(conn), name="client reader")
+        self._checker: asyncio.Task[None] | None = None
+
+    def _keep_checking(self) -> None:
+        """With several masters, check the master every CHECK_EVERY s: one that does not
+        answer (or no longer leads) is dropped, and whoever waits follows the leader, as when
+        a master goes (its connection reset or closed)."""
+        if len(self._masters) > 1 and self._checker is None:
+            self._checker = asyncio.create_task(self._check(), name="client master check")
+
+    async def _check(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_EVERY)
+            conn = self.conn
+            if conn.closed:
+                continue
+            try:
+                await self.ask(m.RequestLeadership(), m.LeadershipResponse, CHECK_TIMEOUT)
+                continue
+            except TimeoutError:
+                why = f"did not answer within {CHECK_TIMEOUT:g} s"
+            except NotLeaderError as exc:
+                why = f"no longer leads ({exc})"
+            except ConnectionError:
+                continue  # the reader has said so already
+            if conn is self.conn:
+                logger.warning("The master at %s %s; looking for the leader", conn.peer, why)
+                conn.abort()
 
     def _attach(self, conn: wire.Connection) -> None:
         """Go on over another connection (another master)."""
@@ -136,7 +171,8 @@ class _Client:
                 if f"{host}:{port}" == here and len(order) > 1:
                     continue
                 try:
-                    conn = await wire.connect(host, port, self._secret, wire.TO_CLIENT)
+                    conn = await wire.connect(host, port, self._secret, wire.TO_CLIENT,
+                                              timeout=FOLLOW_CONNECT_TIMEOUT)
                 except (OSError, WireError):
                     continue
                 self._attach(conn)
@@ -157,6 +193,8 @@ class _Client:
                 return message
 
     async def close(self) -> None:
+        if self._checker is not None:
+            self._checker.cancel()
         self.conn.close()
         await self.conn.wait_closed(1.0)
         self._reader.cancel()
@@ -196,6 +234,7 @@ class SubmissionClient(_Client):
                                          m.SubmitDriverResponse)
         if watch and response.success:
             self._watched = response.driver_id
+            self._keep_checking()
         return response
 
     async def status(self, driver_id: str, watch: bool = False) -> m.DriverStatusResponse:
@@ -203,6 +242,7 @@ class SubmissionClient(_Client):
                                        m.DriverStatusResponse)
         if watch and status.found:
             self._watched = driver_id
+            self._keep_checking()
         return status
 
     async def next_status(self, timeout: float | None = None) -> m.DriverStatusResponse:
@@ -265,6 +305,7 @@ class ApplicationClient(_Client):
                                              m.RegisteredApplication)
         client.app_id = registered.app_id
         logger.info("Registered application %s as %s", desc.name, client.app_id)
+        client._keep_checking()
         return client
 
     async def __aenter__(self) -> ApplicationClient:

@@ -318,6 +318,19 @@ class UnregisterApplication(Message):
     app_id: str
 
 
+class RequestLeadership(Message):
+    """A client's check that its master still answers (and leads): a master that stops
+    answering (frozen, or cut off with the connection still up) is left for the leader."""
+
+    request_id: int = 0
+
+
+class LeadershipResponse(Message):
+    master_url: str
+    state: str
+    in_reply_to: int = 0
+
+
 class ReconnectApplication(Message):
     """An application's driver program, its master gone, asks the (new) leader to take its
     application back: answered RegisteredApplication, or ApplicationRemoved if unknown."""
@@ -424,6 +437,7 @@ TO_MASTER = (
     | RegisterApplication
     | UnregisterApplication
     | ReconnectApplication
+    | RequestLeadership
 )
 """What a master accepts on a connection; anything else is refused when it is decoded."""
 
@@ -450,6 +464,7 @@ TO_CLIENT = (
     | ClearCompletedDriversAndAppsResponse
     | DriverListResponse
     | RegisteredApplication
+    | LeadershipResponse
     | ExecutorAdded
     | ExecutorUpdated
     | WorkerRemoved

@@ -173,6 +173,12 @@ class Connection:
         self.closed = True
         self._queue.put_nowait(None)
 
+    def abort(self) -> None:
+        """Drop the connection at once, unsent messages too: the peer sees a reset (for a peer
+        that stopped answering, whose unread data would keep a graceful close waiting)."""
+        self.close()
+        self._writer.transport.abort()
+
     async def wait_closed(self, timeout: float = 2.0) -> None:
         try:
             await asyncio.wait_for(asyncio.shield(self._write_task), timeout)

@@ -21,6 +21,7 @@ import msgspec
 from toolkit.errors import ConfigError, WireError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
+from toolkit.runtime.config import parse_master_url
 from toolkit.runtime.endpoint import Endpoint, Handler
 from toolkit.runtime.runners import KILL_TIMEOUT, DriverRunner, ExecutorRunner, State
 from toolkit.runtime.states import DriverState, ExecutorState, is_finished
@@ -211,6 +212,10 @@ class Worker(Endpoint):
         self.after(STANDBY_RETRY, m.MasterConnected(address), conn)
 
     def on_reconnect_worker(self, msg: m.ReconnectWorker, conn: Connection | None) -> None:
+        if conn is not None and conn is not self.master and (
+                conn not in self._link_conns.values()):
+            self._master_changed(msg.master_url, conn)
+            return
         logger.info("Master %s asked this worker to reconnect; re-registering", msg.master_url)
         self._lose_registration()
         if conn is not None and not conn.closed:
@@ -218,6 +223,28 @@ class Worker(Endpoint):
             conn.send(self._register_message(address))
         else:
             self._ensure_links()
+
+    def _master_changed(self, master_url: str, conn: Connection) -> None:
+        """Spark's MasterChanged: a master that came to lead says so over a connection of its
+        own. If it is one of this worker's masters and not the one it is registered with,
+        that one (frozen, or cut off with the link still up) is dropped for the new leader."""
+        conn.close()
+        try:
+            host, port = parse_master_url(master_url)[0]
+        except (ConfigError, IndexError):
+            return
+        if (host, port) not in self.config.masters:
+            logger.warning("Ignoring %s, which says it leads: not one of this worker's masters",
+                           master_url)
+            return
+        if self.master is not None and self.master_url == master_url:
+            return  # registered with it already
+        logger.info("Master %s leads now; registering with it", master_url)
+        old, self.master = self.master, None
+        self._lose_registration()
+        if old is not None:
+            old.abort()
+        self._ensure_links()
 
     def on_send_heartbeat(self, msg: m.SendHeartbeat, conn: Connection | None) -> None:
         if self.registered and self.master is not None:

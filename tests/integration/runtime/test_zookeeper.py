@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.runtime.test_drivers import submit, wait_driver
+from tests.integration.runtime.test_drivers import alive, submit, wait_driver
 from tests.procs import Cluster, MasterProc, free_port, wait_for
 
 JAR = Path("/usr/share/java/zookeeper.jar")
@@ -79,23 +79,50 @@ def test_a_standby_leads_when_the_leader_dies_and_keeps_its_work(
     assert f"The leader at 127.0.0.1:{leader.port} refuses connections" in standby.proc.log()
 
 
-def test_a_frozen_leader_is_left_to_its_session_and_exits_1_when_it_wakes(
+def test_a_frozen_leader_is_left_to_its_session_and_its_work_follows_the_new_one(
         cluster: Cluster, zookeeper: tuple[int, subprocess.Popen[bytes]]) -> None:
-    """A leader that stops answering (frozen, overloaded, cut off) still accepts connections
-    or times out: only ZooKeeper's session expiry hands its lock on. Woken, it knows it lost."""
+    """A leader that stops answering (frozen, or cut off with its connections still up: no
+    reset ever comes) still accepts connections: only ZooKeeper's session expiry hands its
+    lock on. The new leader tells the workers itself; the application's driver program
+    notices that its master no longer answers and follows. Woken, the old one exits 1."""
+    import asyncio
+
+    from tests.integration.runtime.test_applications import two_running_executors
+
     port, _ = zookeeper
     leader = with_zookeeper(cluster, port)
     wait_for(lambda: leader.json()["status"] == "ALIVE", 15, "the leader")
     standby = with_zookeeper(cluster, port, wait=False)
     wait_for(lambda: "standing by" in standby.proc.log(), 15, "the standby waiting")
-    leader.proc.signal(signal.SIGSTOP)
-    try:
-        wait_for(lambda: standby.json()["status"] == "ALIVE", 30, "the standby leading")
-    finally:
-        leader.proc.signal(signal.SIGCONT)
+    both = f"ember://127.0.0.1:{leader.port},127.0.0.1:{standby.port}"
+    worker = cluster.worker(both, cores=3, memory="1g")
+    worker_id = leader.wait_joined(worker)
+    running = submit(leader, "sh", "-c", RUNS, options=("--memory", "64m"))
+    wait_driver(leader, running, "RUNNING")
+
+    async def scenario() -> tuple[str, dict[int, int], dict[str, Any]]:
+        app, pids = await two_running_executors(both, worker.work_dir)
+        try:
+            leader.proc.signal(signal.SIGSTOP)
+            following = asyncio.ensure_future(app.event())  # notices, and goes back
+            state = await asyncio.to_thread(wait_for, lambda: (lambda now: now if (
+                now["status"] == "ALIVE" and [a["state"] for a in now["activeapps"]]
+                == ["RUNNING"]) else None)(standby.json()), 40, "the standby leading")
+            following.cancel()
+            return app.app_id, pids, state
+        finally:
+            leader.proc.signal(signal.SIGCONT)
+            await app.stop()
+
+    app_id, pids, state = asyncio.run(scenario())
+    assert [w["id"] for w in state["workers"] if w["state"] == "ALIVE"] == [worker_id]
+    assert [(d["id"], d["state"]) for d in state["activedrivers"]] == [(running, "RUNNING")]
+    assert [a["id"] for a in state["activeapps"]] == [app_id]
+    assert all(alive(pid) for pid in pids.values())  # the same executors, never restarted
     assert leader.proc.wait(30) == 1  # its session expired while it slept
     assert "refuses connections" not in standby.proc.log()
     assert "No longer the leader" in leader.proc.log()
+    assert "leads now; registering with it" in worker.proc.log()
 
 
 @contextmanager

@@ -10,6 +10,7 @@ class FakeConn:
         self.peer = peer
         self.sent: list[m.Message] = []
         self.closed = False
+        self.aborted = False
 
     def send(self, message: m.Message) -> bool:
         if self.closed:
@@ -19,6 +20,9 @@ class FakeConn:
 
     def close(self) -> None:
         self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
 
     def last(self) -> m.Message:
         return self.sent[-1]

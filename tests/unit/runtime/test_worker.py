@@ -92,6 +92,32 @@ async def test_reconnect_request_re_registers_on_the_same_link(worker: Worker) -
     await worker.close_tasks()
 
 
+def registered_with(worker: Worker, address: str) -> FakeConn:
+    conn = FakeConn(address)
+    worker.handle(m.MasterConnected(address), conn)
+    worker.handle(m.RegisteredWorker(f"ember://{address}", "http://x", False, 15.0), conn)
+    return conn
+
+
+async def test_a_new_leaders_word_drops_a_silent_master_for_it(worker: Worker) -> None:
+    """MasterChanged: the old master froze or was cut off with the link still up."""
+    old = registered_with(worker, "10.0.0.1:7077")
+    word = FakeConn("10.0.0.9:40000")  # the new leader's own connection to this worker
+    worker.handle(m.ReconnectWorker("ember://10.0.0.9:7077"), word)
+    assert word.closed and old.aborted
+    assert not worker.registered and worker.master is None
+    assert "10.0.0.9:7077" in worker._links  # connecting to the new leader
+    await worker.close_tasks()
+
+
+async def test_only_its_own_masters_can_say_they_lead(worker: Worker) -> None:
+    current = registered_with(worker, "10.0.0.1:7077")
+    for url in ("ember://10.6.6.6:7077", "ember://10.0.0.1:7077", "not a url"):
+        worker.handle(m.ReconnectWorker(url), FakeConn("10.6.6.6:40000"))
+        assert worker.registered and worker.master is current and not current.closed
+    await worker.close_tasks()
+
+
 async def test_refused_registration_is_asked_again_later(worker: Worker) -> None:
     conn = FakeConn()
     worker.handle(m.MasterConnected("10.0.0.1:7077"), conn)

@@ -77,6 +77,15 @@ class Apps(Table[AppInfo]):
         self._of_client.setdefault(conn, []).append(app)
         self._store.put_app(app)
 
+    def relink(self, app: AppInfo, conn: Connection) -> None:
+        """Its driver program moved to ``conn`` while its old link was still up here."""
+        if app.conn is not None:
+            others = self._of_client.get(app.conn, [])
+            if app in others:
+                others.remove(app)
+        app.conn = conn
+        self._of_client.setdefault(conn, []).append(app)
+
     def of_client(self, conn: Connection) -> list[AppInfo]:
         """The active applications a closed connection had registered (then forgotten)."""
         return [a for a in self._of_client.pop(conn, []) if a.id in self._rows]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from toolkit.errors import WireError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.config import MasterConfig
@@ -28,6 +29,9 @@ logger = logging.getLogger("toolkit.runtime.master")
 
 STANDBY_POLL = 0.2
 """Seconds between a standby's tries at the recovery directory's lock."""
+TELL_AT_ONCE = 64
+"""A new leader tells this many stored workers at once that it leads."""
+TELL_TIMEOUT = 2.0
 REAPER_ITERATIONS = 15
 """A DEAD worker stays listed for (REAPER_ITERATIONS + 1) x worker timeout, as in Spark."""
 
@@ -132,6 +136,7 @@ class Master(Endpoint):
             **self.work.handlers(),
             m.WorkerLatestState: self.on_worker_latest_state,
             m.ReconnectApplication: self.on_reconnect_application,
+            m.RequestLeadership: self.on_request_leadership,
         }
 
     # Leadership and recovery (a recovery mode) ---------------------------------------------
@@ -153,12 +158,33 @@ class Master(Endpoint):
         self._turned_away.clear()
         found = self.store.read()
         recovery.restore(self.workers, self.work, found, self.clock(), self.monotonic())
+        self.spawn(self._tell_workers([(w.host, w.port) for w in found.workers]),
+                   name="master changed")
         logger.info("Recovered %d workers, %d drivers (%d waiting) and %d completed drivers, "
                     "%d applications", len(found.workers), len(found.drivers),
                     sum(d.state == DriverState.SUBMITTED for d in found.drivers),
                     len(found.completed), len(found.apps))
         if not self._settle_recovery():
             self.after(self.config.worker_timeout, m.CompleteRecovery())
+
+    async def _tell_workers(self, addresses: list[tuple[str, int]]) -> None:
+        """Spark's MasterChanged: each stored worker hears that this master leads, over a
+        connection of the master's own, so that one still held by a frozen or cut-off leader
+        (no reset ever comes) does not keep it away. A few at a time."""
+        gate = asyncio.Semaphore(TELL_AT_ONCE)
+
+        async def tell(host: str, port: int) -> None:
+            async with gate:
+                try:
+                    conn = await wire.connect(host, port, self.secret, wire.TO_MASTER,
+                                              timeout=TELL_TIMEOUT)
+                except (OSError, WireError):
+                    return  # not there: it comes back by itself, or is lost at the timeout
+                conn.send(m.ReconnectWorker(self.url))
+                conn.close()
+                await conn.wait_closed(TELL_TIMEOUT)
+
+        await asyncio.gather(*(tell(host, port) for host, port in addresses))
 
     def _lost_leadership(self, why: str) -> None:
         """This leader no longer knows that it leads (ZooKeeper suspended or lost its session,
@@ -210,6 +236,14 @@ class Master(Endpoint):
         self.work.on_reconnect_application(msg, conn)
         if self.state == MasterState.RECOVERING:
             self._settle_recovery()
+
+    def on_request_leadership(self, msg: m.RequestLeadership, conn: Connection | None) -> None:
+        """A client checks that this master answers: a standby says NotLeader."""
+        if conn is not None:
+            conn.send(m.NotLeader(self.url, self.state.value, in_reply_to=msg.request_id)
+                      if self.state == MasterState.STANDBY else
+                      m.LeadershipResponse(self.url, self.state.value,
+                                           in_reply_to=msg.request_id))
 
     def on_check_application(self, msg: m.CheckApplication, conn: Connection | None) -> None:
         app = self.work.apps.get(msg.app_id)

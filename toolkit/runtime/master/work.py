@@ -293,6 +293,12 @@ class Work:
             conn.send(m.NotLeader(self._url(), self._state().value, in_reply_to=msg.request_id))
             return
         app = self.apps.get(msg.app_id)
+        if app is not None and app.conn is not None and app.conn is not conn:
+            # its program left a link this master still holds (a check it did not answer
+            # in time): the new link replaces it
+            self.apps.relink(app, conn)
+            conn.send(m.RegisteredApplication(app.id, self._url(), in_reply_to=msg.request_id))
+            return
         if app is None or app.state != ApplicationState.UNKNOWN:
             conn.send(m.ApplicationRemoved(f"application {msg.app_id} is not known here",
                                            in_reply_to=msg.request_id))

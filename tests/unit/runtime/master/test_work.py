@@ -306,6 +306,20 @@ async def test_an_application_whose_link_was_reset_waits_for_its_program(
     assert sent(worker, m.KillExecutor) == []  # the same executors, never restarted
 
 
+async def test_an_application_whose_program_moved_to_a_new_link_keeps_running(
+        master: Master) -> None:
+    """Its program stopped hearing this master and connected again, before the master saw
+    the old link go: the new link replaces it, and the old one's end fails nothing."""
+    worker, program, desc, app_id = app_with_two_executors(master)
+    back = FakeConn("10.0.0.9:5001")
+    master.handle(m.ReconnectApplication(app_id, desc, request_id=3), back)
+    assert sent(back, m.RegisteredApplication)[0].in_reply_to == 3
+    master.handle(m.ConnectionClosed("connection closed by peer"), program)
+    assert master.work.apps[app_id].state == "RUNNING"
+    assert master.work.apps[app_id].conn is back
+    assert sent(worker, m.KillExecutor) == []
+
+
 async def test_an_application_whose_program_does_not_come_back_fails_after_the_timeout(
         master: Master) -> None:
     worker, program, _, app_id = app_with_two_executors(master)

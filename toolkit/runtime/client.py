@@ -74,6 +74,8 @@ class _Client:
         self._ids = itertools.count(1)
         self._reader = asyncio.create_task(self._read(conn), name="client reader")
         self._checker: asyncio.Task[None] | None = None
+        self._following = False
+        """Looking for the leader: the check leaves the connection alone meanwhile."""
 
     def _keep_checking(self) -> None:
         """With several masters, check the master every CHECK_EVERY s: one that does not
@@ -86,7 +88,7 @@ class _Client:
         while True:
             await asyncio.sleep(CHECK_EVERY)
             conn = self.conn
-            if conn.closed:
+            if conn.closed or self._following:
                 continue
             try:
                 await self.ask(m.RequestLeadership(), m.LeadershipResponse, CHECK_TIMEOUT)
@@ -97,13 +99,15 @@ class _Client:
                 why = f"no longer leads ({exc})"
             except ConnectionError:
                 continue  # the reader has said so already
-            if conn is self.conn:
+            if conn is self.conn and not self._following:
                 logger.warning("The master at %s %s; looking for the leader", conn.peer, why)
                 conn.abort()
 
     def _attach(self, conn: wire.Connection) -> None:
-        """Go on over another connection (another master)."""
-        self.conn.close()
+        """Go on over another connection (another master). The old one is aborted, not
+        closed: a master that still reads it sees a reset (a blip, its applications wait for
+        their program), never a program that ended."""
+        self.conn.abort()
         self._reader.cancel()
         self.conn = conn
         self._reader = asyncio.create_task(self._read(conn), name="client reader")
@@ -255,8 +259,12 @@ class SubmissionClient(_Client):
                 raise
             logger.warning("Lost the master; following driver %s to the leader", self._watched)
             loop = asyncio.get_running_loop()
-            await self._next_master(loop.time() + FOLLOW_TIMEOUT)
-            status = await self.status(self._watched, watch=True)
+            self._following = True
+            try:
+                await self._next_master(loop.time() + FOLLOW_TIMEOUT)
+                status = await self.status(self._watched, watch=True)
+            finally:
+                self._following = False
         if status.relaunched_as:
             self._watched = status.relaunched_as
         return status
@@ -330,13 +338,16 @@ class ApplicationClient(_Client):
             raise ConnectionError("the master closed the connection")
         logger.warning("Lost the master; taking application %s back to the leader",
                        self.app_id)
-        await self._next_master(asyncio.get_running_loop().time() + FOLLOW_TIMEOUT)
+        self._following = True
         try:
+            await self._next_master(asyncio.get_running_loop().time() + FOLLOW_TIMEOUT)
             await self._to_leader(m.ReconnectApplication(self.app_id, self.desc),
                                   m.RegisteredApplication)
         except ConnectionError as exc:
             raise ConnectionError(f"application {self.app_id} was not taken back: {exc}"
                                   ) from None
+        finally:
+            self._following = False
         logger.info("Application %s is back with the leader", self.app_id)
 
     async def stop(self) -> None:

@@ -11,8 +11,10 @@
   with every worker back (timed from the new process's start, Python's start-up included);
 - restart with --drivers persisted waiting drivers (no worker) -> ALIVE.
 
-With --spark-home, Apache Spark's masters in ZooKeeper mode take over on the same ZooKeeper
-(workers only: a Spark application needs a JVM driver program).
+The ZooKeeper takeover runs twice: kill -9 of the leader (its port refuses, and the standby
+takes its lock at once), and SIGSTOP (a frozen leader: its ZooKeeper session must expire).
+With --spark-home, Apache Spark's masters in ZooKeeper mode take over on the same ZooKeeper,
+with a PySpark application holding an executor on each worker.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from toolkit.runtime import messages as m  # noqa: E402
 from toolkit.runtime.client import ApplicationClient, SubmissionClient  # noqa: E402
 
 TARGETS = {"standby takeover (s)": 5.0, "standby takeover, zookeeper (s)": 5.0,
+           "standby takeover, zookeeper, leader frozen (s)": 5.0,
            "restart, from the new process (s)": 1.0, "restart with the drivers (s)": 1.0}
 ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
 SLEEPER = ["sh", "-c", "exec sleep 120"]
@@ -110,7 +113,10 @@ async def with_app(url: str, workers: int, work: Any) -> Any:
         await asyncio.sleep(0.2)  # the links the client left for another master close too
 
 
-def takeover(tmp: Path, workers: int, zookeeper: int | None = None) -> float:
+def takeover(tmp: Path, workers: int, zookeeper: int | None = None,
+             how: signal.Signals = signal.SIGKILL) -> float:
+    """kill -9 of the leader (its port then refuses), or SIGSTOP (it freezes: its port still
+    accepts, and only ZooKeeper's session expiry hands its lock on)."""
     cluster = Cluster(tmp)
     try:
         directory = tmp / "recovery"
@@ -125,7 +131,7 @@ def takeover(tmp: Path, workers: int, zookeeper: int | None = None) -> float:
 
         def failover() -> float:
             began = time.monotonic()
-            leader.proc.signal(signal.SIGKILL)
+            leader.proc.signal(how)
             return until(lambda: everything_back(standby, workers, 1)) - began
         return float(asyncio.run(with_app(url, workers, failover)))
     finally:
@@ -175,11 +181,30 @@ def restart_with_drivers(tmp: Path, drivers: int) -> float:
         cluster.stop_all()
 
 
+SPARK_APP = """
+import sys, time
+from pyspark.sql import SparkSession
+spark = (SparkSession.builder.master(sys.argv[1]).appName("bench")
+         .config("spark.executor.memory", "512m").config("spark.executor.cores", "1")
+         .config("spark.cores.max", sys.argv[2]).getOrCreate())
+spark.range(1000).count()
+time.sleep(900)
+"""
+
+
+def spark_python(spark_home: Path) -> Path:
+    """The Python of the environment that holds this pyspark (scripts/spark-env's .spark/)."""
+    for parent in spark_home.parents:
+        if (parent / "pyvenv.cfg").exists():
+            return parent / "bin" / "python"
+    return Path(sys.executable)
+
+
 def spark_takeover(tmp: Path, spark_home: Path, zookeeper: int, workers: int) -> float:
     """Apache Spark's standalone masters in ZooKeeper mode, as a Spark user sets them
     (spark.worker.timeout as Ember's worker timeout, Curator's own session): kill -9 of the
-    leader -> the standby ALIVE with every worker registered again. No application: Spark's
-    needs a JVM driver program."""
+    leader -> the standby ALIVE with every worker registered again and the application (a
+    PySpark driver program holding an executor on each worker) taken back."""
     import os
     import urllib.request
 
@@ -213,13 +238,20 @@ def spark_takeover(tmp: Path, spark_home: Path, zookeeper: int, workers: int) ->
         url = "spark://" + ",".join(f"127.0.0.1:{p}" for p, _ in ports)
         for _ in range(workers):
             start("org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
-                  "--webui-port", "0", "--cores", "1", "--memory", "512m")
+                  "--webui-port", "0", "--cores", "1", "--memory", "1g")
         until(lambda: status(ports[lead][1])["aliveworkers"] == workers, 120)
+        procs.append(subprocess.Popen(
+            [str(spark_python(spark_home)), "-c", SPARK_APP, url, str(workers)], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        until(lambda: any(a["state"] == "RUNNING" and a["cores"] == workers
+                          for a in status(ports[lead][1])["activeapps"]), 180)
+        time.sleep(2)  # its job done and its executors settled
         began = time.monotonic()
         masters[lead].kill()
         other = ports[1 - lead][1]
         done = until(lambda: (lambda st: st["status"] == "ALIVE" and st["aliveworkers"]
-                              == workers)(status(other)), 300)
+                              == workers and [a["state"] for a in st["activeapps"]]
+                              == ["RUNNING"])(status(other)), 300)
         return done - began
     finally:
         for proc in procs:
@@ -250,6 +282,8 @@ def main() -> int:
             zk_port, zk = start_zookeeper(tmp / "d", args.zookeeper_tick)
             try:
                 with_zookeeper = takeover(tmp / "d", args.workers, zk_port)
+                (tmp / "f").mkdir()
+                frozen = takeover(tmp / "f", args.workers, zk_port, signal.SIGSTOP)
                 if args.spark_home:
                     (tmp / "s").mkdir()
                     spark_runs.append({"standby takeover, zookeeper (s)": spark_takeover(
@@ -260,6 +294,7 @@ def main() -> int:
             runs.append({
                 "standby takeover (s)": takeover(tmp / "a", args.workers),
                 "standby takeover, zookeeper (s)": with_zookeeper,
+                "standby takeover, zookeeper, leader frozen (s)": frozen,
                 "restart, from the new process (s)": restart(tmp / "b", args.workers),
                 "restart with the drivers (s)": restart_with_drivers(tmp / "c", args.drivers),
             })

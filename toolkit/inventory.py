@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolkit.ensemble_inventory import Ensemble, parse_ensemble
 from toolkit.errors import ConfigError
 from toolkit.settings import BACKENDS, HOME, REMOTE_HOME, Setting, inventory_keys, named, parsed
 
@@ -74,6 +75,8 @@ class Inventory:
     workers: tuple[HostEntry, ...]
     recovery: dict[str, str] = field(default_factory=dict)
     """The masters' recovery: mode, and dir for filesystem (EMBER_RECOVERY_*): empty, none."""
+    ensemble: Ensemble | None = None
+    """The ZooKeeper ensemble the playbook runs for the masters (recovery.ensemble)."""
 
     def setting(self, host: HostEntry, key: str) -> Any:
         """host -> group -> defaults -> built-in: the one place settings are looked up."""
@@ -115,6 +118,18 @@ class Inventory:
             host = f"[{host}]" if ":" in host else host
             parts.append(f"{host}:{self.setting(master, 'port')}")
         return "ember://" + ",".join(parts)
+
+    def entry(self, name: str) -> HostEntry | None:
+        """The first entry of the host named ``name`` (its address without a user)."""
+        return next((h for h in self.hosts if h.address.rpartition("@")[2] == name), None)
+
+    def ensemble_servers(self) -> list[tuple[str, int, int]]:
+        """The ensemble's servers, in order of their number: address, peer and election port."""
+        if self.ensemble is None:
+            return []
+        found = [self.entry(name) for name in self.ensemble.hosts]
+        return [(self.advertised(e), self.ensemble.peer_port, self.ensemble.election_port)
+                for e in found if e is not None]
 
     def advertised(self, host: HostEntry) -> str:
         """The address a role binds and tells its peers."""
@@ -178,32 +193,44 @@ def _from_yaml(path: Path, text: str) -> Inventory:
         workers = tuple(HostEntry(a, "workers", {}) for a in _parse_workers(workers_path, lines))
     else:
         workers = _group(path, "workers", data.get("workers", []), groups)
+    recovery, ensemble = _recovery(path, data.get("recovery", {}))
     inventory = Inventory(path, name, backend, secret, _ssh(path, data.get("ssh", {})),
-                          defaults, groups, masters, workers,
-                          _recovery(path, data.get("recovery", {})))
+                          defaults, groups, masters, workers, recovery, ensemble)
     _validate(inventory)
+    if ensemble is not None:
+        check_ensemble(inventory, ensemble)
     return inventory
 
 
-def _recovery(path: Path, value: Any) -> dict[str, str]:
+def _recovery(path: Path, value: Any) -> tuple[dict[str, str], Ensemble | None]:
     """``recovery: {mode: filesystem, dir: /shared/ember-recovery}`` (a directory every master
-    sees: NFS, or one host) or ``{mode: zookeeper, zookeeper: "z1:2181,z2:2181", root:
-    /ember}``. Keys are the masters' EMBER_RECOVERY_MODE, _DIR, EMBER_ZOOKEEPER_URL, _DIR."""
+    sees: NFS, or one host), ``{mode: zookeeper, zookeeper: "z1:2181,z2:2181", root: /ember}``,
+    or ``{mode: zookeeper, ensemble: [h1, h2, h3]}`` (the playbook runs ZooKeeper on those
+    hosts). Keys are the masters' EMBER_RECOVERY_MODE, _DIR, EMBER_ZOOKEEPER_URL, _DIR."""
     data = _mapping(path, "recovery", value)
-    _only(path, "recovery", data, {"mode", "dir", "zookeeper", "root"})
+    _only(path, "recovery", data, {"mode", "dir", "zookeeper", "root", "ensemble"})
     if not data:
-        return {}
+        return {}, None
     mode = parsed(f"{path}: recovery.mode", str(data.get("mode", "none")),
                   named("master", "recovery_mode").parse)
     found = {"mode": mode}
+    if "ensemble" in data and mode != "zookeeper":
+        raise ConfigError(f"{path}: recovery.ensemble runs ZooKeeper for recovery.mode "
+                          f"zookeeper, not {mode}")
     if mode == "zookeeper":
-        if not data.get("zookeeper"):
+        ensemble = parse_ensemble(path, data["ensemble"]) if "ensemble" in data else None
+        if ensemble is not None and data.get("zookeeper"):
+            raise ConfigError(f"{path}: give recovery.zookeeper (a ZooKeeper of your own) or "
+                              f"recovery.ensemble (one the playbook runs), not both")
+        if ensemble is None and not data.get("zookeeper"):
             raise ConfigError(f"{path}: recovery.mode zookeeper needs recovery.zookeeper "
-                              f"(HOST:PORT[,HOST:PORT...])")
-        found["zookeeper"] = str(data["zookeeper"])
+                              f"(HOST:PORT[,HOST:PORT...]) or recovery.ensemble (hosts of "
+                              f"this inventory to run ZooKeeper on)")
+        if data.get("zookeeper"):
+            found["zookeeper"] = str(data["zookeeper"])
         if "root" in data:
             found["root"] = str(data["root"])
-        return found
+        return found, ensemble
     if "dir" in data:
         directory = str(data["dir"])
         if not directory.startswith("/"):
@@ -212,7 +239,19 @@ def _recovery(path: Path, value: Any) -> dict[str, str]:
         found["dir"] = directory
     elif mode == "filesystem":
         raise ConfigError(f"{path}: recovery.mode filesystem needs recovery.dir")
-    return found
+    return found, None
+
+
+def check_ensemble(inventory: Inventory, ensemble: Ensemble) -> None:
+    """Every ensemble host is a host of the inventory (the playbook reaches it as such); the
+    masters are given its servers' client addresses."""
+    for name in ensemble.hosts:
+        if inventory.entry(name) is None:
+            raise ConfigError(f"{inventory.path}: recovery.ensemble host {name} is not a host "
+                              f"of the inventory: list it under masters or workers")
+    inventory.recovery["zookeeper"] = ",".join(
+        f"[{host}]:{ensemble.client_port}" if ":" in host else f"{host}:{ensemble.client_port}"
+        for host, _, _ in inventory.ensemble_servers())
 
 
 def _from_workers_file(path: Path, text: str) -> Inventory:

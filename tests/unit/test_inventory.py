@@ -142,6 +142,20 @@ def test_a_local_master_with_remote_workers_is_refused_and_local_workers_are_fin
     ("masters: [m1]\nrecovery: {mode: filesystem, dir: /x, size: 3}", "recovery"),
     ("masters: [m1]\nrecovery: {mode: zookeeper}",
      "recovery.mode zookeeper needs recovery.zookeeper"),
+    ("masters: [m1]\nrecovery: {mode: zookeeper, ensemble: [m1, w9, w8]}",
+     "recovery.ensemble host w9 is not a host of the inventory"),
+    ("masters: [m1]\nworkers: [w1]\nrecovery: {mode: zookeeper, ensemble: [m1, w1]}",
+     "recovery.ensemble lists 2 hosts: an ensemble needs an odd number"),
+    ("masters: [m1]\nrecovery: {mode: zookeeper, ensemble: [m1], zookeeper: 'z:2181'}",
+     "not both"),
+    ("masters: [m1]\nrecovery: {mode: filesystem, dir: /x, ensemble: [m1]}",
+     "recovery.ensemble runs ZooKeeper for recovery.mode zookeeper, not filesystem"),
+    ("masters: [m1]\nrecovery: {mode: zookeeper, ensemble: {hosts: [m1], peer_port: 2181}}",
+     "client_port, peer_port and election_port must differ"),
+    ("masters: [m1]\nrecovery: {mode: zookeeper, ensemble: {hosts: [m1], tick: 5}}",
+     "recovery.ensemble: unknown key 'tick'"),
+    ("masters: [m1]\nrecovery: {mode: zookeeper, ensemble: [m1, m1, m1]}",
+     "recovery.ensemble: host m1 is listed twice"),
     ("masters: [m1\n", "not valid YAML"),
     ("masters: [{host: m1, rest_port: 8080}]", "m1 masters rest_port 8080 clashes with m1"),
     ("masters: [m1]\nworkers: [{host: w1, cleanup_interval: -1}]",
@@ -210,3 +224,15 @@ def test_bad_workers_file_line_is_named(tmp_path: Path) -> None:
 def test_missing_inventory_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="No such file"):
         inventory.load(tmp_path / "nope.yml")
+
+
+def test_an_ensemble_the_playbook_runs_gives_the_masters_its_servers(tmp_path: Path) -> None:
+    inv = load(tmp_path, "masters: [m1, {host: m2, bind_host: 10.0.0.2}]\nworkers: [root@w1]\n"
+                         "recovery: {mode: zookeeper, root: /prod, ensemble: {hosts: [m1, m2, "
+                         "w1], client_port: 2182, tick_ms: 1000}}\n")
+    assert inv.ensemble is not None and inv.ensemble.hosts == ("m1", "m2", "w1")
+    assert inv.recovery == {"mode": "zookeeper", "root": "/prod",
+                            "zookeeper": "m1:2182,10.0.0.2:2182,w1:2182"}
+    assert inv.ensemble_servers() == [("m1", 2888, 3888), ("10.0.0.2", 2888, 3888),
+                                      ("w1", 2888, 3888)]
+    assert inv.ensemble.tick_ms == 1000

@@ -95,12 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     _common(worker)
     worker.set_defaults(run=run_worker, header=True)
 
+    zookeeper = sub.add_parser(
+        "zookeeper", help="run one ZooKeeper server of an ensemble in the foreground",
+        description="One server of a ZooKeeper ensemble, from the host's ZooKeeper "
+                    "installation, for clusters with no ZooKeeper of their own (the "
+                    "inventory's recovery.ensemble).")
+    _role_flags(zookeeper, "zookeeper")
+    zookeeper.add_argument("--pid-file", metavar="FILE", type=Path,
+                           help="write this process's pid here; removed at clean exit")
+    zookeeper.set_defaults(run=run_zookeeper, header=True)
+
     start_timeout = settings_registry.named("daemon", "start_timeout")
     daemon = sub.add_parser(
         "daemon", help="start, stop or check a master/worker in the background",
-        usage="ember daemon (start|stop|status|restart|logs|run) (master|worker) [INSTANCE] "
+        usage="ember daemon (start|stop|status|restart|logs|run) (master|worker|zookeeper) "
+              "[INSTANCE] "
               "[--backend supervisor|plain|systemd] [-- ROLE_ARGS...]\n"
-              "       ember daemon install-systemd [(master|worker) [INSTANCES]] [--now] "
+              "       ember daemon install-systemd [(master|worker|zookeeper) [INSTANCES]] [--now] "
               "[--scope system|user]\n"
               "       ember daemon uninstall-systemd [--scope system|user]\n"
               "       ember daemon supervisor-shutdown",
@@ -110,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("action", choices=["start", "stop", "status", "restart", "logs", "run",
                                            "supervisor-shutdown", "install-systemd",
                                            "uninstall-systemd"])
-    daemon.add_argument("role", nargs="?", choices=["master", "worker"])
+    daemon.add_argument("role", nargs="?", choices=["master", "worker", "zookeeper"])
     daemon.add_argument("instance", nargs="?", default="1",
                         help="instance number (default 1); start, stop and status take a list: 1,2")
     _flag(daemon, settings_registry.named("daemon", "backend"), help="how roles run")
@@ -228,6 +239,18 @@ def run_worker(args: argparse.Namespace) -> int:
     config.check_exposure("worker", host, settings.secret, args.insecure)
     worker = Worker(settings)
     return service.run(worker, http.worker_server(worker), host, args.pid_file)
+
+
+def run_zookeeper(args: argparse.Namespace) -> int:
+    from toolkit.runtime import config, ensemble
+
+    values = _role_values(args, "zookeeper", {
+        "data_dir": lambda: config.ember_home() / "zookeeper"})
+    for name, flag in (("server_id", "--id"), ("servers", "--servers")):
+        if values[name] is None:
+            setting = settings_registry.named("zookeeper", name)
+            raise ConfigError(f"zookeeper needs {flag} (or {setting.env})")
+    return ensemble.run(ensemble.EnsembleConfig(**values), args.pid_file)
 
 
 def _master_url(args: argparse.Namespace) -> str:
@@ -362,9 +385,9 @@ def run_driver(args: argparse.Namespace) -> int:
 
 def _log_level(args: argparse.Namespace) -> str:
     """master, worker: --log-level, else $EMBER_LOG_LEVEL, else INFO. Others: their flag."""
-    if args.command in ("master", "worker"):
+    if args.command in ("master", "worker", "zookeeper"):
         level: str = settings_registry.resolve(settings_registry.named("common", "log_level"),
-                                               args.log_level, os.environ)
+                                               getattr(args, "log_level", None), os.environ)
         return level
     return getattr(args, "log_level", "WARNING")
 

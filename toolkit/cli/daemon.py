@@ -45,7 +45,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     if args.action in ("install-systemd", "uninstall-systemd"):
         return _systemd_units(args, settings)
     if args.role is None:
-        raise ConfigError(f"daemon {args.action} needs a role: master or worker")
+        raise ConfigError(f"daemon {args.action} needs a role: master, worker or zookeeper")
     instances = _instances(args)
     if len(instances) > 1 and args.action not in ("start", "stop", "status"):
         raise ConfigError(f"daemon {args.action} takes one instance; start, stop and status "

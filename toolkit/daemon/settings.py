@@ -20,6 +20,11 @@ from toolkit.base.envfile import parse_env_file
 from toolkit.errors import ConfigError
 from toolkit.settings import default_home, default_of, named, of_role, resolve
 
+ROLES = ("zookeeper", "master", "worker")
+"""What `ember daemon` runs: a ZooKeeper server of the cluster's own ensemble, a master, and
+workers (several per host: instances)."""
+ONE_PER_HOST = ("zookeeper", "master")
+
 AF_UNIX_PATH_MAX = 107  # sun_path is 108 bytes, one of them the terminating NUL
 
 
@@ -81,9 +86,10 @@ class DaemonSettings:
 
     @staticmethod
     def unit(role: str, instance: int | None = None) -> str:
-        """ember-master.service, ember-worker@N.service (the template without N)."""
-        if role == "master":
-            return "ember-master.service"
+        """ember-master.service, ember-zookeeper.service, ember-worker@N.service (the
+        template without N)."""
+        if role in ONE_PER_HOST:
+            return f"ember-{role}.service"
         if role == "worker":
             return f"ember-worker@{'' if instance is None else instance}.service"
         raise ValueError(f"no unit for role {role!r}")

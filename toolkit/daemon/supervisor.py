@@ -22,7 +22,7 @@ from toolkit.base.files import write_atomic
 from toolkit.base.pidfile import read_pid_file
 from toolkit.base.procs import Stopped, wait_gone
 from toolkit.daemon.logs import tail
-from toolkit.daemon.settings import DaemonSettings, check_socket_path
+from toolkit.daemon.settings import ROLES, DaemonSettings, check_socket_path
 from toolkit.errors import EmberError
 
 RUNNING_STATES = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")
@@ -140,7 +140,7 @@ class SupervisorBackend:
         from toolkit.base.procs import Found, check
 
         s = self.settings
-        for role in ("master", "worker"):
+        for role in ROLES:
             for path in s.supervisor_programs.glob(f"{s.name(role, '*')}.conf"):
                 instance = path.stem.rpartition("-")[2]
                 if instance.isdigit() and check(s.pid_file(role, int(instance)),

@@ -21,12 +21,12 @@ from pathlib import Path
 
 from toolkit.base.files import write_atomic
 from toolkit.base.procs import Stopped, wait_gone
-from toolkit.daemon.settings import DaemonSettings
+from toolkit.daemon.settings import ONE_PER_HOST, DaemonSettings
 from toolkit.errors import EmberError
 from toolkit.render import INSTANCE, render, systemd_env
 
 SUPERVISORD_UNIT = "ember-supervisord.service"
-ROLE_UNITS = ("ember-master.service", "ember-worker@.service")
+ROLE_UNITS = ("ember-zookeeper.service", "ember-master.service", "ember-worker@.service")
 ACTIVE_STATES = ("active", "activating", "deactivating", "reloading")
 
 Say = Callable[[str], None]
@@ -88,8 +88,9 @@ def unit_texts(settings: DaemonSettings, python: str = sys.executable) -> dict[s
         raise SystemdError(f"the {settings.backend} backend has no systemd units: set the "
                            f"backend to systemd or supervisor")
     texts = {}
-    for role, instance, unit in (("master", "1", ROLE_UNITS[0]),
-                                 ("worker", INSTANCE, ROLE_UNITS[1])):
+    for role, instance, unit in (("zookeeper", "1", ROLE_UNITS[0]),
+                                 ("master", "1", ROLE_UNITS[1]),
+                                 ("worker", INSTANCE, ROLE_UNITS[2])):
         log = settings.log_file(role, instance) if settings.systemd_output == "file" else None
         texts[unit] = render(
             f"systemd/{unit}.j2", **common, type="notify",
@@ -168,7 +169,8 @@ def uninstall(settings: DaemonSettings, say: Say = print) -> int:
     names = [SUPERVISORD_UNIT, *ROLE_UNITS]
     present = [n for n in names if (settings.unit_dir / n).exists()]
     systemctl(settings, "stop", "ember-master.service", "ember-worker@*.service",
-              SUPERVISORD_UNIT, check=False, timeout=settings.stop_timeout + 30)
+              "ember-zookeeper.service", SUPERVISORD_UNIT, check=False,
+              timeout=settings.stop_timeout + 30)
     if present:
         systemctl(settings, "disable", *present, check=False)
     for wants in settings.unit_dir.glob("*.wants"):
@@ -199,8 +201,8 @@ class SystemdBackend:
         self.settings = settings
 
     def _unit(self, role: str, instance: int) -> str:
-        if role == "master" and instance != 1:
-            raise SystemdError("the systemd backend runs one master per host (instance 1)")
+        if role in ONE_PER_HOST and instance != 1:
+            raise SystemdError(f"the systemd backend runs one {role} per host (instance 1)")
         return self.settings.unit(role, instance)
 
     def prepare(self) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from toolkit import settings as settings_registry
 from toolkit.base.files import bundle
 from toolkit.daemon.protocol import read_reports, read_statuses
+from toolkit.daemon.settings import ROLES
 from toolkit.errors import ConfigError, EmberError
 from toolkit.inventory import HostEntry, Inventory, SSHSettings
 from toolkit.ops.group import Events, Outcome, Silent, run_each
@@ -67,10 +68,12 @@ class Cluster:
         self.serial = serial
         self.events: Events = events or Silent()
         wanted_hosts = set(hosts) if hosts else None
-        wanted_roles = set(roles) if roles else {"master", "worker"}
-        unknown = wanted_roles - {"master", "worker"}
+        wanted_roles = set(roles) if roles else set(ROLES)
+        unknown = wanted_roles - set(ROLES)
         if unknown:
-            raise ConfigError(f"unknown role {sorted(unknown)[0]!r}: use master or worker")
+            raise ConfigError(f"unknown role {sorted(unknown)[0]!r}: use master, worker or "
+                              f"zookeeper")
+        ensemble = inventory.ensemble.hosts if inventory.ensemble else ()
         self.targets: dict[str, Target] = {}
         for entry in inventory.hosts:
             name = entry.address.rpartition("@")[2]
@@ -83,6 +86,8 @@ class Cluster:
                 target = Target(name, [], host, inventory.home(entry),
                                 str(inventory.path_setting(entry, "python")))
                 self.targets[name] = target
+                if name in ensemble and "zookeeper" in wanted_roles:
+                    target.roles.append(("zookeeper", 1))
             target.entries.append(entry)
             role = "master" if entry.group == "masters" else "worker"
             if role in wanted_roles:
@@ -101,10 +106,12 @@ class Cluster:
     # Fan-out -----------------------------------------------------------------------------
 
     def each(self, targets: list[Target], work: Callable[[Target], list[Outcome]],
-             label: str | None = None, quiet: bool = False) -> list[Outcome]:
+             label: str | None = None, quiet: bool = False, parallel: bool = False
+             ) -> list[Outcome]:
         """``work`` on every target (group.py), each outcome told to the events as it comes
-        unless ``quiet``; every host's outcomes, in the targets' order."""
-        return run_each(targets, work, self.serial, label,
+        unless ``quiet``; every host's outcomes, in the targets' order. ``parallel`` even with
+        --serial."""
+        return run_each(targets, work, self.serial and not parallel, label,
                         None if quiet else self.events.outcome).outcomes()
 
     def with_role(self, role: str) -> list[Target]:
@@ -119,6 +126,7 @@ class Cluster:
         env = {"EMBER_HOME": target.home, "EMBER_CONF_DIR": f"{target.home}/conf",
                "EMBER_DAEMON_BACKEND": inv.backend, "EMBER_SECRET_FILE": target.secret_file()}
         chosen = [(target.entries[0], s) for s in settings_registry.host_wide()]
+        env.update(self.ensemble_env(target))
         for entry in target.entries:
             role = "master" if entry.group == "masters" else "worker"
             if role == "worker":
@@ -136,6 +144,17 @@ class Cluster:
             if value is not None and value != "":
                 env[setting.env] = str(value)
         return env
+
+    def ensemble_env(self, target: Target) -> dict[str, str]:
+        """EMBER_ZOOKEEPER_* of a host that runs a server of the inventory's ensemble."""
+        ensemble = self.inventory.ensemble
+        if ensemble is None or target.address not in ensemble.hosts:
+            return {}
+        values = {
+            "server_id": str(ensemble.hosts.index(target.address) + 1),
+            "servers": ",".join(f"{h}:{p}:{e}" for h, p, e in self.inventory.ensemble_servers()),
+            "client_port": str(ensemble.client_port), "tick_ms": str(ensemble.tick_ms)}
+        return {settings_registry.named("zookeeper", k).env: v for k, v in values.items()}
 
     def env_file(self, target: Target) -> str:
         return render("ember-env.sh.j2", host=target.address, env=self.host_env(target))
@@ -280,6 +299,15 @@ class Cluster:
                 return state
         except (OSError, ValueError):
             return None
+
+    def ensemble_mode(self, target: Target) -> str | None:
+        """A ZooKeeper server's mode, as it answers ``srvr`` (leader, follower...), or None."""
+        from toolkit.runtime.ensemble import mode
+
+        ensemble, entry = self.inventory.ensemble, self.inventory.entry(target.address)
+        if ensemble is None or entry is None:
+            return None
+        return mode(self.inventory.advertised(entry), ensemble.client_port)
 
     def alive_in_master(self) -> set[tuple[str, int]]:
         """The ALIVE workers in the view of the first master that answers and is ALIVE."""

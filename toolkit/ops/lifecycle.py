@@ -1,4 +1,5 @@
-"""start-all, stop-all and their parts: masters first, then workers; `--wait` bounds the whole
+"""start-all, stop-all and their parts: the ZooKeeper ensemble (when the inventory has one)
+first, then masters, then workers; stop-all the other way round. `--wait` bounds the whole
 run, and a worker not ALIVE in time is stopped, not left retrying on its own."""
 
 from __future__ import annotations
@@ -8,6 +9,20 @@ import time
 from toolkit.daemon.protocol import Order
 from toolkit.ops.cluster import Cluster, Target
 from toolkit.ops.group import Outcome
+
+
+def start_ensemble(cluster: Cluster, wait: float = 60.0) -> list[Outcome]:
+    """Every server of the inventory's ZooKeeper ensemble, all at once even with --serial: a
+    server is ready only once a majority of them runs."""
+    secret = cluster.secret()
+    return cluster.each(cluster.with_role("zookeeper"), lambda t: cluster.do(
+        t, "start", "zookeeper", "--if-stopped", "--timeout", f"{wait:.1f}", secret=secret),
+        parallel=True)
+
+
+def stop_ensemble(cluster: Cluster) -> list[Outcome]:
+    return cluster.each(cluster.with_role("zookeeper"), lambda t: cluster.do(
+        t, "stop", "zookeeper", "--shutdown-supervisor"), parallel=True)
 
 
 def start_masters(cluster: Cluster, wait: float = 60.0) -> list[Outcome]:
@@ -31,13 +46,15 @@ def start_all(cluster: Cluster, wait: float = 60.0) -> list[Outcome]:
     """Masters first, workers once a master is ready. Meanwhile every worker host gets
     ready: connected, files installed, supervisord started; its workers wait for `go`."""
     deadline = time.monotonic() + wait  # --wait bounds the whole run
+    ensemble = start_ensemble(cluster, wait)
     if cluster.serial:
-        outcomes = start_masters(cluster, wait)
+        outcomes = ensemble + start_masters(cluster, _left(deadline))
         return outcomes + start_workers(cluster, _left(deadline))
     workers = cluster.gated(cluster.with_role("worker"), "start", "worker", "--if-stopped",
                             secret=cluster.secret())
-    outcomes = start_masters(cluster, wait)
-    if outcomes and not any(o.ok for o in outcomes):
+    outcomes = ensemble + start_masters(cluster, _left(deadline))
+    masters = [o for o in outcomes if o.role == "master"]
+    if masters and not any(o.ok for o in masters):
         return outcomes + workers(Order(False, reason="no master is up").line())
     return _until_alive(cluster, outcomes + workers(Order(True, _left(deadline)).line()),
                         deadline)
@@ -52,20 +69,23 @@ def stop_masters(cluster: Cluster) -> list[Outcome]:
 
 
 def stop_all(cluster: Cluster) -> list[Outcome]:
-    """Workers, then masters; each host's supervisord goes with its last role. The
-    masters' commands are opened at once and told to go when the workers are done."""
+    """Workers, then masters, then the ensemble; each host's supervisord goes with its last
+    role (a supervisord that still runs a role stays). The masters' commands are opened at
+    once and told to go when the workers are done."""
     masters = cluster.with_role("master")
+    shutdown = ["--shutdown-supervisor"]
 
     def stop_host_workers(target: Target) -> list[Outcome]:
         last = target not in masters
-        return cluster.do(target, "stop", "worker", *(["--shutdown-supervisor"] * last))
+        return cluster.do(target, "stop", "worker", *(shutdown * last))
 
     if cluster.serial:
         return cluster.each(cluster.with_role("worker"), stop_host_workers) + cluster.each(
-            masters, lambda t: cluster.do(t, "stop", "master", "--shutdown-supervisor"))
-    then_masters = cluster.gated(masters, "stop", "master", "--shutdown-supervisor")
+            masters, lambda t: cluster.do(t, "stop", "master", *shutdown)) + stop_ensemble(
+            cluster)
+    then_masters = cluster.gated(masters, "stop", "master", *shutdown)
     workers = cluster.each(cluster.with_role("worker"), stop_host_workers)
-    return workers + then_masters(Order(True).line())
+    return workers + then_masters(Order(True).line()) + stop_ensemble(cluster)
 
 
 def restart_all(cluster: Cluster, wait: float = 60.0) -> list[Outcome]:

@@ -6,10 +6,12 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from toolkit.daemon.settings import ROLES
 from toolkit.errors import EmberError
 from toolkit.ops.cluster import Cluster, Target, first_alive
 from toolkit.ops.group import Outcome
 from toolkit.ops.transport import HostError
+from toolkit.runtime.ensemble import SERVING
 
 
 def status(cluster: Cluster) -> list[dict[str, Any]]:
@@ -26,7 +28,12 @@ def status(cluster: Cluster) -> list[dict[str, Any]]:
         workers[(worker["host"], port)] = worker
 
     def view(target: Target, role: str, instance: int) -> dict[str, Any]:
-        """The master's view of one instance; needs no SSH to the instance's host."""
+        """The master's view of one instance (a ZooKeeper server's own: its mode); needs no
+        SSH to the instance's host."""
+        if role == "zookeeper":
+            said = cluster.ensemble_mode(target)
+            return {"master_view": (said or "no answer").upper(), "cores": None,
+                    "memory": None}
         if role == "master":
             own = next((v for e in target.entries if e.group == "masters"
                         for v in [by_master.get(e.address)]), None)
@@ -44,7 +51,7 @@ def status(cluster: Cluster) -> list[dict[str, Any]]:
     def rows_for(target: Target) -> list[Outcome]:
         outcomes = []
         infos: dict[tuple[str, int], dict[str, Any]] = {}
-        for role in ("master", "worker"):
+        for role in ROLES:
             instances = [i for r, i in target.roles if r == role]
             if not instances:
                 continue
@@ -66,7 +73,8 @@ def status(cluster: Cluster) -> list[dict[str, Any]]:
             if "error" in info:
                 row["error"] = info["error"]
             # a standby is as it should be when the masters recover: it waits to lead
-            healthy = {"ALIVE", "STANDBY"} if role == "master" and recovers else {"ALIVE"}
+            healthy = ({"ALIVE", "STANDBY"} if role == "master" and recovers else
+                       {m.upper() for m in SERVING} if role == "zookeeper" else {"ALIVE"})
             ok = info["state"] == "running" and row["master_view"] in healthy
             outcomes.append(Outcome(target.address, role, instance, ok, "", row))
         return outcomes

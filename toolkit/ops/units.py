@@ -10,7 +10,8 @@ from toolkit.ops.group import Outcome
 def install_systemd(cluster: Cluster, scope: str | None = None, now: bool = False
                     ) -> list[Outcome]:
     """Render and install each host's units, daemon-reload, enable (and start, with
-    ``now``): master hosts first, as start-all does, then worker hosts in parallel."""
+    ``now``): the ensemble's hosts first (at once: a server is ready only with a majority),
+    master hosts next, as start-all does, then worker hosts in parallel."""
     secret = cluster.secret()
 
     def install(target: Target, role: str) -> list[Outcome]:
@@ -25,7 +26,9 @@ def install_systemd(cluster: Cluster, scope: str | None = None, now: bool = Fals
             lines[-1] if lines else "done") if result.ok else
             f"failed (exit {result.exited})\n{result.tail(12)}")]
 
-    return (cluster.each(cluster.with_role("master"), lambda t: install(t, "master")) +
+    return (cluster.each(cluster.with_role("zookeeper"), lambda t: install(t, "zookeeper"),
+                         parallel=True) +
+            cluster.each(cluster.with_role("master"), lambda t: install(t, "master")) +
             cluster.each(cluster.with_role("worker"), lambda t: install(t, "worker")))
 
 

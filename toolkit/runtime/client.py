@@ -32,12 +32,13 @@ FOLLOW_PAUSE = 0.1
 """Seconds between rounds over the masters while none leads (clients are few: a short pause)."""
 CHECK_EVERY = 1.0
 """Seconds between a following client's checks that its master still answers."""
-CHECK_TIMEOUT = 3.0
+CHECK_TIMEOUT = 2.0
 """A master that does not answer a check within this is left for the leader: it is frozen,
 or cut off with the connection still up (no reset ever comes)."""
-FOLLOW_CONNECT_TIMEOUT = 2.0
-"""Seconds to connect to one master while looking for the leader (a frozen one accepts the
-connection and never answers the handshake)."""
+FOLLOW_CONNECT_TIMEOUT = (0.5, 4.0)
+"""Seconds to connect to one master while looking for the leader, doubling each round from
+the first to the second (a frozen master accepts the connection and never answers the
+handshake: it should not hold the others up long)."""
 
 T = TypeVar("T", bound=m.Message)
 
@@ -169,6 +170,7 @@ class _Client:
         here = self.conn.peer
         order = [f"{h}:{p}" for h, p in self._masters]
         start = order.index(here) + 1 if here in order else 0
+        connect_timeout = FOLLOW_CONNECT_TIMEOUT[0]
         while True:
             for n in range(len(order)):
                 host, port = self._masters[(start + n) % len(order)]
@@ -176,7 +178,7 @@ class _Client:
                     continue
                 try:
                     conn = await wire.connect(host, port, self._secret, wire.TO_CLIENT,
-                                              timeout=FOLLOW_CONNECT_TIMEOUT)
+                                              timeout=connect_timeout)
                 except (OSError, WireError):
                     continue
                 self._attach(conn)
@@ -185,6 +187,7 @@ class _Client:
                 raise ConnectionError("no master answers at "
                                       f"{', '.join(order)}")
             here = ""
+            connect_timeout = min(connect_timeout * 2, FOLLOW_CONNECT_TIMEOUT[1])
             await asyncio.sleep(FOLLOW_PAUSE)
 
     async def unsolicited(self, kind: type[T], timeout: float | None = None) -> T:

@@ -43,6 +43,22 @@ def fixed_port(text: str) -> int:
     return int(text)
 
 
+def servers(text: str) -> tuple[tuple[str, int, int], ...]:
+    """A ZooKeeper ensemble, in order of server number: ``HOST:PEER:ELECTION[,...]``."""
+    found = []
+    for part in text.split(","):
+        host, _, ports = part.strip().partition(":")
+        peer, _, election = ports.partition(":")
+        try:
+            found.append((one_line(host), fixed_port(peer), fixed_port(election)))
+        except ValueError:
+            raise ValueError(f"{part.strip()!r} is not HOST:PEER_PORT:ELECTION_PORT") from None
+    if len(found) % 2 == 0:
+        raise ValueError(f"{text!r} lists {len(found)} servers: an ensemble needs an odd "
+                         "number (1, 3, 5...), or a split can leave no majority")
+    return tuple(found)
+
+
 def positive_int(text: str) -> int:
     if not _WHOLE.fullmatch(text) or int(text) < 1:
         raise ValueError(f"{text!r} is not a positive whole number")

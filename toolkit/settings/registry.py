@@ -2,9 +2,10 @@
 
 A setting names its EMBER_* variable, its flag, its parser, its default (and how help and the
 README say it), its inventory key, and whether it steps by one per worker instance. Roles:
-``master`` and ``worker`` (their flags), ``common`` (flags of both), ``daemon`` and
-``systemd`` (read by `ember daemon` from the environment and ember-env.sh: host-wide),
-``submit`` (flags of `ember submit`) and ``inventory`` (keys only the playbook reads).
+``master``, ``worker`` and ``zookeeper`` (their flags), ``common`` (flags of master and
+worker), ``daemon`` and ``systemd`` (read by `ember daemon` from the environment and
+ember-env.sh: host-wide), ``submit`` (flags of `ember submit`) and ``inventory`` (keys only
+the playbook reads).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from toolkit.settings.parsers import (
     present,
     seconds,
     seconds_or_off,
+    servers,
     user_name,
     whole_number,
 )
@@ -129,6 +131,26 @@ _ROLES: tuple[Setting, ...] = (
        key="cleanup_ttl", metavar="SECONDS"),
     _s("kill_timeout", "worker", "--kill-timeout", "EMBER_WORKER_KILL_TIMEOUT", seconds, 10.0,
        "10", "a killed driver or executor gets SIGKILL after this long", metavar="SECONDS"),
+    _s("server_id", "zookeeper", "--id", "EMBER_ZOOKEEPER_ID", whole_number(1, 255), None,
+       "required", "this server's number: its place in --servers, from 1 (ZooKeeper's myid)",
+       metavar="N"),
+    _s("servers", "zookeeper", "--servers", "EMBER_ZOOKEEPER_SERVERS", servers, None,
+       "required", "the whole ensemble, in order: `HOST:PEER_PORT:ELECTION_PORT[,...]`, an "
+       "odd number of servers", metavar="LIST"),
+    _s("client_port", "zookeeper", "--client-port", "EMBER_ZOOKEEPER_CLIENT_PORT", fixed_port,
+       2181, "2181", "the port masters connect to, on this server's host in --servers"),
+    _s("data_dir", "zookeeper", "--data-dir", "EMBER_ZOOKEEPER_DATA_DIR", path, None,
+       "`$EMBER_HOME/zookeeper`", "its snapshots and transaction log, and the zoo.cfg and "
+       "myid written from these flags", metavar="DIR"),
+    _s("tick_ms", "zookeeper", "--tick-ms", "EMBER_ZOOKEEPER_TICK_MS", whole_number(100, 60000),
+       2000, "2000", "ZooKeeper's tickTime: sessions last 2 to 20 ticks (masters ask for 4 s)",
+       metavar="MS"),
+    _s("heap", "zookeeper", "--heap", "EMBER_ZOOKEEPER_HEAP", memory, 256, "256m",
+       "the JVM's heap (`-Xmx`)"),
+    _s("classpath", "zookeeper", "--classpath", "EMBER_ZOOKEEPER_CLASSPATH", one_line,
+       "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar",
+       "Debian's: `/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar`",
+       "the host's ZooKeeper installation, and a logger for its log", metavar="PATH"),
     _s("secret_file", "common", "--secret-file", "EMBER_SECRET_FILE", path, None, "none",
        "the cluster secret. The file must not be readable by group or others, and must hold "
        "at least 16 bytes", metavar="FILE"),

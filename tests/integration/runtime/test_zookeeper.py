@@ -181,4 +181,4 @@ def test_a_leader_cut_off_from_zookeeper_steps_down_with_exit_1(
     wait_for(lambda: leader.json()["status"] == "ALIVE", 15, "the leader")
     server.send_signal(signal.SIGKILL)
     assert leader.proc.wait(30) == 1  # non-zero: its supervisor starts it again, a standby
-    assert "No longer the leader: lost its ZooKeeper session" in leader.proc.log()
+    assert "No longer the leader: cut off from ZooKeeper" in leader.proc.log()

@@ -322,3 +322,56 @@ def test_a_failover_needs_a_leader_and_a_standby(lab: Lab) -> None:
 
     with pytest.raises(EmberError, match="needs two masters or more and a recovery section"):
         failover(lab.cluster())
+
+
+def ensemble_cluster(tmp_path: Path) -> tuple[Cluster, dict[str, FakeHost]]:
+    """Masters m1, m2 in zookeeper mode on the ensemble the playbook runs on m1, m2, w1."""
+    path = tmp_path / "zk.yml"
+    path.write_text(f"cluster: {{secret_file: {tmp_path}/secret}}\n"
+                    "defaults: {ember_home: /opt/ember}\n"
+                    "recovery: {mode: zookeeper, ensemble: [m1, m2, w1]}\n"
+                    "masters: [m1, m2]\nworkers: [w1, w2]\n")
+    hosts = {name: FakeHost(name, healthy) for name in ("m1", "m2", "w1", "w2")}
+    bound = Cluster(inventory_module.load(path), transport=lambda entry: hosts[entry.address])
+    bound.master_json = lambda entry: (  # type: ignore[method-assign]
+        worker_view("w1", "w2") if entry.address == "m1" else {"status": "STANDBY"})
+    return bound, hosts
+
+
+def roles_called(host: FakeHost) -> list[tuple[str, str]]:
+    return [(action_of(c.argv)[0], action_of(c.argv)[1]) for c in host.calls
+            if "daemon" in c.argv]
+
+
+def test_the_ensemble_starts_first_and_stops_last_with_each_server_told_its_place(
+        tmp_path: Path) -> None:
+    bound, hosts = ensemble_cluster(tmp_path)
+    assert bound.targets["m1"].roles == [("zookeeper", 1), ("master", 1)]
+    assert bound.targets["w2"].roles == [("worker", 1)]
+    env = {name: bound.host_env(bound.targets[name]) for name in hosts}
+    assert env["w1"]["EMBER_ZOOKEEPER_ID"] == "3"
+    assert env["m1"]["EMBER_ZOOKEEPER_SERVERS"] == "m1:2888:3888,m2:2888:3888,w1:2888:3888"
+    assert env["m2"]["EMBER_ZOOKEEPER_URL"] == "m1:2181,m2:2181,w1:2181"
+    assert "EMBER_ZOOKEEPER_ID" not in env["w2"] and "EMBER_ZOOKEEPER_URL" not in env["w2"]
+
+    assert all(o.ok for o in lifecycle.start_all(bound, wait=5))
+    assert roles_called(hosts["m1"]) == [("start", "zookeeper"), ("start", "master")]
+    assert roles_called(hosts["w1"]) == [("start", "zookeeper"), ("start", "worker")]
+    for host in hosts.values():
+        host.calls.clear()
+    assert all(o.ok for o in lifecycle.stop_all(bound))
+    assert roles_called(hosts["m1"]) == [("stop", "master"), ("stop", "zookeeper")]
+    assert roles_called(hosts["w1"]) == [("stop", "worker"), ("stop", "zookeeper")]
+    assert roles_called(hosts["w2"]) == [("stop", "worker")]
+
+
+def test_status_shows_each_ensemble_servers_mode_and_a_silent_one_is_unhealthy(
+        tmp_path: Path) -> None:
+    bound, _ = ensemble_cluster(tmp_path)
+    modes = {"m1": "follower", "m2": "leader", "w1": None}
+    bound.ensemble_mode = lambda target: modes[target.address]  # type: ignore[method-assign]
+    rows = [(r["host"], r["role"], r["master_view"], r["ok"]) for r in status(bound)]
+    assert rows == [("m1", "zookeeper", "FOLLOWER", True), ("m1", "master", "ALIVE", True),
+                    ("m2", "zookeeper", "LEADER", True), ("m2", "master", "STANDBY", True),
+                    ("w1", "zookeeper", "NO ANSWER", False), ("w1", "worker", "ALIVE", True),
+                    ("w2", "worker", "ALIVE", True)]

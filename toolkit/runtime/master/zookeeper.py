@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +42,8 @@ class ZooKeeperStore(RecordStore):
         self.root = root.rstrip("/") or "/ember"
         self.directory = f"zookeeper {url}{self.root}"
         self.client = KazooClient(hosts=url, timeout=session_timeout)
+        self.grace = session_timeout / 3
+        """kazoo suspends a session after 2/3 of it without an answer: the rest of it."""
         self.client.add_listener(self._on_state)
         self.identity = socket.gethostname()
         """What this master's lock node says: its RPC address, ``host:port``, once it listens."""
@@ -50,9 +54,20 @@ class ZooKeeperStore(RecordStore):
         self._leading = False
 
     def _on_state(self, state: str) -> None:
-        """kazoo's thread: a leader whose session is suspended or lost steps down."""
-        if state in ("SUSPENDED", "LOST"):
-            self._step_down(f"lost its ZooKeeper session ({state.lower()})")
+        """kazoo's thread. A lost session is a lost lock: step down. A suspended one (the
+        connection to its ZooKeeper server went) gets the rest of its session to come back,
+        as it does at once when another server of the ensemble takes it over."""
+        if state == "LOST":
+            self._step_down("its ZooKeeper session expired")
+        elif state == "SUSPENDED" and self._leading:
+            timer = threading.Timer(self.grace, self._check_connected)
+            timer.daemon = True
+            timer.start()
+
+    def _check_connected(self) -> None:
+        if self.client.state != "CONNECTED":
+            self._step_down(f"cut off from ZooKeeper for {self.grace:g} s (its session "
+                            "may have expired, and another master may lead)")
 
     def _on_lock_event(self, event: Any) -> None:
         """kazoo's thread: this leader's lock node changed, which means it is gone."""
@@ -127,17 +142,40 @@ class ZooKeeperStore(RecordStore):
     def _path(self, kind: str, key: str) -> str:
         return f"{self.root}/{kind}/{key}"
 
-    def _fenced(self, path: str, write: Callable[[Any], None]) -> None:
-        """One transaction: this master's lock node still exists, and the write."""
+    def _retrying(self, path: str, action: Callable[[], Any]) -> Any:
+        """``action``, again while the connection is down for less than the grace (another
+        server of the ensemble takes the session over); then, or on any other error, a
+        FatalError: nothing unrecorded is acknowledged."""
+        from kazoo.exceptions import ConnectionLoss
+
+        deadline = time.monotonic() + self.grace
+        while True:
+            try:
+                return action()
+            except ConnectionLoss:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                raise FatalError(f"cannot record {path}: cut off from ZooKeeper") from None
+            except FatalError:
+                raise
+            except Exception as exc:  # kazoo raises many kinds
+                raise FatalError(f"cannot record {path} in ZooKeeper: {exc!r}") from None
+
+    def _fenced(self, path: str, write: Callable[[Any, bool], None]) -> None:
+        """One transaction: this master's lock node still exists, and the write (told whether
+        the node exists)."""
         if self._held is None:
             raise FatalError(f"cannot record {path}: this master does not lead")
-        try:
+        held = self._held
+
+        def attempt() -> list[Any]:
             tx = self.client.transaction()
-            tx.check(self._held, 0)
-            write(tx)
-            results = tx.commit()
-        except Exception as exc:  # kazoo raises many kinds; nothing unrecorded is acknowledged
-            raise FatalError(f"cannot record {path} in ZooKeeper: {exc!r}") from None
+            tx.check(held, 0)
+            write(tx, self.client.exists(path) is not None)
+            return list(tx.commit())
+
+        results = self._retrying(path, attempt)
         if isinstance(results[0], Exception):
             raise FatalError(f"cannot record {path}: this master's lock {self._held} is gone "
                              "from ZooKeeper, so another master may lead")
@@ -147,21 +185,14 @@ class ZooKeeperStore(RecordStore):
     def _put(self, kind: str, key: str, record: msgspec.Struct) -> None:
         data = msgspec.json.encode(record)
         path = self._path(kind, key)
-        try:
-            exists = self.client.exists(path) is not None
-        except Exception as exc:
-            raise FatalError(f"cannot record {path} in ZooKeeper: {exc!r}") from None
-        self._fenced(path, lambda tx: tx.set_data(path, data) if exists else (
+        self._fenced(path, lambda tx, exists: tx.set_data(path, data) if exists else (
             tx.create(path, data)))
 
     def _forget(self, kind: str, key: str) -> None:
         path = self._path(kind, key)
-        try:
-            exists = self.client.exists(path) is not None
-        except Exception as exc:
-            raise FatalError(f"cannot remove {path} from ZooKeeper: {exc!r}") from None
-        if exists:
-            self._fenced(path, lambda tx: tx.delete(path))
+        if self._retrying(path, lambda: self.client.exists(path)) is not None:
+            self._fenced(path, lambda tx, exists: tx.delete(path) if exists else tx.check(
+                self._held, 0))
 
     def _keys(self, kind: str) -> list[str]:
         path = f"{self.root}/{kind}"

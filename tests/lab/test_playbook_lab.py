@@ -12,9 +12,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -355,14 +357,7 @@ def test_cut_off_worker_shows_dead_in_the_masters_view(stopped: Deployed) -> Non
 def test_two_masters_with_filesystem_recovery_lead_in_turn(stopped: Deployed) -> None:
     lab = stopped
     hosts = lab.lab.hosts
-    inventory = write_inventory(lab.lab, lab.workdir / "ha.yml",
-                                workers="\n".join(f"    - {h.address}" for h in hosts[2:]))
-    text = inventory.read_text().replace(
-        f"masters:\n  - host: {hosts[0].address}\n    worker_timeout: 2\n",
-        f"recovery: {{mode: filesystem, dir: {lab.workdir}/recovery}}\n"
-        f"masters:\n  - host: {hosts[0].address}\n    worker_timeout: 2\n"
-        f"  - host: {hosts[1].address}\n    worker_timeout: 2\n")
-    inventory.write_text(text)
+    inventory = ha_inventory(lab, "ha.yml", f"{{mode: filesystem, dir: {lab.workdir}/recovery}}")
     masters = {hosts[0].address, hosts[1].address}
     try:
         started = lab.fab("start-all", inventory=inventory)
@@ -403,3 +398,154 @@ def test_two_masters_with_filesystem_recovery_lead_in_turn(stopped: Deployed) ->
         assert final == {leader: "ALIVE", other: "STANDBY"}
     finally:
         lab.fab("stop-all", inventory=inventory)
+
+
+def ha_inventory(lab: Deployed, name: str, recovery: str, timeout: float = 2) -> Path:
+    """Masters on hosts 0 and 1, workers on hosts 2 and 3, with this recovery section."""
+    hosts = lab.lab.hosts
+    inventory = write_inventory(lab.lab, lab.workdir / name,
+                                workers="\n".join(f"    - {h.address}" for h in hosts[2:]))
+    inventory.write_text(inventory.read_text().replace(
+        f"masters:\n  - host: {hosts[0].address}\n    worker_timeout: 2\n",
+        f"recovery: {recovery}\n"
+        f"masters:\n  - host: {hosts[0].address}\n    worker_timeout: {timeout:g}\n"
+        f"  - host: {hosts[1].address}\n    worker_timeout: {timeout:g}\n"))
+    return inventory
+
+
+def test_a_three_node_ensemble_run_by_the_playbook_survives_a_server_and_a_leader(
+        stopped: Deployed) -> None:
+    """recovery.ensemble on three lab hosts: start-all starts ZooKeeper first, the masters
+    lead and stand by through it; a ZooKeeper server killed -9 (its supervisor starts it
+    again) costs nothing; the drill fails the leading master over; stop-all stops it last."""
+    if not Path("/usr/share/java/zookeeper.jar").exists():
+        pytest.skip("needs ZooKeeper: scripts/test installs Debian's zookeeper")
+    lab = stopped
+    hosts = lab.lab.hosts
+    servers = [h.address for h in hosts[:3]]
+    inventory = ha_inventory(lab, "zk.yml", "{mode: zookeeper, root: /lab, ensemble: "
+                                            f"[{', '.join(servers)}]}}")
+    try:
+        started = lab.fab("start-all", inventory=inventory)
+        assert started.returncode == 0, started.stdout + started.stderr
+        for address in servers:
+            assert f"{address}: zookeeper 1: ready as process" in started.stdout
+
+        def rows() -> list[dict[str, Any]]:
+            return list(json.loads(lab.fab("status", "--json", inventory=inventory).stdout))
+
+        first = rows()
+        modes = {r["host"]: r["master_view"] for r in first if r["role"] == "zookeeper"}
+        assert sorted(modes.values()) == ["FOLLOWER", "FOLLOWER", "LEADER"]
+        views = {r["host"]: r["master_view"] for r in first if r["role"] == "master"}
+        assert sorted(views.values()) == ["ALIVE", "STANDBY"]
+        leader = next(h for h, v in views.items() if v == "ALIVE")
+
+        # the ZooKeeper leader's server dies: the others elect another; nobody steps down
+        zk_leader = next(h for h, v in modes.items() if v == "LEADER")
+        pid = next(r["pid"] for r in first if r["host"] == zk_leader and r["role"] == "zookeeper")
+        host = next(h for h in hosts if h.address == zk_leader)
+        java = lab.ssh(host, "pgrep", "-P", str(pid)).split()
+        lab.ssh(host, "kill", "-9", *java)
+
+        def serving_again() -> list[dict[str, Any]] | None:
+            now = rows()
+            ok = all(r["ok"] for r in now)
+            return now if ok else None
+
+        after = wait_for(serving_again, 60, "every ZooKeeper server serving again")
+        assert {r["host"]: r["master_view"] for r in after if r["role"] == "master"} == views
+        masters_pids = {r["host"]: r["pid"] for r in first if r["role"] == "master"}
+        assert {r["host"]: r["pid"] for r in after if r["role"] == "master"} == masters_pids
+
+        drill = lab.fab("failover", inventory=inventory)
+        assert drill.returncode == 0, drill.stdout + drill.stderr
+        assert f"failover: stopping the leader {leader}" in drill.stdout
+        final = {r["host"]: r["master_view"] for r in rows() if r["role"] == "master"}
+        assert final[leader] == "STANDBY"
+
+        stopped_all = lab.fab("stop-all", inventory=inventory)
+        assert stopped_all.returncode == 0, stopped_all.stdout + stopped_all.stderr
+        assert stopped_all.stdout.index(f"{servers[0]}: master 1: ") < (
+            stopped_all.stdout.index(f"{servers[0]}: zookeeper 1: "))
+    finally:
+        lab.fab("stop-all", inventory=inventory)
+
+
+def drivers(lab: Deployed) -> dict[str, dict[str, Any]]:
+    state = lab.master_json()
+    return {d["id"]: d for d in state["activedrivers"] + state["completeddrivers"]}
+
+
+def submit(lab: Deployed, *args: str) -> str:
+    """`ember submit` on the master's host; the driver's id."""
+    out = lab.ssh(lab.lab.hosts[0], f"{lab.lab.common}/ember/venv/bin/python", "-m", "toolkit",
+                  "submit", "--master", f"ember://{lab.master}:7077", "--secret-file",
+                  f"{lab.lab.common}/ember/conf/secret", "--memory", "64m", *args)
+    return out.strip().splitlines()[-1]
+
+
+def host_of(lab: Deployed, worker_id: str) -> LabHost:
+    """The lab host of a worker id (worker-<time>-<host>-<port>)."""
+    return next(h for h in lab.lab.hosts if worker_id.rsplit("-", 1)[0].endswith(h.address))
+
+
+def test_a_partition_shorter_than_the_grace_kills_and_relaunches_nothing(
+        stopped: Deployed) -> None:
+    """The hosts of two workers cut off (links down: no reset, no FIN) for less than the
+    worker timeout, then back: both drivers run on, same ids and workers, none relaunched
+    or in ERROR, every worker ALIVE."""
+    lab = stopped
+    inventory = write_inventory(lab.lab, lab.workdir / "grace.yml")
+    inventory.write_text(inventory.read_text().replace("worker_timeout: 2", "worker_timeout: 8"))
+    started = lab.fab("start-all", inventory=inventory)
+    assert started.returncode == 0, started.stdout + started.stderr
+    plain = submit(lab, "--", "sleep", "300")
+    supervised = submit(lab, "--supervise", "--", "sleep", "300")
+    wait_for(lambda: all(drivers(lab)[d]["state"] == "RUNNING" for d in (plain, supervised)),
+             30, "both drivers RUNNING")
+    before = {d: drivers(lab)[d]["worker"] for d in (plain, supervised)}
+    cut = {host_of(lab, w).name: host_of(lab, w) for w in before.values()}
+    for host in cut.values():
+        lab.lab.cut(host)
+    try:
+        time.sleep(4)  # half the worker timeout
+    finally:
+        for host in cut.values():
+            lab.lab.mend(host)
+    time.sleep(8)  # past the timeout since the cut: a lost worker would show by now
+    now = drivers(lab)
+    assert {d: (now[d]["state"], now[d]["worker"]) for d in before} == {
+        d: ("RUNNING", w) for d, w in before.items()}
+    assert set(now) == set(before)  # nothing relaunched under a new id
+    assert lab.master_json()["aliveworkers"] == 3
+
+
+def test_a_partition_longer_than_the_timeout_runs_a_waiting_driver_once(
+        stopped: Deployed) -> None:
+    """The only worker cut off past its timeout, a driver submitted meanwhile: once the
+    link is back, the worker registers again and the driver runs exactly once, FINISHED."""
+    lab = stopped
+    only = lab.lab.hosts[1]
+    inventory = write_inventory(lab.lab, lab.workdir / "long.yml",
+                                workers=f"    - {only.address}")
+    started = lab.fab("start-all", inventory=inventory)
+    assert started.returncode == 0, started.stdout + started.stderr
+    runs = lab.workdir / "runs"
+    runs.unlink(missing_ok=True)
+    lab.lab.cut(only)
+    try:
+        time.sleep(0.5)
+        waiting = submit(lab, "--", "sh", "-c", f"echo ran >> {runs}; sleep 2")
+        time.sleep(8)  # four worker timeouts
+    finally:
+        lab.lab.mend(only)
+    final = wait_for(lambda: (lambda d: d if d["state"] not in ("SUBMITTED", "RUNNING")
+                              else None)(drivers(lab)[waiting]), 60, "the driver done")
+    assert final["state"] == "FINISHED", final
+    assert runs.read_text() == "ran\n"  # once
+    assert [w["state"] for w in lab.master_json()["workers"] if w["state"] == "ALIVE"] == [
+        "ALIVE"]
+    logs = lab.fab("logs", "-n", "200", "--grep", "registered with master",
+                   inventory=inventory).stdout
+    assert logs.count("(re-registration)") <= 1  # one registration after the heal

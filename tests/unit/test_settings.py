@@ -12,6 +12,7 @@ from toolkit.cli import build_parser
 from toolkit.daemon.settings import DaemonSettings
 from toolkit.errors import ConfigError
 from toolkit.runtime.config import MasterConfig
+from toolkit.runtime.ensemble import EnsembleConfig
 from toolkit.runtime.worker import WorkerConfig
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -34,7 +35,7 @@ def name(cell: str) -> str:
     return cell.strip("`")
 
 
-@pytest.mark.parametrize("role", ["master", "worker"])
+@pytest.mark.parametrize("role", ["master", "worker", "zookeeper"])
 def test_the_readme_tables_say_what_the_registry_declares(role: str) -> None:
     rows = {name(flag): (name(env), default, meaning) for flag, env, default, meaning
             in readme_tables(f"| `ember {role}` flag | variable | default | meaning |")}
@@ -57,11 +58,12 @@ def test_the_readme_tables_of_host_wide_variables_say_what_the_registry_declares
     assert rows == declared
 
 
-@pytest.mark.parametrize("role", ["master", "worker"])
+@pytest.mark.parametrize("role", ["master", "worker", "zookeeper"])
 def test_every_setting_is_a_flag_whose_help_names_its_variable_and_default(role: str) -> None:
     sub = build_parser()._subparsers._group_actions[0].choices[role]  # type: ignore[union-attr]
     helps = {opt: action.help for action in sub._actions for opt in action.option_strings}
-    for setting in settings.of_role(role) + settings.of_role("common"):
+    common = settings.of_role("common") if role != "zookeeper" else ()
+    for setting in settings.of_role(role) + common:
         assert f"${setting.env}, else {setting.shown.strip('`')}" in str(helps[setting.flag])
 
 
@@ -71,6 +73,7 @@ def test_the_runtime_configs_take_their_defaults_from_the_registry() -> None:
         "worker": WorkerConfig(masters=(("h", 1),), host="h", cores=1, memory=1,
                                work_dir=Path(".")),
         "daemon": DaemonSettings(Path("h"), Path("c"), Path("l"), Path("p"), "i"),
+        "zookeeper": EnsembleConfig(server_id=1, servers=(("h", 1, 2),), data_dir=Path(".")),
     }
     configs["systemd"] = configs["daemon"]
     for setting in settings.SETTINGS:

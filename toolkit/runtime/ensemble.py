@@ -23,6 +23,7 @@ from toolkit.base.files import write_atomic
 from toolkit.base.notify import sd_notify
 from toolkit.base.pidfile import remove_pid_file, write_pid_file
 from toolkit.errors import ConfigError
+from toolkit.settings import default_of
 
 logger = logging.getLogger("toolkit.runtime.ensemble")
 
@@ -35,11 +36,11 @@ POLL = 0.2
 class EnsembleConfig:
     server_id: int
     servers: tuple[tuple[str, int, int], ...]
-    client_port: int
     data_dir: Path
-    tick_ms: int = 2000
-    heap: int = 256
-    classpath: str = "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"
+    client_port: int = default_of("zookeeper", "client_port")
+    tick_ms: int = default_of("zookeeper", "tick_ms")
+    heap: int = default_of("zookeeper", "heap")
+    classpath: str = default_of("zookeeper", "classpath")
     java: str = "java"
 
     def __post_init__(self) -> None:

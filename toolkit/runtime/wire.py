@@ -18,6 +18,8 @@ import hashlib
 import hmac
 import logging
 import secrets
+import socket
+import struct
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -174,9 +176,14 @@ class Connection:
         self._queue.put_nowait(None)
 
     def abort(self) -> None:
-        """Drop the connection at once, unsent messages too: the peer sees a reset (for a peer
-        that stopped answering, whose unread data would keep a graceful close waiting)."""
+        """Drop the connection at once, unsent messages too, with a reset (SO_LINGER 0: an
+        RST, not a FIN): the peer sees a blip, never a process that ended. For a peer that
+        stopped answering, whose unread data would keep a graceful close waiting."""
         self.close()
+        sock = self._writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self._writer.transport.abort()
 
     async def wait_closed(self, timeout: float = 2.0) -> None:

@@ -377,3 +377,42 @@ def test_work_runs_on_a_started_cluster_with_its_secret(local: Local, tmp_path: 
     with pytest.raises(urllib.error.HTTPError) as anonymous:
         urllib.request.urlopen(url, timeout=5)
     assert anonymous.value.code == 401
+
+
+def test_an_ensemble_the_playbook_runs_starts_first_serves_the_master_and_stops_last(
+        local: Local) -> None:
+    """recovery.ensemble on the one local host: a real ZooKeeper server under supervisor,
+    with its pid file and log, and a master that leads through it."""
+    if not Path("/usr/share/java/zookeeper.jar").exists():
+        pytest.skip("needs ZooKeeper: scripts/test installs Debian's zookeeper")
+    client = free_ports(3, avoid=(local.webui,))
+    peer, election = client + 1, client + 2
+    local.inventory.write_text(local.inventory.read_text() + (
+        f"recovery: {{mode: zookeeper, root: /t, ensemble: {{hosts: [localhost], client_port: "
+        f"{client}, peer_port: {peer}, election_port: {election}}}}}\n"))
+    started = local.fab("start-all")
+    assert started.returncode == 0, started.stdout + started.stderr
+    lines = started.stdout.splitlines()
+    zookeeper_ready = next(n for n, line in enumerate(lines)
+                           if "localhost: zookeeper 1: ready as process" in line)
+    master_ready = next(n for n, line in enumerate(lines) if "master 1: ready" in line)
+    assert zookeeper_ready < master_ready
+    assert local.json()["status"] == "ALIVE"
+    env_file = (local.home / "conf" / "ember-env.sh").read_text()
+    assert f"EMBER_ZOOKEEPER_URL=127.0.0.1:{client}" in env_file
+    assert f"EMBER_ZOOKEEPER_SERVERS=127.0.0.1:{peer}:{election}" in env_file
+
+    rows = json.loads(local.fab("status", "--json").stdout)
+    assert [(r["role"], r["daemon"], r["master_view"], r["ok"]) for r in rows] == [
+        ("zookeeper", "running", "STANDALONE", True), ("master", "running", "ALIVE", True),
+        ("worker", "running", "ALIVE", True), ("worker", "running", "ALIVE", True)]
+    zookeeper_pid = rows[0]["pid"]
+    logs = local.fab("logs", "-n", "50", "--role", "zookeeper").stdout
+    assert "localhost: zookeeper 1: " in logs and "org.apache.zookeeper" in logs
+
+    stopped = local.fab("stop-all")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    out = stopped.stdout
+    assert out.index("master 1: ") < out.index("zookeeper 1: ")
+    assert not Path(f"/proc/{zookeeper_pid}").exists()
+    assert not list((local.home / "run").glob("*.pid"))

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.integration.runtime.test_drivers import alive, submit, wait_driver
-from tests.procs import Cluster, MasterProc, free_port, wait_for
+from tests.procs import Cluster, MasterProc, WorkerProc, free_port, wait_for
 
 JAR = Path("/usr/share/java/zookeeper.jar")
 RUNS = "echo $$ > pid; exec sleep 60"
@@ -56,18 +56,25 @@ def with_zookeeper(cluster: Cluster, port: int, wait: bool = True) -> MasterProc
                           f"127.0.0.1:{port}", "--zookeeper-dir", "/ember-test", wait=wait)
 
 
-def test_a_standby_leads_when_the_leader_dies_and_keeps_its_work(
-        cluster: Cluster, zookeeper: tuple[int, subprocess.Popen[bytes]]) -> None:
+def leader_and_standby(cluster: Cluster, zookeeper: tuple[int, subprocess.Popen[bytes]],
+                       cores: int) -> tuple[MasterProc, MasterProc, WorkerProc, str, str]:
+    """A leader and a standby on ZooKeeper, a worker that knows both, a driver RUNNING."""
     port, _ = zookeeper
     leader = with_zookeeper(cluster, port)
     wait_for(lambda: leader.json()["status"] == "ALIVE", 15, "the leader")
     standby = with_zookeeper(cluster, port, wait=False)
     wait_for(lambda: "standing by" in standby.proc.log(), 15, "the standby waiting")
     both = f"ember://127.0.0.1:{leader.port},127.0.0.1:{standby.port}"
-    worker = cluster.worker(both, cores=1, memory="1g")
+    worker = cluster.worker(both, cores=cores, memory="1g")
     worker_id = leader.wait_joined(worker)
     running = submit(leader, "sh", "-c", RUNS, options=("--memory", "64m"))
     wait_driver(leader, running, "RUNNING")
+    return leader, standby, worker, worker_id, running
+
+
+def test_a_standby_leads_when_the_leader_dies_and_keeps_its_work(
+        cluster: Cluster, zookeeper: tuple[int, subprocess.Popen[bytes]]) -> None:
+    leader, standby, _, worker_id, running = leader_and_standby(cluster, zookeeper, 1)
     assert standby.json()["status"] == "STANDBY"  # never two leaders
 
     leader.proc.signal(signal.SIGKILL)
@@ -89,16 +96,8 @@ def test_a_frozen_leader_is_left_to_its_session_and_its_work_follows_the_new_one
 
     from tests.integration.runtime.test_applications import two_running_executors
 
-    port, _ = zookeeper
-    leader = with_zookeeper(cluster, port)
-    wait_for(lambda: leader.json()["status"] == "ALIVE", 15, "the leader")
-    standby = with_zookeeper(cluster, port, wait=False)
-    wait_for(lambda: "standing by" in standby.proc.log(), 15, "the standby waiting")
+    leader, standby, worker, worker_id, running = leader_and_standby(cluster, zookeeper, 3)
     both = f"ember://127.0.0.1:{leader.port},127.0.0.1:{standby.port}"
-    worker = cluster.worker(both, cores=3, memory="1g")
-    worker_id = leader.wait_joined(worker)
-    running = submit(leader, "sh", "-c", RUNS, options=("--memory", "64m"))
-    wait_driver(leader, running, "RUNNING")
 
     async def scenario() -> tuple[str, dict[int, int], dict[str, Any]]:
         app, pids = await two_running_executors(both, worker.work_dir)

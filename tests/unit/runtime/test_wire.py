@@ -202,3 +202,29 @@ async def test_version_mismatch_is_refused_with_a_reason() -> None:
     assert msgspec.json.decode(body)["type"] == "HandshakeFailed"
     writer.close()
     server.close()
+
+
+async def test_an_aborted_connection_is_a_reset_to_its_peer_and_a_closed_one_is_not() -> None:
+    """A client leaving a master it gave up on aborts: the master must see a blip (its
+    applications wait), never the FIN of a program that ended (they fail)."""
+    seen: list[bool] = []
+
+    async def on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = await wire.accept(reader, writer, None, wire.TO_MASTER)
+        async for _ in conn.messages():
+            pass
+        seen.append(conn.reset)
+
+    server = await asyncio.start_server(on_accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for leave in ("abort", "close"):
+            conn = await wire.connect("127.0.0.1", port, None, wire.TO_CLIENT)
+            getattr(conn, leave)()
+            for _ in range(100):
+                if len(seen) == ("abort", "close").index(leave) + 1:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        server.close()
+    assert seen == [True, False]

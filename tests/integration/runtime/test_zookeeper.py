@@ -150,7 +150,7 @@ def test_a_deposed_leader_records_nothing_more_and_exits_1(
     store.on_lost = lost.append
     try:
         with zookeeper_client(port) as other:
-            assert store.try_lead()
+            wait_for(store.try_lead, 10, "the lock taken")
             record = StoredWorker("worker-1", "10.0.0.1", 7078, 2, 1024, "http://10.0.0.1:8081")
             store._put("worker", "worker-1", record)
             (node,) = other.get_children("/ember-fenced/leader")

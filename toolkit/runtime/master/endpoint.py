@@ -116,6 +116,9 @@ class Master(Endpoint):
     async def shutdown(self, reason: str) -> None:
         if self._rest is not None:
             await self._rest.cleanup()
+        close = getattr(self.store, "close", None)
+        if close is not None:  # a leader's lock goes now, not when its session expires
+            await asyncio.to_thread(close)
         links = [w.conn for w in self.workers.living() if w.conn is not None]
         for conn in links:
             conn.close()
@@ -353,7 +356,12 @@ class Master(Endpoint):
             if worker.state != WorkerState.DEAD:
                 logger.warning("Removing %s because we got no heartbeat in %g seconds",
                                worker.id, timeout)
+                link = worker.conn
                 self._remove(worker, f"Not receiving heartbeat for {timeout:g} seconds")
+                if link is not None:
+                    # what it was sent and never got (a LaunchDriver into a partition) must
+                    # never arrive once the link heals: dropped, and the worker registers anew
+                    link.abort()
             elif worker.last_seen < now - (REAPER_ITERATIONS + 1) * timeout:
                 self.workers.cull(worker)
         self._schedule_next_check(now)

@@ -41,7 +41,10 @@ class ZooKeeperStore(RecordStore):
             raise ConfigError(f"--zookeeper-dir {root!r} must start with /")
         self.root = root.rstrip("/") or "/ember"
         self.directory = f"zookeeper {url}{self.root}"
-        self.client = KazooClient(hosts=url, timeout=session_timeout)
+        # reconnect at once, then every second at most: a server of the ensemble going, or
+        # ZooKeeper coming back after a while, is noticed within a second
+        self.client = KazooClient(hosts=url, timeout=session_timeout, connection_retry={
+            "max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": 1.0})
         self.grace = session_timeout / 3
         """kazoo suspends a session after 2/3 of it without an answer: the rest of it."""
         self.client.add_listener(self._on_state)
@@ -52,6 +55,9 @@ class ZooKeeperStore(RecordStore):
         self._held: str | None = None
         """The path of this leader's lock node: every write checks that it still exists."""
         self._leading = False
+        self._started = False
+        self._said_unconnected = False
+        self._down_since = 0.0
 
     def _on_state(self, state: str) -> None:
         """kazoo's thread. A lost session is a lost lock: step down. A suspended one (the
@@ -86,11 +92,23 @@ class ZooKeeperStore(RecordStore):
         return f"{self.root}/leader"
 
     def try_lead(self) -> bool:
-        from kazoo.handlers.threading import KazooTimeoutError
+        """Take the lock if no other master holds it. Never blocks once started: while the
+        connection is down, kazoo reconnects in its own thread and this says no."""
+        from kazoo.exceptions import KazooException
 
         try:
+            if not self._started:
+                self.client.start_async()  # kazoo connects, and reconnects, on its own
+                self._started = True
             if not self.client.connected:
-                self.client.start(timeout=2)
+                now = time.monotonic()
+                self._down_since = self._down_since or now
+                if now - self._down_since > 2 and not self._said_unconnected:
+                    logger.warning("ZooKeeper does not answer at %s; standing by",
+                                   self.directory)
+                    self._said_unconnected = True
+                return False
+            self._down_since, self._said_unconnected = 0.0, False
             if self._lock is None:
                 self._lock = self.client.Lock(self._lock_path, self.identity)
             if not self._lock.acquire(blocking=False):
@@ -101,10 +119,19 @@ class ZooKeeperStore(RecordStore):
             self._leading = True
             if self.client.exists(self._held, watch=self._on_lock_event) is None:
                 self._step_down(f"its lock {self._held} is gone")
-        except KazooTimeoutError:
-            logger.warning("ZooKeeper does not answer at %s; standing by", self.directory)
+        except KazooException as exc:  # the connection went meanwhile: try again later
+            logger.info("ZooKeeper at %s: %r; standing by", self.directory, exc)
             return False
         return self._leading
+
+    def close(self) -> None:
+        """A clean exit: the session ends, and the lock node with it, at once."""
+        self._leading = False
+        try:
+            self.client.stop()
+            self.client.close()
+        except Exception as exc:  # exiting anyway: the session then expires by itself
+            logger.warning("Closing the ZooKeeper session: %r", exc)
 
     def leader(self) -> tuple[str, str] | None:
         """The leading master's lock node and identity (``host:port``), when another leads."""

@@ -133,15 +133,19 @@ def test_heartbeat_from_a_forgotten_worker_asks_it_to_reconnect(master: Master,
 
 
 def test_silent_worker_is_dead_after_the_timeout_not_before(master: Master, clock: Clock) -> None:
-    register(master, FakeConn())
+    link = FakeConn()
+    register(master, link)
     clock.now += TIMEOUT
     master.handle(m.CheckForWorkerTimeOut())
-    assert master.workers["worker-1"].state == WorkerState.ALIVE
+    assert master.workers["worker-1"].state == WorkerState.ALIVE and not link.closed
     clock.now += 0.001
     master.handle(m.CheckForWorkerTimeOut())
     worker = master.workers["worker-1"]
     assert worker.state == WorkerState.DEAD
     assert worker.removed_reason == "Not receiving heartbeat for 60 seconds"
+    # its link is dropped, unsent messages too: a launch sent into a partition never
+    # arrives once it heals (the worker registers anew)
+    assert link.aborted
 
 
 def test_dead_worker_stays_listed_then_is_culled(master: Master, clock: Clock) -> None:

@@ -28,9 +28,9 @@ class Machine:
     host: SystemdHost
     workdir: Path
 
-    def inventory(self, backend: str) -> Path:
+    def inventory(self, backend: str, recovery: str = "") -> Path:
         path = self.workdir / f"{backend}.yml"
-        path.write_text(f"""
+        path.write_text(f"""{recovery}
 cluster: {{name: sd, backend: {backend}, secret_file: {self.workdir}/secret}}
 ssh: {{user: root, key_file: {self.host.key}, known_hosts: {self.host.known_hosts},
        connect_timeout: 5}}
@@ -40,8 +40,10 @@ workers: [{{host: {self.host.address}, instances: 2, cores: 1, memory: 512m}}]
 """)
         return path
 
-    def fab(self, backend: str, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = [str(FAB), "-r", str(ROOT), *args, "--inventory", str(self.inventory(backend))]
+    def fab(self, backend: str, *args: str, recovery: str = ""
+            ) -> subprocess.CompletedProcess[str]:
+        argv = [str(FAB), "-r", str(ROOT), *args, "--inventory",
+                str(self.inventory(backend, recovery))]
         return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
 
     def sh(self, command: str) -> str:
@@ -144,3 +146,38 @@ def test_supervisor_mode_brings_programs_back_with_supervisord(machine: Machine)
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert machine.sh("find /etc/systemd/system -name 'ember*' | wc -l") == "0"
     assert machine.ember_processes() == []
+
+
+def test_an_ensemble_server_runs_as_a_systemd_unit(machine: Machine) -> None:
+    """recovery.ensemble with the systemd backend: ember-zookeeper.service, ready once the
+    server serves, restarted by systemd when its JVM is killed; the master leads through
+    it; stop-all and uninstall-systemd leave nothing."""
+    recovery = f"recovery: {{mode: zookeeper, ensemble: [{machine.host.address}]}}"
+    installed = machine.fab("systemd", "install-systemd", "--now", recovery=recovery)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    unit = "ember-zookeeper.service"
+    assert machine.sh(f"systemctl is-enabled {unit}") == "enabled"
+    assert machine.sh(f"systemctl is-active {unit} ember-master.service").split() == [
+        "active", "active"]
+    wait_for(lambda: get_json(f"http://{machine.host.address}:8080/json")["status"] == "ALIVE",
+             30, "the master leading through ZooKeeper")
+    rows = json.loads(machine.fab("systemd", "status", "--json", recovery=recovery).stdout)
+    assert [(r["role"], r["daemon"], r["master_view"]) for r in rows][:2] == [
+        ("zookeeper", "running", "STANDALONE"), ("master", "running", "ALIVE")]
+
+    wrapper = machine.main_pid(unit)
+    java = machine.sh(f"pgrep -P {wrapper}")
+    machine.sh(f"kill -9 {java}")  # the server dies: its wrapper exits 1, systemd restarts it
+    wait_for(lambda: machine.main_pid(unit) not in (0, wrapper), 30, "a new server")
+    assert machine.sh(f"systemctl show --property NRestarts --value {unit}") == "1"
+    wait_for(lambda: json.loads(machine.fab("systemd", "status", "--json",
+                                            recovery=recovery).stdout)[0]["ok"], 60,
+             "the server serving again")
+
+    stopped = machine.fab("systemd", "stop-all", recovery=recovery)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert machine.sh(f"systemctl is-active {unit}") == "inactive"
+    removed = machine.fab("systemd", "uninstall-systemd", recovery=recovery)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert machine.ember_processes() == []
+    assert "QuorumPeerMain" not in machine.sh("ps -eo args")

@@ -181,3 +181,16 @@ def test_a_leader_cut_off_from_zookeeper_steps_down_with_exit_1(
     server.send_signal(signal.SIGKILL)
     assert leader.proc.wait(30) == 1  # non-zero: its supervisor starts it again, a standby
     assert "No longer the leader: cut off from ZooKeeper" in leader.proc.log()
+
+
+def test_a_corrupt_record_in_zookeeper_is_named_and_skipped(
+        cluster: Cluster, zookeeper: tuple[int, subprocess.Popen[bytes]]) -> None:
+    port, _ = zookeeper
+    with zookeeper_client(port) as client:
+        client.create("/ember-test/driver/driver-20261201000000-0007", b'{"id": "driver-2',
+                      makepath=True)
+    leader = with_zookeeper(cluster, port)
+    wait_for(lambda: leader.json()["status"] == "ALIVE", 15, "the master leading anyway")
+    assert ("Skipping the unreadable recovery record driver driver-20261201000000-0007 in "
+            f"zookeeper 127.0.0.1:{port}/ember-test") in leader.proc.log()
+    assert leader.json()["activedrivers"] == []

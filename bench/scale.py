@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from toolkit.runtime import messages as m  # noqa: E402
 from toolkit.runtime import wire  # noqa: E402
 from toolkit.runtime.endpoint import raise_open_files  # noqa: E402
-from toolkit.runtime.worker import registration_delay  # noqa: E402
+from toolkit.runtime.registration import registration_delay  # noqa: E402
 
 TARGETS = {
     "join: all ALIVE (s)": 10.0,

@@ -8,7 +8,6 @@ import collections
 import functools
 import logging
 import os
-import random
 import re
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.config import parse_master_url
 from toolkit.runtime.endpoint import Endpoint, Handler
+from toolkit.runtime.registration import comes_from, registration_delay, worker_id
 from toolkit.runtime.runners import KILL_TIMEOUT, DriverRunner, ExecutorRunner, State
 from toolkit.runtime.states import DriverState, ExecutorState, is_finished
 from toolkit.runtime.wire import Connection
@@ -31,8 +31,6 @@ from toolkit.settings import default_of
 
 logger = logging.getLogger(__name__)
 
-REGISTER_FIRST_DELAY = 0.1
-REGISTER_MAX_DELAY = 1.0
 STANDBY_RETRY = 1.0
 """Seconds before asking a standby master again."""
 REFUSED_RETRY = 2.0
@@ -41,21 +39,6 @@ RETAINED_FINISHED = 1000
 SHUTDOWN_KILL_WAIT = 3.0
 _SAFE_ID = re.compile(r"(driver|app)-\d{14}-\d{4,}")
 """What the master's ids look like; anything else never becomes a path under the work dir."""
-
-
-def registration_delay(attempt: int, rng: Callable[[], float] = random.random) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based).
-
-    Exponential from 0.1 s, capped at 1 s so a worker started before its master joins within
-    about a second of the master coming up; "equal jitter" (half fixed, half random) keeps a
-    restarted cluster's workers from connecting in lockstep.
-    """
-    ceiling = min(REGISTER_MAX_DELAY, REGISTER_FIRST_DELAY * 2.0 ** (attempt - 1))
-    return ceiling / 2 + rng() * ceiling / 2
-
-
-def worker_id(host: str, port: int, now: float) -> str:
-    return f"worker-{time.strftime('%Y%m%d%H%M%S', time.localtime(now))}-{host}-{port}"
 
 
 @dataclass(frozen=True)
@@ -233,9 +216,9 @@ class Worker(Endpoint):
             host, port = parse_master_url(master_url)[0]
         except (ConfigError, IndexError):
             return
-        if (host, port) not in self.config.masters:
-            logger.warning("Ignoring %s, which says it leads: not one of this worker's masters",
-                           master_url)
+        if (host, port) not in self.config.masters or not comes_from(conn.peer, host):
+            logger.warning("Ignoring %s, said from %s to lead: not one of this worker's "
+                           "masters", master_url, conn.peer)
             return
         if self.master is not None and self.master_url == master_url:
             return  # registered with it already

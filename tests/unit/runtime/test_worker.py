@@ -9,14 +9,8 @@ import pytest
 
 from tests.unit.runtime.fakes import Clock, FakeConn
 from toolkit.runtime import messages as m
-from toolkit.runtime.worker import (
-    REFUSED_RETRY,
-    REGISTER_MAX_DELAY,
-    Worker,
-    WorkerConfig,
-    registration_delay,
-    worker_id,
-)
+from toolkit.runtime.registration import REGISTER_MAX_DELAY, registration_delay, worker_id
+from toolkit.runtime.worker import REFUSED_RETRY, Worker, WorkerConfig
 
 
 @pytest.fixture
@@ -112,7 +106,9 @@ async def test_a_new_leaders_word_drops_a_silent_master_for_it(worker: Worker) -
 
 async def test_only_its_own_masters_can_say_they_lead(worker: Worker) -> None:
     current = registered_with(worker, "10.0.0.1:7077")
-    for url in ("ember://10.6.6.6:7077", "ember://10.0.0.1:7077", "not a url"):
+    # a stranger; its current master; the other master, but said from elsewhere; garbage
+    for url in ("ember://10.6.6.6:7077", "ember://10.0.0.1:7077", "ember://10.0.0.9:7077",
+                "not a url"):
         worker.handle(m.ReconnectWorker(url), FakeConn("10.6.6.6:40000"))
         assert worker.registered and worker.master is current and not current.closed
     await worker.close_tasks()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from toolkit.settings import default_of
 
 logger = logging.getLogger(__name__)
 
+EMBER_ID = re.compile(r"(driver|app)-\d{14}-\d{4,}")
+"""What the master's driver and application ids look like: the only names of the work dir
+that are Ember's (anything else there is someone else's, whatever its name)."""
 CLEANUP_INTERVAL: float = default_of("worker", "cleanup_interval")
 CLEANUP_TTL: float = default_of("worker", "cleanup_ttl")
 
@@ -32,7 +36,8 @@ def newest_change(directory: Path) -> float:
 
 
 def clean_work_dir(work_dir: Path, active: set[str], ttl: float, now: float) -> list[Path]:
-    """Remove ``driver-*``/``app-*`` dirs not in ``active`` and unchanged for ``ttl`` seconds.
+    """Remove Ember's driver and application dirs (named by their ids) not in ``active`` and
+    unchanged for ``ttl`` seconds.
 
     Anything else in the work dir is left alone: it is not Ember's. Returns what was removed.
     """
@@ -43,7 +48,7 @@ def clean_work_dir(work_dir: Path, active: set[str], ttl: float, now: float) -> 
         logger.warning("Cannot list work dir %s: %s", work_dir, exc.strerror)
         return removed
     for entry in entries:
-        if entry.name in active or not entry.name.startswith(("driver-", "app-")):
+        if entry.name in active or not EMBER_ID.fullmatch(entry.name):
             continue
         try:
             if entry.is_symlink() or not entry.is_dir() or now - newest_change(entry) < ttl:

@@ -8,7 +8,6 @@ import collections
 import functools
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from toolkit.runtime.registration import comes_from, registration_delay, worker_
 from toolkit.runtime.runners import KILL_TIMEOUT, DriverRunner, ExecutorRunner, State
 from toolkit.runtime.states import DriverState, ExecutorState, is_finished
 from toolkit.runtime.wire import Connection
-from toolkit.runtime.workdir import CLEANUP_INTERVAL, CLEANUP_TTL, clean_work_dir
+from toolkit.runtime.workdir import CLEANUP_INTERVAL, CLEANUP_TTL, EMBER_ID, clean_work_dir
 from toolkit.settings import default_of
 
 logger = logging.getLogger(__name__)
@@ -37,8 +36,6 @@ REFUSED_RETRY = 2.0
 RETAINED_FINISHED = 1000
 """Finished executors listed in the worker's /json (Spark's retainedExecutors)."""
 SHUTDOWN_KILL_WAIT = 3.0
-_SAFE_ID = re.compile(r"(driver|app)-\d{14}-\d{4,}")
-"""What the master's ids look like; anything else never becomes a path under the work dir."""
 
 
 @dataclass(frozen=True)
@@ -388,7 +385,7 @@ class Worker(Endpoint):
                 logger.warning("Not launching: this worker is shutting down")
                 return False
             work_id = msg.driver_id if isinstance(msg, m.LaunchDriver) else msg.app_id
-            if not _SAFE_ID.fullmatch(work_id):
+            if not EMBER_ID.fullmatch(work_id):
                 logger.warning("Refusing %s with a malformed id %r", type(msg).__name__, work_id)
                 return False
         return True

@@ -231,13 +231,18 @@ def test_finished_driver_dirs_are_cleaned_after_the_ttl(cluster: Cluster) -> Non
     running = submit(master, "sleep", "30", options=("--memory", "256m"))
     stranger = worker.work_dir / "notes"
     stranger.mkdir()
+    # EMBER_WORKER_DIR=/srv: /srv/app-data is an operator's, however old, never Ember's
+    foreign = worker.work_dir / "app-data"
+    (foreign / "keep").mkdir(parents=True)
+    for path in (foreign / "keep", foreign):
+        os.utime(path, (time.time() - 30 * 86400,) * 2)
 
     wait_driver(master, finished, "FINISHED")
     assert (worker.work_dir / finished).is_dir()
     wait_for(lambda: not (worker.work_dir / finished).exists(), 10, "finished dir removed")
     time.sleep(0.6)
     assert (worker.work_dir / running).is_dir()
-    assert stranger.is_dir()
+    assert stranger.is_dir() and (foreign / "keep").is_dir()
 
 
 def test_submit_errors_name_the_problem(cluster: Cluster) -> None:

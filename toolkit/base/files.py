@@ -18,12 +18,14 @@ from pathlib import Path
 from toolkit.errors import ConfigError
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool = False) -> bool:
+def write_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> bool:
     """Temp file + rename, unless the same bytes and mode are already there; True if written.
 
     A private file (no group/other bits) goes in a directory made 0700 first, and its temp file
-    is never readable by others (mkstemp creates it 0600). ``durable``: the data and the rename
-    reach the disk (fsync of the file, then of its directory) before this returns.
+    is never readable by others (mkstemp creates it 0600). ``durable`` (the default): the data
+    and the rename reach the disk (fsync of the file, then of its directory) before this
+    returns, so a power loss leaves the old file or the new one, never an empty one (a secret,
+    a unit, a recovery record).
     """
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         if path.read_bytes() == data and (path.stat().st_mode & 0o777) == mode:

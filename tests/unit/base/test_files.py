@@ -42,3 +42,20 @@ def test_write_atomic_fixes_a_changed_mode_and_leaves_no_temp_files(tmp_path: Pa
 def test_bad_bundles_are_refused_before_anything_is_written(entries: str, problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         install_bundle(entries.encode())
+
+
+def test_write_atomic_reaches_the_disk_before_the_rename(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the fsync first, a power loss after the rename can leave an empty secret."""
+    import os
+
+    from toolkit.base import files
+
+    order: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (order.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(files.os, "replace",
+                        lambda a, b: (order.append("rename"), real_replace(a, b))[1])
+    assert files.write_atomic(tmp_path / "conf" / "secret", b"s" * 32, 0o600)
+    assert order[:2] == ["fsync", "rename"]
+    assert (tmp_path / "conf" / "secret").read_bytes() == b"s" * 32

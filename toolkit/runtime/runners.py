@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from toolkit.runtime import messages as m
 from toolkit.runtime.states import DriverState, ExecutorState
@@ -106,16 +107,24 @@ def cannot_start(program: str, exc: OSError, cwd: Path) -> str:
 def spawn(argv: list[str], cwd: Path, env: dict[str, str], header: bytes = b""
           ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new session (its own process group) with stdout/stderr files in
-    ``cwd``, appending; ``header`` goes first into stderr. Raises OSError."""
-    cwd.mkdir(parents=True, exist_ok=True)
+    ``cwd``, appending; ``header`` goes first into stderr. Raises OSError. The directory (and
+    an application's, above an executor's) is 0700 and the output files 0600: a job's output
+    and files are its own user's, not every local user's."""
+    cwd.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cwd.mkdir(exist_ok=True, mode=0o700)
     check_program(argv[0], cwd, env)
-    with open(cwd / "stdout", "ab") as out, open(cwd / "stderr", "ab") as err:
+    with _private(cwd / "stdout") as out, _private(cwd / "stderr") as err:
         if header:
             err.write(header)
             err.flush()
         return subprocess.Popen([*death_guard(), *argv], cwd=cwd, env=env,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 start_new_session=True, close_fds=True)
+
+
+def _private(path: Path) -> BinaryIO:
+    """``path`` opened to append, created 0600."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
 
 
 async def until_exited(pid: int) -> None:

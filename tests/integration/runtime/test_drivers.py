@@ -304,3 +304,29 @@ def test_a_watched_drivers_updates_are_not_taken_as_the_answer_to_another_reques
     other, updates = asyncio.run(scenario())
     assert (other.driver_id, other.found) == ("driver-20200101000000-9999", False)
     assert updates == ["RUNNING", "FINISHED"]  # none swallowed by the status() call
+
+
+def test_a_jobs_work_dir_and_output_are_its_users_alone(cluster: Cluster) -> None:
+    """Not world-readable: another local user reads no job's files, output or --env echo."""
+    import asyncio
+
+    from tests.integration.runtime.test_applications import two_running_executors
+
+    master = cluster.master()
+    worker = cluster.worker(master.url, cores=3, memory="1g")
+    master.wait_joined(worker)
+    driver = submit(master, "sh", "-c", "echo private", options=("--memory", "64m"))
+    wait_driver(master, driver, "FINISHED")
+
+    async def app_dir() -> str:
+        app, _ = await two_running_executors(master.url, worker.work_dir)
+        await app.stop()
+        return app.app_id
+
+    app_id = asyncio.run(app_dir())
+    for path in (worker.work_dir / driver, worker.work_dir / app_id,
+                 worker.work_dir / app_id / "0"):
+        assert (path.stat().st_mode & 0o777) == 0o700, path
+    for path in (worker.work_dir / driver / "stdout", worker.work_dir / app_id / "0" / "stderr"):
+        assert (path.stat().st_mode & 0o777) == 0o600, path
+    assert (worker.work_dir / driver / "stdout").read_text() == "private\n"

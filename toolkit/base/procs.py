@@ -78,14 +78,16 @@ def check(pid_file: Path, role: str) -> PidState:
     return PidState(Found.RUNNING, pid, info)
 
 
-def gone(pid: int) -> bool:
+def gone(pid: int, started: int | None = None) -> bool:
+    """The process ended: no such pid, a zombie, or (``started``: its start time, in clock
+    ticks since boot) another process that took the pid since."""
     info = proc_info(pid)
-    return info is None or info.zombie
+    return info is None or info.zombie or (started is not None and info.start_ticks != started)
 
 
-def wait_gone(pid: int, timeout: float) -> bool:
+def wait_gone(pid: int, timeout: float, started: int | None = None) -> bool:
     deadline = time.monotonic() + timeout
-    while not gone(pid):
+    while not gone(pid, started):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.01)
@@ -100,8 +102,27 @@ class Stopped(enum.Enum):
     ALIVE = "alive"    # it outlived SIGKILL too
 
 
-def kill_group(pid: int) -> None:
-    """SIGKILL the process's group when it leads one (it does: setsid/setpgrp), else the pid."""
+def terminate(pid: int, timeout: float) -> Stopped:
+    """SIGTERM, up to ``timeout`` seconds, then SIGKILL of its group: of this process only,
+    known by its start time, never of one that took its pid meanwhile."""
+    info = proc_info(pid)
+    if info is None or info.zombie:
+        return Stopped.GONE
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return Stopped.GONE
+    if wait_gone(pid, timeout, info.start_ticks):
+        return Stopped.GONE
+    kill_group(pid, info.start_ticks)
+    return Stopped.KILLED if wait_gone(pid, 5.0, info.start_ticks) else Stopped.ALIVE
+
+
+def kill_group(pid: int, started: int | None = None) -> None:
+    """SIGKILL the process's group when it leads one (it does: setsid/setpgrp), else the pid;
+    nothing when ``started`` says the pid is now another process's."""
+    if started is not None and gone(pid, started):
+        return
     with contextlib.suppress(ProcessLookupError):
         if os.getpgid(pid) == pid:
             os.killpg(pid, signal.SIGKILL)

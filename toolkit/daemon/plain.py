@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from toolkit.base.procs import Stopped, kill_group, wait_gone
+from toolkit.base.procs import Stopped, terminate
 from toolkit.daemon.settings import DaemonSettings
 
 
@@ -36,17 +35,9 @@ class PlainBackend:
         return failure
 
     def stop(self, role: str, instance: int, pid: int | None) -> Stopped:
-        """SIGTERM, wait EMBER_STOP_TIMEOUT, then SIGKILL the group."""
-        if pid is None:
-            return Stopped.GONE
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return Stopped.GONE
-        if wait_gone(pid, self.settings.stop_timeout):
-            return Stopped.GONE
-        kill_group(pid)
-        return Stopped.KILLED if wait_gone(pid, 5.0) else Stopped.ALIVE
+        """SIGTERM, wait EMBER_STOP_TIMEOUT, then SIGKILL the group (of this very process:
+        a pid taken by another meanwhile is left alone)."""
+        return Stopped.GONE if pid is None else terminate(pid, self.settings.stop_timeout)
 
     def program(self, role: str, instance: int) -> tuple[str | None, bool]:
         return None, False

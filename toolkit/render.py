@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,18 @@ def supervisor_escape(value: object) -> str:
     return single_line(value, "value").replace("%", "%%")
 
 
+def supervisor_command(argv: list[str]) -> str:
+    """A command line for supervisor's ``command=``, which its INI parser cuts at an inline
+    comment: whitespace then ``;`` or ``#``. shlex quoting puts such a pair inside single
+    quotes only; closing and reopening the quote there (``' '';'``) keeps the same word and
+    leaves no whitespace before the mark."""
+    line = shlex.join(argv)
+    return re.sub(r"(\s)([;#])", r"\1''\2", line)
+
+
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def single_line(value: object, what: str) -> str:
     """Refuse line breaks in values written into INI-style files: they would add lines."""
     text = str(value)
@@ -43,7 +57,13 @@ def supervisor_env(env: dict[str, str]) -> str:
     quote it does not contain; one holding both, or starting or ending with a quote, is refused.
     """
     def quote(key: str, value: str) -> str:
+        if not _ENV_KEY.fullmatch(key):
+            raise ConfigError(f"environment name {key!r} is not a variable name (letters, "
+                              f"digits and _, not starting with a digit)")
         single_line(value, f"environment value of {key}")
+        if re.search(r"\s[;#]", value):
+            raise ConfigError(f"environment value of {key} holds whitespace then ; or #, "
+                              f"which supervisor would take for a comment: {value!r}")
         if value[:1] in ("'", '"') or value[-1:] in ("'", '"'):
             raise ConfigError(f"environment value of {key} starts or ends with a quote, which "
                               f"supervisor would drop: {value!r}")
@@ -96,6 +116,7 @@ def environment() -> jinja2.Environment:
     env.filters["shq"] = shell_quote
     env.filters["sv"] = supervisor_escape
     env.filters["svenv"] = supervisor_env
+    env.filters["svcommand"] = supervisor_command
     env.filters["sdword"] = systemd_word
     env.filters["sdpath"] = systemd_path
     return env

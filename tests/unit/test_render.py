@@ -14,13 +14,14 @@ from toolkit.render import render, supervisor_env
 
 def test_program_template_keeps_percent_and_quotes_literal() -> None:
     text = render("supervisor/program.conf.j2", name="ember-op-worker-1", role="worker",
-                  instance=1, command="/usr/bin/nice -n 0 python -m toolkit worker 'a%b'",
+                  instance=1, command=["/usr/bin/nice", "-n", "0", "python", "-m", "toolkit",
+                                       "worker", "a%b c"],
                   home="/h", stop_timeout=10, log_file="/h/logs/x.out", log_max_files=5,
                   log_max_bytes=1024, env={"EMBER_X": 'say "50%" now'})
     parser = configparser.RawConfigParser()
     parser.read_string(text)
     section = parser["program:ember-op-worker-1"]
-    assert section["command"].endswith("'a%%b'")
+    assert section["command"].endswith("'a%%b c'")
     assert section["environment"] == "EMBER_X='say \"50%%\" now'"
     assert (section["stopasgroup"], section["killasgroup"]) == ("true", "true")
     assert section["stdout_logfile_backups"] == "5"
@@ -28,7 +29,7 @@ def test_program_template_keeps_percent_and_quotes_literal() -> None:
 
 def test_no_rotation_means_no_size_limit() -> None:
     text = render("supervisor/program.conf.j2", name="p", role="master", instance=1,
-                  command="x", home="/h", stop_timeout=10, log_file="/l", log_max_files=0,
+                  command=["x"], home="/h", stop_timeout=10, log_file="/l", log_max_files=0,
                   log_max_bytes=1024, env={})
     assert "stdout_logfile_maxbytes=0\n" in text and "stdout_logfile_backups=0\n" in text
 
@@ -79,3 +80,28 @@ def test_every_template_is_shipped_in_the_wheel() -> None:
     shipped = {f for patterns in data["data-files"].values() for pattern in patterns
                for f in root.glob(pattern)}
     assert set((root / "templates").rglob("*.j2")) <= shipped
+
+
+@pytest.mark.parametrize(("env", "problem"), [
+    ({"A B": "1"}, "environment name 'A B' is not a variable name"),
+    ({"1X": "1"}, "environment name '1X' is not a variable name"),
+    ({"OPTS": "-Da=1 ;rm"}, "whitespace then ; or #"),
+    ({"OPTS": "x #y"}, "whitespace then ; or #"),
+])
+def test_supervisor_environment_refuses_what_it_would_misread(env: dict[str, str],
+                                                              problem: str) -> None:
+    from toolkit.render import supervisor_env
+
+    with pytest.raises(ConfigError, match=problem):
+        supervisor_env(env)
+
+
+def test_supervisor_command_keeps_comment_marks_inside_words() -> None:
+    import shlex
+
+    from toolkit.render import supervisor_command
+
+    argv = ["run", "a' ;x", "b #c", ";", "#", "tab\t;z"]
+    line = supervisor_command(argv)
+    assert not any(line[i].isspace() and line[i + 1] in ";#" for i in range(len(line) - 1))
+    assert shlex.split(line) == argv  # as supervisor splits it

@@ -8,7 +8,6 @@ import getpass
 import http.client
 import math
 import os
-import shlex
 import socket
 import subprocess
 import sys
@@ -107,7 +106,7 @@ class SupervisorBackend:
         from toolkit.render import render
 
         return render("supervisor/program.conf.j2", name=s.name(role, instance), role=role,
-                      instance=instance, command=shlex.join(command), home=s.home,
+                      instance=instance, command=command, home=s.home,
                       stop_timeout=math.ceil(s.stop_timeout), log_file=log,
                       log_max_files=s.log_max_files, log_max_bytes=s.log_max_bytes,
                       env=dict(env))

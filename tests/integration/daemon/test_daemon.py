@@ -537,3 +537,18 @@ def test_supervisor_stop_also_stops_a_plain_started_instance(daemons: Daemons) -
     stopped = daemons.run("stop", "master", "2")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert not alive(pid) and not daemons.pid_file("master", 2).exists()
+
+
+def test_an_argument_with_comment_marks_keeps_the_rest_of_the_command(daemons: Daemons) -> None:
+    """supervisor's INI parser cuts a value at whitespace then ; or #: an argument holding
+    those must not cut off the pid file (stop and status would lose the daemon)."""
+    odd = daemons.home / "rec ;x #y"
+    started = daemons.run("start", "master", "--", "--recovery-mode", "filesystem",
+                          "--recovery-dir", str(odd))
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = daemons.pid("master")
+    assert (odd / "leader.lock").exists()  # the whole argument reached the master
+    status = daemons.run("status", "master")
+    assert status.returncode == 0 and f"running as process {pid}" in status.stdout
+    assert daemons.run("stop", "master").returncode == 0
+    assert not alive(pid)

@@ -36,6 +36,9 @@ HANDSHAKE_MAX_FRAME = 4096
 HANDSHAKE_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 5.0
 SEND_QUEUE_LIMIT = 10_000
+CLOSE_GRACE = 5.0
+"""Seconds a closed connection gets to hand its queued messages to a peer that reads slowly;
+one that does not read by then is aborted (its socket freed)."""
 
 _HEADER = 4
 _encoder = msgspec.json.Encoder()
@@ -170,10 +173,24 @@ class Connection:
         return True
 
     def close(self) -> None:
+        """Send what is queued, then close; within CLOSE_GRACE seconds, whether the peer
+        reads or not."""
         if self.closed:
             return
         self.closed = True
         self._queue.put_nowait(None)
+        with contextlib.suppress(RuntimeError):  # no loop running: nothing left to wait for
+            asyncio.get_running_loop().call_later(CLOSE_GRACE, self._force_close)
+
+    def _force_close(self) -> None:
+        transport = self._writer.transport
+        stuck = not self._write_task.done() or transport.get_write_buffer_size() > 0
+        if stuck:
+            logger.warning("closing connection to %s: it has not read what it was sent in "
+                           "%g s", self.peer, CLOSE_GRACE)
+        if stuck or not transport.is_closing():
+            transport.abort()
+            self._write_task.cancel()
 
     def abort(self) -> None:
         """Drop the connection at once, unsent messages too, with a reset (SO_LINGER 0: an
@@ -212,8 +229,9 @@ class Connection:
                 if frame is None:
                     break
                 self._writer.write(frame)
-                if self._queue.empty():
-                    await self._writer.drain()
+                # every time: a peer that does not read leaves what it was sent in the queue
+                # (bounded by SEND_QUEUE_LIMIT), not in an ever larger transport buffer
+                await self._writer.drain()
         except (ConnectionError, OSError):
             self.closed = True
         finally:

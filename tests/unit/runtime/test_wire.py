@@ -228,3 +228,32 @@ async def test_an_aborted_connection_is_a_reset_to_its_peer_and_a_closed_one_is_
     finally:
         server.close()
     assert seen == [True, False]
+
+
+async def test_a_peer_that_stops_reading_holds_neither_memory_nor_its_socket(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that pipelines and never reads: what it is sent waits in the bounded queue,
+    not in an ever larger transport buffer; closed, its socket is freed all the same."""
+    monkeypatch.setattr(wire, "CLOSE_GRACE", 0.5, raising=False)
+    accepted: asyncio.Queue[wire.Connection] = asyncio.Queue()
+
+    async def on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put(await wire.accept(reader, writer, None, wire.TO_MASTER))
+
+    server = await asyncio.start_server(on_accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = await wire.connect("127.0.0.1", port, None, wire.TO_CLIENT)  # never reads
+    try:
+        conn = await accepted.get()
+        big = m.DriverStatusResponse("driver-1", True, message="x" * 65536)
+        for _ in range(400):  # 26 MB, far more than the kernel buffers hold
+            conn.send(big)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.3)
+        assert conn._writer.transport.get_write_buffer_size() <= 4 * 65536
+        conn.close()
+        await asyncio.wait({conn._write_task}, timeout=5)
+        assert conn._write_task.done() and conn._writer.transport.is_closing()  # freed, unread
+    finally:
+        client.abort()
+        server.close()

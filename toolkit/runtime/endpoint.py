@@ -20,6 +20,7 @@ from toolkit.base.notify import sd_notify
 from toolkit.errors import ConfigError, FatalError, NotLeaderError, WireError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
+from toolkit.runtime.admission import Admission, source_of
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +104,7 @@ class Endpoint:
         self._handlers: dict[type[m.Message], Handler] = self.handlers()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
-        self._pending_handshakes = 0
-        self._pending_by_host: dict[str, int] = {}
+        self._admission = Admission(self.limits.handshakes, self.limits.handshakes_per_host)
         self._connections = 0
         self._stopped: asyncio.Event | None = None
         self.serving = False
@@ -242,36 +242,31 @@ class Endpoint:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Handshake and serve one inbound connection, within per-host and total limits."""
         peer = wire.peer_name(writer)
-        host = peer.rpartition(":")[0]
-        full = self._over_limit(host)
+        source = source_of(peer.rpartition(":")[0])
+        full = self._over_limit(source)
         if full:
-            logger.warning("%s: refused connection from %s: too many %s", self.role, peer, full)
+            self._admission.refused(self.role, peer, source, f"too many {full}")
             writer.close()
             return
-        self._pending_handshakes += 1
-        self._pending_by_host[host] = self._pending_by_host.get(host, 0) + 1
+        stranger = self._admission.begin(source)
+        conn = None
         try:
             conn = await wire.accept(reader, writer, self.secret, self.accepts)
         except WireError as exc:
-            logger.warning("%s: refused connection from %s: %s", self.role, peer, exc)
+            self._admission.refused(self.role, peer, source, str(exc))
             return
         finally:
-            self._pending_handshakes -= 1
-            self._pending_by_host[host] -= 1
-            if not self._pending_by_host[host]:
-                del self._pending_by_host[host]
+            self._admission.end(source, stranger, authenticated=conn is not None)
         self._connections += 1
         try:
             await self.serve_connection(conn)
         finally:
             self._connections -= 1
 
-    def _over_limit(self, host: str) -> str | None:
-        if self._pending_handshakes >= self.limits.handshakes:
-            return f"pending handshakes (limit {self.limits.handshakes})"
-        if self._pending_by_host.get(host, 0) >= self.limits.handshakes_per_host:
-            return (f"pending handshakes from {host} (limit "
-                    f"{self.limits.handshakes_per_host})")
+    def _over_limit(self, source: str) -> str | None:
+        pending = self._admission.over_limit(source)
+        if pending:
+            return pending
         if self._connections >= self.limits.connections:
             return f"connections (limit {self.limits.connections})"
         return None

@@ -256,3 +256,30 @@ async def _handshakes(port: int) -> bool:
     conn.close()
     await conn.wait_closed(1.0)
     return True
+
+
+def test_strangers_holding_every_pending_handshake_do_not_lock_out_known_peers(
+        cluster: Cluster) -> None:
+    """8 sources x 4 silent connections fill the strangers' pool; a peer that handshook
+    before (here the host of a registered worker and of earlier clients) still gets in, and
+    the refusals of one source are logged once, with a count, not once each."""
+    master = cluster.master("--max-handshakes", "32", "--max-handshakes-per-host", "4")
+    master.wait_joined(cluster.worker(master.url, cores=1, memory="512m"))
+    silent = [socket.create_connection(("127.0.0.1", master.port), timeout=5,
+                                       source_address=(f"127.0.0.{n}", 0))
+              for n in range(2, 10) for _ in range(4)]
+    try:
+        time.sleep(0.3)  # all 32 pending
+        for _ in range(30):  # a ninth stranger, again and again
+            with socket.create_connection(("127.0.0.1", master.port), timeout=5,
+                                          source_address=("127.0.0.10", 0)) as sock:
+                sock.settimeout(5)
+                assert closed_by_peer(sock)
+        assert asyncio.run(_handshakes(master.port))  # from 127.0.0.1: known, let in
+    finally:
+        for sock in silent:
+            sock.close()
+    log = master.proc.log()
+    refusals = [line for line in log.splitlines() if "from 127.0.0.10:" in line]
+    assert len(refusals) == 1, refusals
+    assert "pending handshakes from unknown peers (limit 32)" in refusals[0]

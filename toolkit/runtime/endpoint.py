@@ -37,16 +37,22 @@ class Limits:
     connections: int = 1024
     handshakes: int = 256
     handshakes_per_host: int = 16
+    http_connections: int = 256
+    """Each HTTP port's (web UI, REST): kept apart from the RPC port's, so that holding one
+    never starves the other of file descriptors."""
 
     @classmethod
     def sized(cls, connections: int | None = None, handshakes: int | None = None,
               handshakes_per_host: int = 16) -> Limits:
         """Sized from the process's open-file limit (raised to its hard limit first), unless
         given: a limit protects the process and never caps the cluster below what it can
-        hold."""
+        hold. The HTTP ports get an eighth of the files each, at most 256, before the RPC
+        port gets the rest."""
         files = raise_open_files()
-        connections = connections or max(64, files - FILES_RESERVE)
-        return cls(connections, handshakes or max(256, connections // 4), handshakes_per_host)
+        http = max(16, min(256, files // 8))
+        connections = connections or max(64, files - FILES_RESERVE - 2 * http)
+        return cls(connections, handshakes or max(256, connections // 4), handshakes_per_host,
+                   http)
 
 
 def raise_open_files() -> int:

@@ -6,6 +6,7 @@ accepts connections and a worker registers without waiting for it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -145,11 +146,13 @@ def _dumps(data: Any) -> str:
 class HttpServer:
     """One aiohttp application on the process's web UI port."""
 
-    def __init__(self, role: str, state: Any, ready: Any) -> None:
+    def __init__(self, role: str, state: Any, ready: Any, connections: int = 256) -> None:
         self.role = role
+        self.connections = connections
         self._state = state
         self._ready = ready
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
 
     @staticmethod
     def preload() -> None:
@@ -159,25 +162,29 @@ class HttpServer:
     async def start(self, host: str, port: int) -> int:
         from aiohttp import web
 
-        app = web.Application()
+        from toolkit.runtime import httpguard
+
+        app = web.Application(client_max_size=64 * 1024)  # it takes GETs only
         app.router.add_get("/json", self._json)
         app.router.add_get("/json/", self._json)
         app.router.add_get("/json/{field}", self._json_field)
         app.router.add_get("/readyz", self._readyz)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     **httpguard.RUNNER_LIMITS)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
         try:
-            await site.start()
+            self._server = await httpguard.serve(self._runner, host, port,
+                                                 f"{self.role} web UI", self.connections)
         except OSError as exc:
             await self._runner.cleanup()
             raise ConfigError(f"{self.role} web UI cannot listen on {host}:{port}: "
                               f"{exc.strerror} (choose another with --webui-port)") from None
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
+        sockets = list(self._server.sockets or ())
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -207,7 +214,8 @@ class HttpServer:
 def master_server(master: Master) -> HttpServer:
     def ready() -> tuple[bool, str]:
         return master.state == MasterState.ALIVE, f"master is {master.state.value}"
-    return HttpServer("master", lambda: master_json(master), ready)
+    return HttpServer("master", lambda: master_json(master), ready,
+                      master.limits.http_connections)
 
 
 def worker_server(worker: Worker) -> HttpServer:
@@ -215,4 +223,5 @@ def worker_server(worker: Worker) -> HttpServer:
         if worker.registered:
             return True, f"registered with {worker.master_url}"
         return False, "not registered with a master"
-    return HttpServer("worker", lambda: worker_state_json(worker), ready)
+    return HttpServer("worker", lambda: worker_state_json(worker), ready,
+                      worker.limits.http_connections)

@@ -46,6 +46,7 @@ Other spark properties are ignored; unknown top-level fields are listed in the a
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -344,17 +345,31 @@ def build_app(service: DriverService, secret: bytes | None) -> web.Application:
     return app
 
 
-async def start_server(service: DriverService, host: str, port: int, secret: bytes | None
-                       ) -> web.AppRunner:
+class RestServer:
+    """The REST port's listener and its aiohttp runner, stopped together."""
+
+    def __init__(self, runner: web.AppRunner, server: asyncio.Server) -> None:
+        self.runner, self.server = runner, server
+
+    async def cleanup(self) -> None:
+        self.server.close()
+        await self.runner.cleanup()
+
+
+async def start_server(service: DriverService, host: str, port: int, secret: bytes | None,
+                       connections: int = 256) -> RestServer:
     """Serve the REST API on ``host:port``; ConfigError names the port when it is taken."""
-    runner = web.AppRunner(build_app(service, secret), access_log=None, handle_signals=False)
+    from toolkit.runtime import httpguard
+
+    runner = web.AppRunner(build_app(service, secret), access_log=None, handle_signals=False,
+                           **httpguard.RUNNER_LIMITS)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        server = await httpguard.serve(runner, host, port, "master REST API", connections)
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(f"master REST API cannot listen on {host}:{port}: "
                           f"{exc.strerror or exc} (choose another with --rest-port)") from None
     log.info("REST submission API at http://%s:%d/v1/submissions (%s)", host, port,
              "bearer token required" if secret is not None else "no authentication")
-    return runner
+    return RestServer(runner, server)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from tests.procs import Cluster, rss_kb, wait_for
+from tests.procs import Cluster, ember, free_port, get_json, rss_kb, wait_for
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 
@@ -225,7 +229,7 @@ def test_the_master_sizes_its_limits_from_its_open_file_limit(cluster: Cluster) 
     limits = Path(f"/proc/{master.proc.pid}/limits").read_text()
     line = next(row for row in limits.splitlines() if row.startswith("Max open files"))
     assert line.split()[3:5] == [str(raised), str(hard)]  # soft raised to the hard limit
-    connections = raised - 64
+    connections = raised - 64 - 2 * max(16, min(256, raised // 8))  # the HTTP ports' share
     assert (f"up to {connections} connections, {max(256, connections // 4)} handshakes at once"
             in master.proc.log())
 
@@ -283,3 +287,38 @@ def test_strangers_holding_every_pending_handshake_do_not_lock_out_known_peers(
     refusals = [line for line in log.splitlines() if "from 127.0.0.10:" in line]
     assert len(refusals) == 1, refusals
     assert "pending handshakes from unknown peers (limit 32)" in refusals[0]
+
+
+def test_idle_web_connections_cannot_take_the_files_the_rpc_port_needs(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """A master limited to 256 open files; strangers open 300 idle connections to its web UI
+    from 10 addresses. The web UI holds at most its share (256 / 8) and closes the rest at
+    once; a submission over RPC still works, and /json still answers once they go."""
+    if shutil.which("prlimit") is None:
+        pytest.skip("needs prlimit (util-linux)")
+    port, webui = free_port(), free_port()
+    log = tmp_path / "master.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            ["prlimit", "--nofile=256:256", "--", sys.executable, "-m", "toolkit", "master",
+             "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(webui)],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    held: list[socket.socket] = []
+    try:
+        url = f"http://127.0.0.1:{webui}/json"
+        wait_for(lambda: get_json(url)["status"] == "ALIVE", 20, "the master")
+        for n in range(300):
+            with contextlib.suppress(OSError):
+                held.append(socket.create_connection(
+                    ("127.0.0.1", webui), timeout=5, source_address=(f"127.0.0.{2 + n % 10}", 0)))
+        time.sleep(0.5)
+        open_files = len(os.listdir(f"/proc/{proc.pid}/fd"))
+        assert open_files < 128, open_files  # 32 held, the rest closed at once
+        submitted = ember("submit", "--master", f"ember://127.0.0.1:{port}", "--", "true")
+        assert submitted.returncode == 0, submitted.stderr  # waits: no worker, but accepted
+        assert "too many connections (limit 32)" in log.read_text()
+    finally:
+        for sock in held:
+            sock.close()
+        proc.kill()
+        proc.wait()

@@ -111,7 +111,7 @@ class Master(Endpoint):
             from toolkit.runtime import rest
 
             self._rest = await rest.start_server(self, self.config.host, self.config.rest_port,
-                                                 self.secret)
+                                                 self.secret, self.limits.http_connections)
 
     async def shutdown(self, reason: str) -> None:
         if self._rest is not None:

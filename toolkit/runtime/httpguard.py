@@ -1,0 +1,122 @@
+"""The limits of an HTTP port (the web UI's, the REST API's), in front of aiohttp.
+
+aiohttp holds an idle connection for about an hour and takes as many as come: anyone could
+hold every file descriptor of the process and starve its RPC port. Here each port takes at
+most ``connections`` at once and ``per_source`` from one source (an IPv6 /64, an IPv4
+address); a connection must finish its first request's headers within ``header_timeout``;
+aiohttp closes one idle between requests after KEEPALIVE seconds. Whatever is over a limit
+is closed at once, and refusals are logged once a minute per source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from toolkit.runtime.admission import Admission, source_of
+
+KEEPALIVE = 15.0
+"""Seconds aiohttp keeps an idle connection between requests (its default is an hour)."""
+HEADER_TIMEOUT = 10.0
+CONNECTIONS = 256
+PER_SOURCE = 32
+RUNNER_LIMITS: dict[str, Any] = {"keepalive_timeout": KEEPALIVE, "max_line_size": 8190,
+                                 "max_field_size": 8190, "max_headers": 64}
+"""aiohttp's own limits for every HTTP port: keep-alive, request line and header sizes."""
+
+
+class Guard:
+    """A protocol factory that admits connections to ``factory`` (aiohttp's server)."""
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol], name: str,
+                 connections: int = CONNECTIONS, per_source: int = PER_SOURCE,
+                 header_timeout: float = HEADER_TIMEOUT) -> None:
+        self.factory, self.name = factory, name
+        self.connections, self.per_source = connections, per_source
+        self.header_timeout = header_timeout
+        self.open = 0
+        self.by_source: dict[str, int] = {}
+        self.log = Admission(0, 0)  # for its rate-limited refusal log only
+
+    def __call__(self) -> asyncio.Protocol:
+        return _Guarded(self)
+
+    def admit(self, source: str) -> str | None:
+        if self.open >= self.connections:
+            return f"too many connections (limit {self.connections})"
+        if self.by_source.get(source, 0) >= self.per_source:
+            return f"too many connections from {source} (limit {self.per_source})"
+        self.open += 1
+        self.by_source[source] = self.by_source.get(source, 0) + 1
+        return None
+
+    def release(self, source: str) -> None:
+        self.open -= 1
+        self.by_source[source] -= 1
+        if not self.by_source[source]:
+            del self.by_source[source]
+
+
+class _Guarded(asyncio.Protocol):
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        self.inner: Any = None
+        self.source = ""
+        self.transport: asyncio.Transport | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._tail = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.source = source_of(str(peer[0]))
+        refused = self.guard.admit(self.source)
+        if refused:
+            self.guard.log.refused(self.guard.name, f"{peer[0]}:{peer[1]}", self.source,
+                                   refused)
+            transport.abort()
+            return
+        self.transport = transport
+        self._deadline = asyncio.get_running_loop().call_later(
+            self.guard.header_timeout, self._too_slow)
+        self.inner = self.guard.factory()
+        self.inner.connection_made(transport)
+
+    def _too_slow(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is not None:
+            self._tail = (self._tail + data)[-4096:]
+            if b"\r\n\r\n" in self._tail:  # the first request's headers are complete
+                self._deadline.cancel()
+                self._deadline, self._tail = None, b""
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return bool(self.inner.eof_received()) if self.inner is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.inner is None:
+            return
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self.guard.release(self.source)
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+async def serve(runner: Any, host: str, port: int, name: str,
+                connections: int = CONNECTIONS) -> asyncio.Server:
+    """Listen on ``host:port`` for a set-up aiohttp AppRunner, behind a Guard."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        Guard(runner.server, name, connections, min(PER_SOURCE, connections)), host, port,
+        reuse_address=True)

@@ -26,7 +26,7 @@ from toolkit.errors import EmberError
 from toolkit.render import INSTANCE, render, systemd_env
 
 SUPERVISORD_UNIT = "ember-supervisord.service"
-ROLE_UNITS = ("ember-zookeeper.service", "ember-master.service", "ember-worker@.service")
+ROLE_UNITS = ("ember-master.service", "ember-worker@.service", "ember-zookeeper.service")
 ACTIVE_STATES = ("active", "activating", "deactivating", "reloading")
 
 Say = Callable[[str], None]
@@ -88,9 +88,9 @@ def unit_texts(settings: DaemonSettings, python: str = sys.executable) -> dict[s
         raise SystemdError(f"the {settings.backend} backend has no systemd units: set the "
                            f"backend to systemd or supervisor")
     texts = {}
-    for role, instance, unit in (("zookeeper", "1", ROLE_UNITS[0]),
-                                 ("master", "1", ROLE_UNITS[1]),
-                                 ("worker", INSTANCE, ROLE_UNITS[2])):
+    for role, instance, unit in (("master", "1", ROLE_UNITS[0]),
+                                 ("worker", INSTANCE, ROLE_UNITS[1]),
+                                 ("zookeeper", "1", ROLE_UNITS[2])):
         log = settings.log_file(role, instance) if settings.systemd_output == "file" else None
         texts[unit] = render(
             f"systemd/{unit}.j2", **common, type="notify",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+import select
 import signal
 import time
 from dataclasses import dataclass
@@ -104,18 +105,37 @@ class Stopped(enum.Enum):
 
 def terminate(pid: int, timeout: float) -> Stopped:
     """SIGTERM, up to ``timeout`` seconds, then SIGKILL of its group: of this process only,
-    known by its start time, never of one that took its pid meanwhile."""
+    never of one that took its pid meanwhile. It is held by a pidfd, which names the process,
+    not the number (by its start time where pidfds are missing)."""
     info = proc_info(pid)
     if info is None or info.zombie:
         return Stopped.GONE
     try:
-        os.kill(pid, signal.SIGTERM)
+        handle = os.pidfd_open(pid)
     except ProcessLookupError:
         return Stopped.GONE
-    if wait_gone(pid, timeout, info.start_ticks):
-        return Stopped.GONE
-    kill_group(pid, info.start_ticks)
-    return Stopped.KILLED if wait_gone(pid, 5.0, info.start_ticks) else Stopped.ALIVE
+    except OSError:  # no pidfds here: its start time (in clock ticks) tells it apart
+        handle = None
+    try:
+        def ended(seconds: float) -> bool:
+            if handle is None:
+                return wait_gone(pid, seconds, info.start_ticks)
+            return bool(select.select([handle], [], [], seconds)[0])
+
+        try:
+            if handle is not None:
+                signal.pidfd_send_signal(handle, signal.SIGTERM)
+            else:
+                os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return Stopped.GONE
+        if ended(timeout):
+            return Stopped.GONE
+        kill_group(pid, info.start_ticks)  # still running: the pid is still its own
+        return Stopped.KILLED if ended(5.0) else Stopped.ALIVE
+    finally:
+        if handle is not None:
+            os.close(handle)
 
 
 def kill_group(pid: int, started: int | None = None) -> None:

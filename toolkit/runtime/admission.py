@@ -6,13 +6,15 @@ lock the cluster's own peers out.
 - Peers that once completed a handshake (authenticated: workers, clients, drivers of this
   cluster) are known: the pool of pending handshakes strangers share never keeps them out;
   only their own per-source cap applies.
-- Refusals are logged once a minute per source, with how many there were, never once each.
+- Refusals are logged once a minute per source and reason, with how many there were, never
+  once each.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -69,14 +71,16 @@ class Admission:
             self.known.add(source)
 
     def refused(self, role: str, peer: str, source: str, why: str) -> None:
-        """Log a refusal, at most once a minute per source (with the count since)."""
+        """Log a refusal, at most once a minute per source and reason (numbers aside), with
+        the count since."""
         now = self.monotonic()
-        last, count = self._refused.get(source, (float("-inf"), 0))
+        key = f"{source} {re.sub(r'[0-9]+', '#', why)}"
+        last, count = self._refused.get(key, (float("-inf"), 0))
         if now - last < REFUSAL_LOG_EVERY:
-            self._refused[source] = (last, count + 1)
+            self._refused[key] = (last, count + 1)
             return
-        more = f" (and {count} more from {source} in the last minute)" if count else ""
+        more = f" (and {count} more like it from {source} in the last minute)" if count else ""
         logger.warning("%s: refused connection from %s: %s%s", role, peer, why, more)
-        self._refused[source] = (now, 0)
+        self._refused[key] = (now, 0)
         if len(self._refused) > KNOWN_MAX:
             self._refused.clear()

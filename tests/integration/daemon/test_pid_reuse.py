@@ -21,11 +21,16 @@ sys.path.insert(0, sys.argv[1])
 from toolkit.daemon.plain import PlainBackend
 from toolkit.daemon.settings import DaemonSettings
 
-here = Path("/tmp")
+here = Path(sys.argv[2])
 backend = PlainBackend(DaemonSettings(here, here, here, here, "t", stop_timeout=1.5))
 
-daemon = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 0.3"], start_new_session=True)
+ready = Path(sys.argv[2]) / "ignoring-sigterm"
+daemon = subprocess.Popen(["sh", "-c", f"trap '' TERM; touch {ready}; sleep 0.3"],
+                          start_new_session=True)
 pid = daemon.pid
+while not ready.exists():  # it ignores SIGTERM from now on
+    time.sleep(0.005)
+ready.unlink()
 result = []
 stopper = threading.Thread(target=lambda: result.append(backend.stop("master", 1, pid)))
 stopper.start()
@@ -40,12 +45,12 @@ print(bystander.pid == pid, result[0].name, alive)
 """
 
 
-def test_a_stop_leaves_alone_the_process_that_took_the_daemons_pid() -> None:
+def test_a_stop_leaves_alone_the_process_that_took_the_daemons_pid(tmp_path: Path) -> None:
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("needs root and unshare (a pid namespace of its own)")
     done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable,
-                           "-c", SCENARIO, str(ROOT)], capture_output=True, text=True,
-                          timeout=60, check=False)
+                           "-c", SCENARIO, str(ROOT), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     took_pid, stopped, bystander_alive = done.stdout.split()
     assert took_pid == "True"  # the bystander really has the daemon's old pid

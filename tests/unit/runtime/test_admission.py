@@ -40,11 +40,13 @@ def test_refusals_are_logged_once_a_minute_per_source_with_a_count(
     clock = Clock(0.0)
     admission = Admission(1, 1, monotonic=clock)
     with caplog.at_level(logging.WARNING):
-        for _ in range(100):
-            admission.refused("master", "10.6.6.6:1", "10.6.6.6", "too many")
+        for n in range(100):
+            admission.refused("master", "10.6.6.6:1", "10.6.6.6", f"frame of {n} bytes")
+        admission.refused("master", "10.6.6.6:3", "10.6.6.6", "bad proof")  # another reason
         clock.now += 61
-        admission.refused("master", "10.6.6.6:2", "10.6.6.6", "too many")
+        admission.refused("master", "10.6.6.6:2", "10.6.6.6", "frame of 7 bytes")
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["master: refused connection from 10.6.6.6:1: too many",
-                     "master: refused connection from 10.6.6.6:2: too many (and 99 more from "
-                     "10.6.6.6 in the last minute)"]
+    assert lines == ["master: refused connection from 10.6.6.6:1: frame of 0 bytes",
+                     "master: refused connection from 10.6.6.6:3: bad proof",
+                     "master: refused connection from 10.6.6.6:2: frame of 7 bytes (and 99 "
+                     "more like it from 10.6.6.6 in the last minute)"]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit import __version__
 from toolkit import settings as settings_registry
+from toolkit.base import printable
 from toolkit.cli import daemon as daemon_cli
 from toolkit.errors import ConfigError
 
@@ -405,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.role_args = role_args
     try:
         logging.basicConfig(level=_log_level(args), format=LOG_FORMAT, stream=sys.stderr)
+        printable.install()
         if getattr(args, "header", False):
             print_command_header()
         code: int = args.run(args)

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 import posixpath
@@ -229,9 +230,30 @@ def _error(status: int, message: str, **fields: Any) -> web.Response:
 
 
 class _RestApi:
-    def __init__(self, service: DriverService, secret: bytes | None) -> None:
+    def __init__(self, service: DriverService, secret: bytes | None,
+                 host: str | None = None) -> None:
         self.service = service
         self.token = rest_token(secret).encode() if secret is not None else None
+        self.host = host
+
+    def _cross_site(self, request: web.Request) -> web.Response | None:
+        """Without a secret, nothing but the network guards the port, and a web page in a
+        browser on it can reach it: a cross-site POST (Origin elsewhere) is refused, and so
+        is a name this master does not answer to (DNS rebinding). With a secret, the bearer
+        token, which no browser adds by itself, is the guard."""
+        if self.token is not None:
+            return None
+        host = _host_name(request.host)
+        if not _literal_ip(host) and host not in ("localhost", self.host):
+            log.warning("REST request %s %s refused: Host %r is not this master's",
+                        request.method, request.path, request.host)
+            return _error(421, f"Host {request.host!r} is not this master: use its address")
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.partition("://")[2].rstrip("/") != request.host:
+            log.warning("REST request %s %s refused: cross-site, from %r", request.method,
+                        request.path, origin)
+            return _error(403, f"cross-site request from {origin!r} refused")
+        return None
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
         if self.token is None:
@@ -253,7 +275,7 @@ class _RestApi:
         return answer
 
     async def handle(self, request: web.Request) -> web.Response:
-        refused = self._unauthorized(request)
+        refused = self._cross_site(request) or self._unauthorized(request)
         if refused is not None:
             return refused
         try:
@@ -307,6 +329,9 @@ class _RestApi:
         return _answer("ReadyzResponse", success=True, message=reason)
 
     async def _create(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/json":
+            return _error(415, f"a submission is JSON: Content-Type: application/json, not "
+                          f"{request.content_type!r}")
         raw = await request.read()
         if not raw.strip():
             raise BadRequest("the request body is empty: expected a CreateSubmissionRequest")
@@ -338,10 +363,27 @@ class _RestApi:
                        success=killed.success, message=killed.message)
 
 
-def build_app(service: DriverService, secret: bytes | None) -> web.Application:
-    """The aiohttp application of the REST port; ``secret`` None turns authentication off."""
+def _host_name(header: str) -> str:
+    """The name in a Host header: ``[::1]:6066`` -> ``::1``, ``m1:6066`` -> ``m1``."""
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+def _literal_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def build_app(service: DriverService, secret: bytes | None, host: str | None = None
+              ) -> web.Application:
+    """The aiohttp application of the REST port; ``secret`` None turns authentication off
+    (and the cross-site checks on); ``host``: the name it answers to beside addresses."""
     app = web.Application()
-    app.router.add_route("*", "/{path:.*}", _RestApi(service, secret).handle)
+    app.router.add_route("*", "/{path:.*}", _RestApi(service, secret, host).handle)
     return app
 
 
@@ -361,7 +403,8 @@ async def start_server(service: DriverService, host: str, port: int, secret: byt
     """Serve the REST API on ``host:port``; ConfigError names the port when it is taken."""
     from toolkit.runtime import httpguard
 
-    runner = web.AppRunner(build_app(service, secret), access_log=None, handle_signals=False,
+    runner = web.AppRunner(build_app(service, secret, host), access_log=None,
+                           handle_signals=False,
                            **httpguard.RUNNER_LIMITS)
     await runner.setup()
     try:

@@ -330,3 +330,15 @@ def test_a_jobs_work_dir_and_output_are_its_users_alone(cluster: Cluster) -> Non
     for path in (worker.work_dir / driver / "stdout", worker.work_dir / app_id / "0" / "stderr"):
         assert (path.stat().st_mode & 0o777) == 0o600, path
     assert (worker.work_dir / driver / "stdout").read_text() == "private\n"
+
+
+def test_a_name_cannot_forge_log_lines(cluster: Cluster) -> None:
+    master = cluster.master()
+    forged = "2026-12-01 00:00:00,000 ERROR endpoint: forged"
+    submitted = ember("submit", "--master", master.url, "--name", f"evil\n{forged}\x1b[2J",
+                      "--", "true")
+    assert submitted.returncode == 0, submitted.stderr
+    wait_for(lambda: "evil\\n2026" in master.proc.log(), 5, "the submission logged")
+    log = master.proc.log()
+    assert not any(line.startswith(forged) for line in log.splitlines())
+    assert "\x1b" not in log and "\\x1b[2J" in log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -365,7 +366,8 @@ async def test_bad_create_requests_are_400_naming_the_problem(
     (b"\xff\xfe{", "malformed JSON"),
 ])
 async def test_unparsable_bodies_are_400(client: Client, raw: bytes, problem: str) -> None:
-    response = await client.post("/v1/submissions/create", data=raw)
+    response = await client.post("/v1/submissions/create", data=raw,
+                                 headers={"Content-Type": "application/json"})
     assert response.status == 400
     assert problem in (await response.json())["message"]
 
@@ -479,3 +481,24 @@ async def test_no_secret_means_no_authentication(client: Client) -> None:
     response = await client.get("/v1/submissions/readyz",
                                 headers={"Authorization": "Bearer anything"})
     assert response.status == 200
+
+
+async def test_without_a_secret_a_web_page_cannot_submit_or_kill(
+        client: Client, service: FakeService) -> None:
+    """The cross-site POST of a browser (text/plain, an Origin elsewhere), and a request by a
+    name the master does not answer to (DNS rebinding): refused, and nothing done."""
+    body = json.dumps(create_request())
+    plain = await client.post("/v1/submissions/create", data=body,
+                              headers={"Content-Type": "text/plain"})
+    assert plain.status == 415
+    elsewhere = await client.post("/v1/submissions/kill/driver-1",
+                                  headers={"Origin": "http://evil.example"})
+    assert elsewhere.status == 403 and "cross-site" in (await elsewhere.json())["message"]
+    rebound = await client.get("/v1/submissions/status/driver-1",
+                               headers={"Host": "evil.example:6066"})
+    assert rebound.status == 421
+    assert service.asked == []  # nothing reached the master
+    fine = await client.post("/v1/submissions/create", data=body,
+                             headers={"Content-Type": "application/json;charset=UTF-8",
+                                      "Origin": f"http://{client.host}:{client.port}"})
+    assert fine.status == 200

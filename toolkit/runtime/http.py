@@ -103,7 +103,10 @@ def master_json(master: Master) -> dict[str, Any]:
 
 
 def worker_state_json(worker: Worker) -> dict[str, Any]:
-    """The worker's state as Spark's worker ``/json`` shows it (JsonProtocol.writeWorkerState)."""
+    """The worker's state as Spark's worker ``/json`` shows it (JsonProtocol.writeWorkerState).
+    With a cluster secret, executors' arguments are not shown: /json needs no login, and an
+    argument may be a credential."""
+    hidden = worker.secret is not None
     return {
         "id": worker.id,
         "masterurl": worker.master_url,
@@ -114,14 +117,17 @@ def worker_state_json(worker: Worker) -> dict[str, Any]:
         "memoryused": worker.memory_used,
         "resources": {},
         "resourcesused": {},
-        "executors": [executor_json(r) for r in worker.executors.values()],
-        "finishedexecutors": [executor_json(r) for r in worker.finished_executors],
+        "executors": [executor_json(r, hidden) for r in worker.executors.values()],
+        "finishedexecutors": [executor_json(r, hidden) for r in worker.finished_executors],
     }
 
 
-def executor_json(runner: ExecutorRunner) -> dict[str, Any]:
-    """One entry of a worker's ``executors`` (JsonProtocol.writeExecutorRunner)."""
+def executor_json(runner: ExecutorRunner, hidden: bool = False) -> dict[str, Any]:
+    """One entry of a worker's ``executors`` (JsonProtocol.writeExecutorRunner); ``hidden``:
+    the program only, not its arguments."""
     desc = runner.desc
+    command = (f"{desc.command[0]} (arguments not shown)" if hidden and len(desc.command) > 1
+               else " ".join(desc.command))
     return {
         "id": runner.exec_id,
         "memory": runner.memory,
@@ -133,7 +139,7 @@ def executor_json(runner: ExecutorRunner) -> dict[str, Any]:
             "memoryperexecutor": desc.memory_per_executor,
             "memoryperslave": desc.memory_per_executor,
             "user": desc.user,
-            "command": " ".join(desc.command),
+            "command": command,
         },
         "state": runner.state,
     }

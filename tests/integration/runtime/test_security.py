@@ -322,3 +322,32 @@ def test_idle_web_connections_cannot_take_the_files_the_rpc_port_needs(
             sock.close()
         proc.kill()
         proc.wait()
+
+
+def test_with_a_secret_a_workers_json_does_not_show_executors_arguments(
+        cluster: Cluster) -> None:
+    """/json needs no login, and an argument may be a credential: with a cluster secret the
+    worker shows each executor's program only."""
+    from tests.integration.runtime.test_applications import app_desc
+    from toolkit.runtime.client import ApplicationClient
+
+    key = secret_file(cluster.tmp / "secret", SECRET)
+    master = cluster.master("--secret-file", key)
+    worker = cluster.worker(master.url, "--secret-file", key, cores=1)
+    master.wait_joined(worker)
+
+    async def with_an_executor() -> str:
+        app = await ApplicationClient.register(app_desc(
+            ["sh", "-c", "exec sleep 60", "--token=TOKEN-12345"], max_cores=1), master.url,
+            secret=SECRET.encode())
+        try:
+            wait = asyncio.to_thread(wait_for, lambda: worker.json()["executors"], 15,
+                                     "the executor on the worker")
+            await wait
+            return str(get_json(f"http://127.0.0.1:{worker.webui}/json"))
+        finally:
+            await app.stop()
+
+    shown = asyncio.run(with_an_executor())
+    assert "TOKEN-12345" not in shown
+    assert "sh (arguments not shown)" in shown

@@ -50,9 +50,9 @@ class Limits:
         port gets the rest."""
         files = raise_open_files()
         http = max(16, min(256, files // 8))
+        handshakes = handshakes or max(256, (files - FILES_RESERVE) // 4)
         connections = connections or max(64, files - FILES_RESERVE - 2 * http)
-        return cls(connections, handshakes or max(256, connections // 4), handshakes_per_host,
-                   http)
+        return cls(connections, handshakes, handshakes_per_host, http)
 
 
 def raise_open_files() -> int:

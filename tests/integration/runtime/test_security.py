@@ -230,8 +230,8 @@ def test_the_master_sizes_its_limits_from_its_open_file_limit(cluster: Cluster) 
     line = next(row for row in limits.splitlines() if row.startswith("Max open files"))
     assert line.split()[3:5] == [str(raised), str(hard)]  # soft raised to the hard limit
     connections = raised - 64 - 2 * max(16, min(256, raised // 8))  # the HTTP ports' share
-    assert (f"up to {connections} connections, {max(256, connections // 4)} handshakes at once"
-            in master.proc.log())
+    assert (f"up to {connections} connections, {max(256, (raised - 64) // 4)} handshakes at "
+            "once" in master.proc.log())
 
 
 def test_connections_over_the_masters_limit_are_refused_and_named(cluster: Cluster) -> None:

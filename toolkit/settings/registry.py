@@ -82,16 +82,17 @@ _ROLES: tuple[Setting, ...] = (
        "serve the REST submission API on this port (Spark's is 6066)", key="rest_port",
        key_parse=fixed_port),
     _s("max_connections", "master", "--max-connections", "EMBER_MASTER_MAX_CONNECTIONS",
-       positive_int, None, "open-file limit - 64",
+       positive_int, None, "open-file limit - 64 - the HTTP ports' share",
        "connections held at once (workers, applications, clients); more are refused. At start "
        "the master raises its open-file limit to the hard limit", metavar="N"),
     _s("max_handshakes", "master", "--max-handshakes", "EMBER_MASTER_MAX_HANDSHAKES",
-       positive_int, None, "max connections / 4, at least 256",
-       "connections still in their handshake at once; more are refused until one ends",
+       positive_int, None, "(open-file limit - 64) / 4, at least 256",
+       "handshakes at once from peers that never authenticated; more are refused until one "
+       "ends (peers that did are never held back by them)",
        metavar="N"),
     _s("max_handshakes_per_host", "master", "--max-handshakes-per-host",
        "EMBER_MASTER_MAX_HANDSHAKES_PER_HOST", positive_int, 16, "16",
-       "of those, from any one address", metavar="N"),
+       "handshakes at once from any one source (an IPv4 address, an IPv6 /64)", metavar="N"),
     _s("recovery_mode", "master", "--recovery-mode", "EMBER_RECOVERY_MODE",
        choice("none", "filesystem", "zookeeper"), "none", "`none`",
        "`filesystem`: keep workers, drivers and applications in --recovery-dir; `zookeeper`: "

@@ -179,10 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     driver.add_argument("--json", action="store_true", help="print JSON")
     driver.set_defaults(run=run_driver)
 
-    token = sub.add_parser("rest-token", help="print the bearer token of the REST API",
-                           description="The token the master's REST API expects in "
-                                       "`Authorization: Bearer TOKEN` when a secret is set.")
+    token = sub.add_parser("rest-token", help="mint a bearer token for the REST API",
+                           description="A token for the master's REST API, for "
+                                       "`Authorization: Bearer TOKEN` when a secret is set: "
+                                       "signed with the secret, valid for --ttl seconds.")
     _flag(token, settings_registry.named("common", "secret_file"))
+    token.add_argument("--ttl", type=float, default=3600.0, metavar="SECONDS",
+                       help="how long the token is valid (default: 3600, one hour)")
     token.set_defaults(run=run_rest_token)
     return parser
 
@@ -193,7 +196,10 @@ def run_rest_token(args: argparse.Namespace) -> int:
     secret = _secret(args)
     if secret is None:
         raise ConfigError("no secret: pass --secret-file FILE or set EMBER_SECRET_FILE")
-    print(rest_token(secret))
+    if not 0 < args.ttl <= 366 * 86400:
+        raise ConfigError(f"--ttl {args.ttl:g}: a token lives more than 0 seconds and at most "
+                          f"a year")
+    print(rest_token(secret, args.ttl))
     return 0
 
 

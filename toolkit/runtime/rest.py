@@ -18,9 +18,9 @@ version other than v1 (with ``highestProtocolVersion``), 500 for a fault of the 
 traceback).
 
 Authentication: when the cluster has a secret, every request, readyz included, needs
-``Authorization: Bearer <token>`` with ``token = rest_token(secret)``, the hex HMAC-SHA256 of
-``ember-rest-token-v1`` keyed by the secret. Spark's client has no setting to send a header, so
-it can only use a master without a secret.
+``Authorization: Bearer <token>`` with a token that ``ember rest-token [--ttl SECONDS]`` mints
+(``wire.rest_token``: an expiry signed with the secret, one hour by default). Spark's client
+has no setting to send a header, so it can only use a master without a secret.
 
 How a CreateSubmissionRequest becomes a driver. Required, as in Spark: ``action``,
 ``clientSparkVersion``, ``appResource``, ``sparkProperties`` (an object of strings).
@@ -47,7 +47,6 @@ Other spark properties are ignored; unknown top-level fields are listed in the a
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import json
 import logging
@@ -61,7 +60,7 @@ from aiohttp import web
 import toolkit
 from toolkit.errors import ConfigError, EmberError, NotLeaderError
 from toolkit.runtime import messages as m
-from toolkit.runtime.wire import rest_token
+from toolkit.runtime.wire import rest_token_error
 from toolkit.settings import parse_memory_mb, positive_int
 
 log = logging.getLogger(__name__)
@@ -233,7 +232,7 @@ class _RestApi:
     def __init__(self, service: DriverService, secret: bytes | None,
                  host: str | None = None) -> None:
         self.service = service
-        self.token = rest_token(secret).encode() if secret is not None else None
+        self.secret = secret
         self.host = host
 
     def _cross_site(self, request: web.Request) -> web.Response | None:
@@ -241,7 +240,7 @@ class _RestApi:
         browser on it can reach it: a cross-site POST (Origin elsewhere) is refused, and so
         is a name this master does not answer to (DNS rebinding). With a secret, the bearer
         token, which no browser adds by itself, is the guard."""
-        if self.token is not None:
+        if self.secret is not None:
             return None
         host = _host_name(request.host)
         if not _literal_ip(host) and host not in ("localhost", self.host):
@@ -256,7 +255,7 @@ class _RestApi:
         return None
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
-        if self.token is None:
+        if self.secret is None:
             return None
         header = request.headers.get("Authorization")
         if header is None:
@@ -265,11 +264,12 @@ class _RestApi:
             answer.headers["WWW-Authenticate"] = "Bearer"
         else:
             scheme, _, given = header.strip().partition(" ")
-            if scheme.lower() == "bearer" and hmac.compare_digest(
-                    given.strip().encode("utf-8", "surrogateescape"), self.token):
+            problem = (rest_token_error(self.secret, given.strip())
+                       if scheme.lower() == "bearer" else
+                       "the Authorization header must be 'Bearer <token>'")
+            if problem is None:
                 return None
-            answer = _error(401, "wrong token" if scheme.lower() == "bearer"
-                            else "the Authorization header must be 'Bearer <token>'")
+            answer = _error(401, problem)
             answer.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
         log.warning("REST request %s %s refused: not authenticated", request.method, request.path)
         return answer

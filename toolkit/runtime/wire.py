@@ -20,6 +20,7 @@ import logging
 import secrets
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -129,10 +130,35 @@ def proof_matches(expected: str, given: str | None) -> bool:
     return given is not None and hmac.compare_digest(expected.encode(), given.encode())
 
 
-def rest_token(secret: bytes) -> str:
-    """The bearer token of the master's REST API, derived from the cluster secret (so no
-    second secret exists to distribute)."""
-    return hmac.new(secret, b"ember-rest-token-v1", hashlib.sha256).hexdigest()
+REST_TOKEN_TTL = 3600
+"""Seconds a REST token minted by `ember rest-token` is valid by default."""
+
+
+def rest_token(secret: bytes, ttl: float = REST_TOKEN_TTL, now: float | None = None) -> str:
+    """A bearer token of the master's REST API, valid for ``ttl`` seconds: ``v2.<expiry>.<hex
+    HMAC-SHA256 of the expiry, keyed by the secret>``. Derived from the cluster secret (no
+    second secret to distribute); one that is sniffed is good only until it expires."""
+    expires = int((time.time() if now is None else now) + ttl)
+    return f"v2.{expires}.{_rest_mac(secret, expires)}"
+
+
+def _rest_mac(secret: bytes, expires: int) -> str:
+    return hmac.new(secret, b"ember-rest-token-v2\0" + str(expires).encode(),
+                    hashlib.sha256).hexdigest()
+
+
+def rest_token_error(secret: bytes, token: str, now: float | None = None) -> str | None:
+    """Why ``token`` is not a valid REST token for ``secret`` now, or None if it is."""
+    version, _, rest = token.partition(".")
+    expiry, _, mac = rest.partition(".")
+    if version != "v2" or not expiry.isdigit() or not mac:
+        return "not a token of this cluster (mint one with `ember rest-token`)"
+    if not hmac.compare_digest(mac.encode("utf-8", "surrogateescape"),
+                               _rest_mac(secret, int(expiry)).encode()):
+        return "wrong token"
+    if int(expiry) <= (time.time() if now is None else now):
+        return "expired token (mint another with `ember rest-token`)"
+    return None
 
 
 _SERVER = b"ember-server"

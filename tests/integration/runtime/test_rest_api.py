@@ -127,12 +127,17 @@ def test_rest_needs_the_token_of_the_secret(cluster: Cluster, tmp_path: Path) ->
     secret.chmod(0o600)
     master, port = rest_master(cluster, "--secret-file", str(secret))
     token = ember("rest-token", "--secret-file", str(secret)).stdout.strip()
-    assert len(token) == 64
+    assert token.startswith("v2.") and len(token.split(".")[2]) == 64
+    brief = ember("rest-token", "--secret-file", str(secret), "--ttl", "1").stdout.strip()
 
     status, answer = call(port, "POST", "/create", create_body("/bin/true"))
     assert status == 401 and "Bearer" in answer["message"]
-    status, answer = call(port, "POST", "/create", create_body("/bin/true"), token="0" * 64)
+    status, answer = call(port, "POST", "/create", create_body("/bin/true"),
+                          token=f"v2.9999999999.{'0' * 64}")
     assert status == 401 and answer["message"] == "wrong token"
+    time.sleep(1.1)
+    status, answer = call(port, "POST", "/create", create_body("/bin/true"), token=brief)
+    assert status == 401 and answer["message"].startswith("expired token")
     assert "0123456789abcdef" not in json.dumps(answer)
     assert master.json()["activedrivers"] == []
 

@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import toolkit
 from toolkit.runtime import messages as m
-from toolkit.runtime.rest import BadRequest, build_app, driver_description, rest_token
+from toolkit.runtime.rest import BadRequest, build_app, driver_description
+from toolkit.runtime.wire import rest_token, rest_token_error
 
 V = toolkit.__version__
 SECRET = b"cluster-secret"
@@ -420,12 +421,19 @@ async def test_server_faults_are_500_without_details(
 # Authentication ------------------------------------------------------------------------------
 
 
-def test_rest_token_is_a_stable_hex_digest_of_the_secret() -> None:
-    token = rest_token(SECRET)
-    assert token == rest_token(SECRET)
-    assert len(token) == 64 and int(token, 16) >= 0
-    assert token != rest_token(b"another secret")
+def test_a_rest_token_is_an_expiry_signed_with_the_secret() -> None:
+    token = rest_token(SECRET, ttl=60, now=1_000_000)
+    version, expiry, mac = token.split(".")
+    assert (version, expiry) == ("v2", "1000060") and len(mac) == 64 and int(mac, 16) >= 0
     assert SECRET.decode() not in token
+    assert rest_token_error(SECRET, token, now=1_000_059) is None
+    assert rest_token_error(SECRET, token, now=1_000_060) == (
+        "expired token (mint another with `ember rest-token`)")
+    assert rest_token_error(b"another secret-of-16", token, now=1_000_000) == "wrong token"
+    forged = f"v2.9999999999.{mac}"  # a later expiry under the same signature
+    assert rest_token_error(SECRET, forged, now=1_000_000) == "wrong token"
+    old_fixed = "a" * 64  # the v1 token, valid until the secret changed: no more
+    assert "not a token of this cluster" in str(rest_token_error(SECRET, old_fixed))
 
 
 @pytest.mark.parametrize("path", ["/v1/submissions/readyz", "/v1/submissions/status/driver-1",
@@ -443,8 +451,9 @@ async def test_missing_token_is_401_with_a_challenge(
 
 
 @pytest.mark.parametrize(("header", "problem"), [
-    ("Bearer not-the-token", "wrong token"),
-    ("Bearer ", "wrong token"),
+    ("Bearer not-the-token", "not a token of this cluster"),
+    ("Bearer ", "not a token of this cluster"),
+    (f"Bearer v2.9999999999.{'0' * 64}", "wrong token"),
     ("Basic dXNlcjpwYXNz", "must be 'Bearer <token>'"),
 ])
 async def test_wrong_token_is_401_and_never_echoed(
@@ -502,3 +511,12 @@ async def test_without_a_secret_a_web_page_cannot_submit_or_kill(
                              headers={"Content-Type": "application/json;charset=UTF-8",
                                       "Origin": f"http://{client.host}:{client.port}"})
     assert fine.status == 200
+
+
+async def test_an_expired_token_is_refused(make_client: MakeClient,
+                                           service: FakeService) -> None:
+    client = await make_client(service, SECRET)
+    stale = rest_token(SECRET, ttl=60, now=0)
+    response = await client.get("/v1/submissions/readyz",
+                                headers={"Authorization": f"Bearer {stale}"})
+    assert response.status == 401 and "expired token" in await response.text()

@@ -181,3 +181,42 @@ def test_an_ensemble_server_runs_as_a_systemd_unit(machine: Machine) -> None:
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert machine.ember_processes() == []
     assert "QuorumPeerMain" not in machine.sh("ps -eo args")
+
+
+def test_roles_and_jobs_run_as_the_run_user(machine: Machine) -> None:
+    """run_user: the units run master and workers as that user, and so every job; the secret
+    the playbook installs (as root) is handed to that user, or no role would start."""
+    machine.sh("id -u ember >/dev/null 2>&1 || useradd --system --no-create-home ember")
+    # this machine's Python may live under /root (pyenv), bound into the container at the
+    # same path: let the run user reach it, as it reaches /usr/bin/python3 on a real host
+    base = Path(BASE_PYTHON).resolve()
+    for parent in base.parents:
+        if str(parent) != "/":
+            machine.sh(f"chmod o+x {parent}")
+    inventory = machine.inventory("systemd").read_text().replace(
+        "defaults: {ember_home: /opt/ember,", "defaults: {ember_home: /opt/ember, run_user: ember,")
+    assert "run_user: ember" in inventory
+    path = machine.workdir / "as-ember.yml"
+    path.write_text(inventory)
+
+    def fab(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(FAB), "-r", str(ROOT), *args, "--inventory", str(path)],
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    try:
+        installed = fab("install-systemd", "--now")
+        assert installed.returncode == 0, installed.stdout + machine.sh(
+            "journalctl -u ember-master -n 20 --no-pager")
+        wait_for(lambda: machine.alive_workers() == 2, 30, "both workers ALIVE")
+        users = {machine.sh(f"ps -o user= -p {machine.main_pid(unit)}")
+                 for unit in ROLE_UNITS}
+        assert users == {"ember"}
+        assert machine.sh("stat -c %U /opt/ember/conf/secret") == "ember"
+        master = f"ember://{machine.host.address}:7077"
+        driver = machine.sh(f"runuser -u ember -- /opt/ember/venv/bin/python -m toolkit submit "
+                            f"--master {master} "
+                            f"--secret-file /opt/ember/conf/secret --memory 64m --wait -- "
+                            f"sh -c 'id -un'").splitlines()[0]
+        assert machine.sh(f"cat /opt/ember/work/{driver}/stdout") == "ember"
+    finally:
+        fab("uninstall-systemd")

@@ -66,6 +66,14 @@ def bundle(files: Iterable[tuple[str, bytes, int]]) -> bytes:
                        for path, data, mode in files]).encode() + b"\n"
 
 
+def bundle_paths(line: bytes) -> list[Path]:
+    """The paths a bundle holds (a bad bundle holds none: install_bundle says why)."""
+    try:
+        return [Path(e["path"]) for e in json.loads(line)]
+    except (ValueError, TypeError, KeyError):
+        return []
+
+
 def install_bundle(line: bytes) -> list[Path]:
     """Write every file of a bundle (see ``bundle``); the paths that changed."""
     try:

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toolkit.errors import ConfigError
@@ -26,20 +27,23 @@ def checked_grep(text: str) -> str:
 
 def run_daemon(args: argparse.Namespace) -> int:
     from toolkit.daemon import control
-    from toolkit.daemon.settings import load_settings
+    from toolkit.daemon.settings import hand_over, load_settings
     from toolkit.errors import EmberError
 
     timeout: float | None = None  # --timeout: a caller's deadline, sooner, never later
     if args.timeout is not None:
         timeout = resolve(named("daemon", "start_timeout"), args.timeout, {})
+    installed: list[Path] = []
     if args.files_from_stdin:
-        from toolkit.base.files import install_bundle
+        from toolkit.base.files import bundle_paths, install_bundle
 
         files = sys.stdin.buffer.readline()
         if args.action == "install-systemd" and not _systemd_here(args):
             return 1  # checked before anything is written: the host keeps its files
         install_bundle(files)
+        installed = bundle_paths(files)
     settings = load_settings(backend=args.backend, scope=args.systemd_scope)
+    hand_over(settings, installed)
     if args.action == "supervisor-shutdown":
         return control.supervisor_shutdown(settings)
     if args.action in ("install-systemd", "uninstall-systemd"):

@@ -11,7 +11,7 @@ import getpass
 import hashlib
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,3 +168,22 @@ def check_socket_path(path: Path) -> None:
             f"supervisor socket path {path} is {size} bytes long; unix sockets allow at most "
             f"{AF_UNIX_PATH_MAX}. Set EMBER_SUPERVISOR_DIR (or EMBER_PID_DIR) to a shorter "
             f"directory")
+
+
+def hand_over(settings: DaemonSettings, files: Sequence[Path] = ()) -> None:
+    """Run as root for roles that run as ``run_user`` (not root): the role's directories and
+    the files just installed (the secret above all, which a role refuses unless it owns it)
+    become that user's. Nothing when not root, or when the roles run as root."""
+    import os
+    import shutil
+
+    user = settings.run_user
+    if os.geteuid() != 0 or not user or user == "root":
+        return
+    for folder in (settings.home, settings.log_dir, settings.pid_dir, settings.conf_dir,
+                   settings.supervisor_dir, settings.work_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.chown(folder, user, settings.run_group)
+    for path in files:
+        if path.exists():
+            shutil.chown(path, user, settings.run_group)

@@ -12,7 +12,6 @@ else, so they know the host's own python, directories and hostname.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from toolkit.base.files import write_atomic
 from toolkit.base.procs import Stopped, wait_gone
-from toolkit.daemon.settings import ONE_PER_HOST, DaemonSettings
+from toolkit.daemon.settings import ONE_PER_HOST, DaemonSettings, hand_over
 from toolkit.errors import EmberError
 from toolkit.render import INSTANCE, render, systemd_env
 
@@ -132,8 +131,7 @@ def install(settings: DaemonSettings, enable: list[str], now: bool, say: Say = p
     for folder in (settings.home, settings.log_dir, settings.pid_dir, settings.conf_dir,
                    settings.supervisor_dir, settings.work_dir):
         folder.mkdir(parents=True, exist_ok=True)
-        if settings.run_user and os.geteuid() == 0:
-            shutil.chown(folder, settings.run_user, settings.run_group)
+    hand_over(settings)
     if settings.backend == "supervisor":
         from toolkit.daemon.supervisor import SupervisorBackend
 

@@ -147,8 +147,9 @@ class Worker(Endpoint):
         conn.send(self._register_message(msg.address))
 
     def on_registered_worker(self, msg: m.RegisteredWorker, conn: Connection | None) -> None:
-        if conn is None:
+        if not self._on_own_link(conn, msg):
             return
+        assert conn is not None
         if self.registered and conn is not self.master:
             conn.close()
             return
@@ -174,8 +175,9 @@ class Worker(Endpoint):
         Spark exits here, and a supervisor soon gives up restarting it. The master drops the
         predecessor within its timeout, so Ember asks again until --register-timeout.
         """
-        if self.registered or conn is None:
+        if self.registered or not self._on_own_link(conn, msg):
             return
+        assert conn is not None
         logger.warning("Master refused this worker: %s; asking again in %g s", msg.message,
                        REFUSED_RETRY)
         address = next((a for a, c in self._link_conns.items() if c is conn), conn.peer)
@@ -184,7 +186,7 @@ class Worker(Endpoint):
     def on_master_in_standby(self, msg: m.MasterInStandby, conn: Connection | None) -> None:
         """A standby turned it away: ask it again in a while (it may come to lead), while the
         other masters' links go on."""
-        if self.registered or conn is None or conn.closed:
+        if self.registered or not self._on_own_link(conn, msg) or conn is None or conn.closed:
             return
         logger.info("Master at %s is in standby; asking again in %g s", conn.peer,
                     STANDBY_RETRY)
@@ -357,6 +359,8 @@ class Worker(Endpoint):
                 runner.kill()
 
     def on_state_change_acked(self, msg: m.StateChangeAcked, conn: Connection | None) -> None:
+        if not self._from_master(conn, msg):
+            return
         self._outbox.pop(msg.seq, None)
 
     def on_cleanup_work_dir(self, msg: m.CleanupWorkDir, conn: Connection | None) -> None:
@@ -374,6 +378,15 @@ class Worker(Endpoint):
         self._outbox[self._seq] = change
         if self.registered and self.master is not None:
             self.master.send(change)
+
+    def _on_own_link(self, conn: Connection | None, msg: m.Message) -> bool:
+        """An answer to a registration comes only on a link this worker opened to one of its
+        masters, never on a connection someone opened to it."""
+        if conn is not None and conn in self._link_conns.values():
+            return True
+        logger.warning("Ignoring %s from %s: not a link this worker opened to its masters",
+                       type(msg).__name__, conn.peer if conn else "?")
+        return False
 
     def _from_master(self, conn: Connection | None, msg: m.Message) -> bool:
         if conn is None or conn is not self.master:

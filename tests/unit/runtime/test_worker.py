@@ -145,3 +145,20 @@ async def test_losing_the_master_restarts_the_timeout_clock(worker: Worker, cloc
     worker.handle(m.CheckRegistration())
     assert not worker.stopped.is_set()
     await worker.close_tasks()
+
+
+async def test_a_connection_someone_opened_to_the_worker_cannot_become_its_master(
+        worker: Worker) -> None:
+    """A job holding the secret connects to the worker's port: it can neither answer a
+    registration nor, so, give orders (LaunchDriver) as if it were the master."""
+    intruder = FakeConn("10.0.0.2:40000")
+    worker.handle(m.RegisteredWorker("ember://10.0.0.1:7077", "http://x", False, 15.0), intruder)
+    assert not worker.registered and worker.master is None
+    own = registered_with(worker, "10.0.0.1:7077")
+    worker.handle(m.RegisteredWorker("ember://10.0.0.1:7077", "http://x", False, 15.0), intruder)
+    assert worker.master is own
+    worker.handle(m.LaunchDriver("driver-20261201000000-0001", m.DriverDescription(["touch",
+                                                                                    "x"])),
+                  intruder)
+    assert worker.drivers == {}
+    await worker.close_tasks()

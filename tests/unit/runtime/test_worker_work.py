@@ -32,6 +32,7 @@ def running(worker: Worker, driver_id: str) -> None:
 
 
 def registered(worker: Worker, conn: FakeConn) -> None:
+    worker._link_conns["10.0.0.1:7077"] = conn  # type: ignore[assignment]  # its own link
     worker.handle(m.RegisteredWorker("ember://10.0.0.1:7077", "http://m", False, 15.0), conn)
 
 

@@ -26,7 +26,7 @@ from tests.integration.runtime.test_applications import (
     updates,
 )
 from tests.integration.runtime.test_drivers import alive, submit, wait_driver
-from tests.integration.runtime.test_zookeeper import with_zookeeper, zookeeper  # noqa: F401
+from tests.integration.runtime.test_zookeeper import two_masters, zookeeper  # noqa: F401
 from tests.procs import Cluster, MasterProc, WorkerProc, ember, free_port, wait_for
 from toolkit.runtime.client import ApplicationClient
 
@@ -91,12 +91,7 @@ def fail_over(cluster: Cluster, leader: MasterProc, url: str, kill: Callable[[],
 
 def test_a_standby_takes_over_with_every_driver_application_and_worker(
         cluster: Cluster, zookeeper: tuple[int, subprocess.Popen[bytes]]) -> None:  # noqa: F811
-    port, _ = zookeeper
-    leader = with_zookeeper(cluster, port)
-    wait_for(lambda: leader.json()["status"] == "ALIVE", 15, "the leader")
-    standby = with_zookeeper(cluster, port, wait=False)
-    wait_for(lambda: "standing by" in standby.proc.log(), 15, "the standby waiting")
-    url = f"ember://127.0.0.1:{leader.port},127.0.0.1:{standby.port}"
+    leader, standby, url = two_masters(cluster, zookeeper)
     fail_over(cluster, leader, url, lambda: leader.proc.signal(signal.SIGKILL),
               lambda: standby)
 

@@ -56,15 +56,21 @@ def with_zookeeper(cluster: Cluster, port: int, wait: bool = True) -> MasterProc
                           f"127.0.0.1:{port}", "--zookeeper-dir", "/ember-test", wait=wait)
 
 
-def leader_and_standby(cluster: Cluster, zookeeper: tuple[int, subprocess.Popen[bytes]],
-                       cores: int) -> tuple[MasterProc, MasterProc, WorkerProc, str, str]:
-    """A leader and a standby on ZooKeeper, a worker that knows both, a driver RUNNING."""
+def two_masters(cluster: Cluster, zookeeper: tuple[int, subprocess.Popen[bytes]]
+                ) -> tuple[MasterProc, MasterProc, str]:
+    """A leader and a standby on ZooKeeper, and the URL of both."""
     port, _ = zookeeper
     leader = with_zookeeper(cluster, port)
     wait_for(lambda: leader.json()["status"] == "ALIVE", 15, "the leader")
     standby = with_zookeeper(cluster, port, wait=False)
     wait_for(lambda: "standing by" in standby.proc.log(), 15, "the standby waiting")
-    both = f"ember://127.0.0.1:{leader.port},127.0.0.1:{standby.port}"
+    return leader, standby, f"ember://127.0.0.1:{leader.port},127.0.0.1:{standby.port}"
+
+
+def leader_and_standby(cluster: Cluster, zookeeper: tuple[int, subprocess.Popen[bytes]],
+                       cores: int) -> tuple[MasterProc, MasterProc, WorkerProc, str, str]:
+    """A leader and a standby on ZooKeeper, a worker that knows both, a driver RUNNING."""
+    leader, standby, both = two_masters(cluster, zookeeper)
     worker = cluster.worker(both, cores=cores, memory="1g")
     worker_id = leader.wait_joined(worker)
     running = submit(leader, "sh", "-c", RUNS, options=("--memory", "64m"))

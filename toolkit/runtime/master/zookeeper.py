@@ -45,8 +45,10 @@ class ZooKeeperStore(RecordStore):
         # ZooKeeper coming back after a while, is noticed within a second
         self.client = KazooClient(hosts=url, timeout=session_timeout, connection_retry={
             "max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": 1.0})
-        self.grace = session_timeout / 3
-        """kazoo suspends a session after 2/3 of it without an answer: the rest of it."""
+        self.grace = session_timeout
+        """How long a suspended session may take to come back: when the ensemble's leader
+        dies, the others first elect a new one (a second or two). The fenced writes make the
+        wait safe: meanwhile this master can record, and so acknowledge, nothing."""
         self.client.add_listener(self._on_state)
         self.identity = socket.gethostname()
         """What this master's lock node says: its RPC address, ``host:port``, once it listens."""
@@ -61,8 +63,8 @@ class ZooKeeperStore(RecordStore):
 
     def _on_state(self, state: str) -> None:
         """kazoo's thread. A lost session is a lost lock: step down. A suspended one (the
-        connection to its ZooKeeper server went) gets the rest of its session to come back,
-        as it does at once when another server of the ensemble takes it over."""
+        connection to its ZooKeeper server went) gets the grace to come back, as it does when
+        another server of the ensemble takes it over."""
         if state == "LOST":
             self._step_down("its ZooKeeper session expired")
         elif state == "SUSPENDED" and self._leading:

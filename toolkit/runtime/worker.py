@@ -359,9 +359,8 @@ class Worker(Endpoint):
                 runner.kill()
 
     def on_state_change_acked(self, msg: m.StateChangeAcked, conn: Connection | None) -> None:
-        if not self._from_master(conn, msg):
-            return
-        self._outbox.pop(msg.seq, None)
+        if self._from_master(conn, msg):
+            self._outbox.pop(msg.seq, None)
 
     def on_cleanup_work_dir(self, msg: m.CleanupWorkDir, conn: Connection | None) -> None:
         active = set(self.drivers) | {app_id for app_id, _ in self.executors}
@@ -380,8 +379,7 @@ class Worker(Endpoint):
             self.master.send(change)
 
     def _on_own_link(self, conn: Connection | None, msg: m.Message) -> bool:
-        """An answer to a registration comes only on a link this worker opened to one of its
-        masters, never on a connection someone opened to it."""
+        """Registration answers come only on links this worker opened, never on others'."""
         if conn is not None and conn in self._link_conns.values():
             return True
         logger.warning("Ignoring %s from %s: not a link this worker opened to its masters",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
+import shutil
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -174,9 +175,6 @@ def hand_over(settings: DaemonSettings, files: Sequence[Path] = ()) -> None:
     """Run as root for roles that run as ``run_user`` (not root): the role's directories and
     the files just installed (the secret above all, which a role refuses unless it owns it)
     become that user's. Nothing when not root, or when the roles run as root."""
-    import os
-    import shutil
-
     user = settings.run_user
     if os.geteuid() != 0 or not user or user == "root":
         return

@@ -38,15 +38,35 @@ def source_of(host: str) -> str:
     return str(address)
 
 
+class RefusalLog:
+    """Refusals, logged at most once a minute per source and reason (numbers aside)."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.monotonic = monotonic
+        self._refused: dict[str, tuple[float, int]] = {}
+
+    def __call__(self, role: str, peer: str, source: str, why: str) -> None:
+        now = self.monotonic()
+        key = f"{source} {re.sub(r'[0-9]+', '#', why)}"
+        last, count = self._refused.get(key, (float("-inf"), 0))
+        if now - last < REFUSAL_LOG_EVERY:
+            self._refused[key] = (last, count + 1)
+            return
+        more = f" (and {count} more like it from {source} in the last minute)" if count else ""
+        logger.warning("%s: refused connection from %s: %s%s", role, peer, why, more)
+        self._refused[key] = (now, 0)
+        if len(self._refused) > KNOWN_MAX:
+            self._refused.clear()
+
+
 class Admission:
     def __init__(self, handshakes: int, per_source: int,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.handshakes, self.per_source = handshakes, per_source
-        self.monotonic = monotonic
         self.strangers_pending = 0
         self.by_source: dict[str, int] = {}
         self.known: set[str] = set()
-        self._refused: dict[str, tuple[float, int]] = {}
+        self.refused = RefusalLog(monotonic)
 
     def over_limit(self, source: str) -> str | None:
         if self.by_source.get(source, 0) >= self.per_source:
@@ -69,18 +89,3 @@ class Admission:
             del self.by_source[source]
         if authenticated and len(self.known) < KNOWN_MAX:
             self.known.add(source)
-
-    def refused(self, role: str, peer: str, source: str, why: str) -> None:
-        """Log a refusal, at most once a minute per source and reason (numbers aside), with
-        the count since."""
-        now = self.monotonic()
-        key = f"{source} {re.sub(r'[0-9]+', '#', why)}"
-        last, count = self._refused.get(key, (float("-inf"), 0))
-        if now - last < REFUSAL_LOG_EVERY:
-            self._refused[key] = (last, count + 1)
-            return
-        more = f" (and {count} more like it from {source} in the last minute)" if count else ""
-        logger.warning("%s: refused connection from %s: %s%s", role, peer, why, more)
-        self._refused[key] = (now, 0)
-        if len(self._refused) > KNOWN_MAX:
-            self._refused.clear()

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from toolkit.runtime.admission import Admission, source_of
+from toolkit.runtime.admission import RefusalLog, source_of
 
 KEEPALIVE = 15.0
 """Seconds aiohttp keeps an idle connection between requests (its default is an hour)."""
@@ -37,7 +37,7 @@ class Guard:
         self.header_timeout = header_timeout
         self.open = 0
         self.by_source: dict[str, int] = {}
-        self.log = Admission(0, 0)  # for its rate-limited refusal log only
+        self.refused = RefusalLog()
 
     def __call__(self) -> asyncio.Protocol:
         return _Guarded(self)
@@ -73,8 +73,7 @@ class _Guarded(asyncio.Protocol):
         self.source = source_of(str(peer[0]))
         refused = self.guard.admit(self.source)
         if refused:
-            self.guard.log.refused(self.guard.name, f"{peer[0]}:{peer[1]}", self.source,
-                                   refused)
+            self.guard.refused(self.guard.name, f"{peer[0]}:{peer[1]}", self.source, refused)
             transport.abort()
             return
         self.transport = transport

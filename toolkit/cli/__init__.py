@@ -6,6 +6,7 @@ Heavy imports happen inside the subcommand that needs them, so `ember --help` st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ from toolkit.errors import ConfigError
 
 if TYPE_CHECKING:
     from toolkit.runtime import messages as m
+    from toolkit.runtime.keys import Keys
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(module)s: %(message)s"
 
@@ -40,12 +42,27 @@ def _secret(args: argparse.Namespace) -> bytes | None:
     return read_secret_file(path) if path else None
 
 
+def _keys(args: argparse.Namespace) -> Keys:
+    """The secrets and TLS files the flags and environment name."""
+    from toolkit.runtime.config import load_keys
+
+    tls_dir = settings_registry.resolve(settings_registry.named("common", "tls_dir"),
+                                        getattr(args, "tls_dir", None), os.environ)
+    keys = load_keys(_secret_path(args), tls_dir)
+    if keys.secret is None and os.environ.get("EMBER_CREDENTIAL_FILE"):
+        from toolkit.runtime.keys import read_credential_file  # a job's, for its own work
+
+        keys = dataclasses.replace(read_credential_file(os.environ["EMBER_CREDENTIAL_FILE"]),
+                                   tls=keys.tls)
+    return keys
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     _role_flags(parser, "common")
     parser.add_argument("--pid-file", metavar="FILE", type=Path,
                         help="write this process's pid here; removed at clean exit")
     parser.add_argument("--insecure", action="store_true",
-                        help="allow listening beyond loopback without a cluster secret")
+                        help="allow listening beyond loopback without a cluster secret or TLS")
 
 
 def _role_flags(parser: argparse.ArgumentParser, role: str) -> None:
@@ -206,6 +223,7 @@ def run_rest_token(args: argparse.Namespace) -> int:
 def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--master", help="ember://host:port[,...] (default: $EMBER_MASTER_URL)")
     _flag(parser, settings_registry.named("common", "secret_file"))
+    _flag(parser, settings_registry.named("common", "tls_dir"))
     parser.add_argument("--log-level", default="WARNING",
                         choices=settings_registry.LOG_LEVELS)
 
@@ -223,11 +241,12 @@ def run_master(args: argparse.Namespace) -> int:
     from toolkit.runtime.master import Master
 
     values = _role_values(args, "master", {"host": config.default_host})
-    settings = MasterConfig(**values, secret=_secret(args), spread_out=not args.consolidate)
+    settings = MasterConfig(**values, keys=_keys(args), spread_out=not args.consolidate)
     host = settings.host
-    config.check_exposure("master", host, settings.secret, args.insecure)
+    config.check_exposure("master", host, settings.keys, args.insecure)
     master = Master(settings)
-    return service.run(master, http.master_server(master), host, args.pid_file)
+    return service.run(master, http.master_server(master), host, args.pid_file,
+                       lambda: _keys(args))
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -241,11 +260,12 @@ def run_worker(args: argparse.Namespace) -> int:
         "host": config.default_host, "cores": config.default_cores,
         "memory": config.default_memory_mb, "work_dir": lambda: config.ember_home() / "work"})
     settings = WorkerConfig(masters=tuple(config.parse_master_url(url)), **values,
-                            secret=_secret(args), secret_file=_secret_path(args))
+                            keys=_keys(args))
     host = settings.host
-    config.check_exposure("worker", host, settings.secret, args.insecure)
+    config.check_exposure("worker", host, settings.keys, args.insecure)
     worker = Worker(settings)
-    return service.run(worker, http.worker_server(worker), host, args.pid_file)
+    return service.run(worker, http.worker_server(worker), host, args.pid_file,
+                       lambda: _keys(args))
 
 
 def run_zookeeper(args: argparse.Namespace) -> int:
@@ -315,7 +335,7 @@ def run_submit(args: argparse.Namespace) -> int:
 
     url = _master_url(args)
     desc = _driver_description(args)
-    secret = _secret(args)
+    secret = _keys(args)
 
     async def go() -> int:
         async with await SubmissionClient.open(url, secret) as client:
@@ -353,7 +373,7 @@ def run_driver(args: argparse.Namespace) -> int:
     url = _master_url(args)
     if args.action in ("status", "kill") and not args.driver_id:
         raise ConfigError(f"driver {args.action} needs a driver id")
-    secret = _secret(args)
+    secret = _keys(args)
 
     def show(response: object) -> None:
         data = msgspec.to_builtins(response)

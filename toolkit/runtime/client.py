@@ -1,8 +1,10 @@
 """Clients of the master: the submission client (`ember submit`, `ember driver ...`) and the
 application client a driver program uses to get executors.
 
-Both speak the same authenticated wire protocol as workers. The cluster secret comes from
-``EMBER_SECRET_FILE`` unless given; a worker sets that variable for the drivers it runs.
+Both speak the same authenticated wire protocol as workers. Their keys come from the
+environment unless given (config.keys_from_env): an operator's ``EMBER_SECRET_FILE``, or the
+``EMBER_CREDENTIAL_FILE`` a worker writes for each driver it runs (scoped to that driver's
+work), and ``EMBER_TLS_DIR``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import msgspec
 from toolkit.errors import ConfigError, NotLeaderError, WireError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
-from toolkit.runtime.config import parse_master_url, read_secret_file
+from toolkit.runtime.config import keys_from_env, parse_master_url
+from toolkit.runtime.keys import Keys
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +46,7 @@ handshake: it should not hold the others up long)."""
 T = TypeVar("T", bound=m.Message)
 
 
-def secret_from_env() -> bytes | None:
-    path = os.environ.get("EMBER_SECRET_FILE")
-    return read_secret_file(path) if path else None
-
-
-async def connect_master(master_url: str, secret: bytes | None) -> wire.Connection:
+async def connect_master(master_url: str, secret: Keys | bytes | None) -> wire.Connection:
     """Connect to the first master of ``master_url`` that answers; errors name every one."""
     problems = []
     for host, port in parse_master_url(master_url):
@@ -66,7 +64,7 @@ class _Client:
     ``inbox`` for whoever reads it."""
 
     def __init__(self, conn: wire.Connection, master_url: str | None = None,
-                 secret: bytes | None = None) -> None:
+                 secret: Keys | bytes | None = None) -> None:
         self.conn = conn
         self._masters = parse_master_url(master_url) if master_url else []
         self._secret = secret
@@ -220,12 +218,12 @@ class SubmissionClient(_Client):
     """
 
     def __init__(self, conn: wire.Connection, master_url: str | None = None,
-                 secret: bytes | None = None) -> None:
+                 secret: Keys | bytes | None = None) -> None:
         super().__init__(conn, master_url, secret)
         self._watched: str | None = None
 
     @classmethod
-    async def open(cls, master_url: str, secret: bytes | None = None) -> SubmissionClient:
+    async def open(cls, master_url: str, secret: Keys | bytes | None = None) -> SubmissionClient:
         return cls(await connect_master(master_url, secret), master_url, secret)
 
     async def __aenter__(self) -> SubmissionClient:
@@ -297,20 +295,20 @@ class ApplicationClient(_Client):
 
     def __init__(self, conn: wire.Connection, app_id: str,
                  desc: m.ApplicationDescription | None = None, master_url: str | None = None,
-                 secret: bytes | None = None) -> None:
+                 secret: Keys | bytes | None = None) -> None:
         super().__init__(conn, master_url, secret)
         self.app_id = app_id
         self.desc = desc
 
     @classmethod
     async def register(cls, desc: m.ApplicationDescription, master_url: str | None = None,
-                       secret: bytes | None = None) -> ApplicationClient:
+                       secret: Keys | bytes | None = None) -> ApplicationClient:
         url = master_url or os.environ.get("EMBER_MASTER_URL")
         if not url:
             raise ConfigError("no master URL: pass one or set EMBER_MASTER_URL")
         if not desc.user:
             desc = msgspec.structs.replace(desc, user=getpass.getuser())
-        secret = secret if secret is not None else secret_from_env()
+        secret = secret if secret is not None else keys_from_env()
         client = cls(await connect_master(url, secret), "", desc, url, secret)
         registered = await client._to_leader(m.RegisterApplication(desc),
                                              m.RegisteredApplication)

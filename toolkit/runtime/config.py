@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import socket
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import ConfigError
+from toolkit.runtime.keys import Keys, Tls, read_credential_file
 from toolkit.settings import default_home, default_of, named, parse_memory_mb, resolve
 
 __all__ = ["parse_memory_mb"]  # its home is toolkit/settings; kept importable here
@@ -41,7 +44,13 @@ def parse_master_url(url: str) -> list[tuple[str, int]]:
 
 
 def read_secret_file(path: str | Path) -> bytes:
-    """Read the cluster secret. The file must be private to its owner (mode 0600 or 0400)."""
+    """Read the cluster secret (the first, when the file holds several)."""
+    return read_secrets(path)[0]
+
+
+def read_secrets(path: str | Path) -> tuple[bytes, ...]:
+    """Read the cluster secrets, one per line (several while a rotation runs). The file must be
+    private to its owner (mode 0600 or 0400)."""
     path = Path(path)
     try:
         info = path.stat()
@@ -55,13 +64,48 @@ def read_secret_file(path: str | Path) -> bytes:
     if info.st_uid != os.geteuid():
         raise ConfigError(f"secret file {path} belongs to uid {info.st_uid}, not to this user")
     try:
-        secret = path.read_bytes().strip()
+        lines = path.read_bytes().split(b"\n")
     except OSError as exc:
         raise ConfigError(f"secret file {path}: {exc.strerror}") from None
-    if len(secret) < 16:
-        raise ConfigError(f"secret file {path} holds {len(secret)} bytes; use at least 16 "
-                          f"(for example: head -c 32 /dev/urandom | base64 > {path})")
-    return secret
+    found = tuple(line.strip() for line in lines if line.strip())
+    if not found:
+        found = (b"",)
+    for number, secret in enumerate(found, 1):
+        if len(secret) < 16:
+            where = f" (line {number})" if len(found) > 1 else ""
+            raise ConfigError(f"secret file {path}{where} holds {len(secret)} bytes; use at least "
+                              f"16 (for example: head -c 32 /dev/urandom | base64 > {path})")
+    return found
+
+
+def read_tls_dir(path: str | Path) -> Tls:
+    """A TLS directory: ``ca.pem``, and a host's ``cert.pem`` and ``key.pem`` (a client that
+    only verifies, such as a job, has the CA alone)."""
+    path = Path(path)
+    if not (path / "ca.pem").is_file():
+        raise ConfigError(f"TLS directory {path}: no ca.pem (the cluster CA) in it")
+    cert, key = path / "cert.pem", path / "key.pem"
+    tls = Tls(path / "ca.pem", cert, key) if cert.exists() else Tls(path / "ca.pem")
+    tls.check()
+    return tls
+
+
+def load_keys(secret_file: str | Path | None, tls_dir: str | Path | None) -> Keys:
+    """A process's keys from its settings (both optional)."""
+    return Keys(read_secrets(secret_file) if secret_file else (),
+                tls=read_tls_dir(tls_dir) if tls_dir else None)
+
+
+def keys_from_env(env: Mapping[str, str] | None = None) -> Keys:
+    """A client's keys from its environment: ``EMBER_SECRET_FILE`` (an operator's), else
+    ``EMBER_CREDENTIAL_FILE`` (a job's, which its worker writes), and ``EMBER_TLS_DIR``."""
+    env = os.environ if env is None else env
+    tls = read_tls_dir(env["EMBER_TLS_DIR"]) if env.get("EMBER_TLS_DIR") else None
+    if env.get("EMBER_SECRET_FILE"):
+        return Keys(read_secrets(env["EMBER_SECRET_FILE"]), tls=tls)
+    if env.get("EMBER_CREDENTIAL_FILE"):
+        return dataclasses.replace(read_credential_file(env["EMBER_CREDENTIAL_FILE"]), tls=tls)
+    return Keys(tls=tls)
 
 
 def is_loopback(host: str) -> bool:
@@ -75,13 +119,21 @@ def is_loopback(host: str) -> bool:
                                    for a in addresses)
 
 
-def check_exposure(role: str, host: str, secret: bytes | None, insecure: bool) -> None:
-    """Refuse to listen beyond loopback without a secret unless the operator said --insecure."""
-    if secret is None and not insecure and not is_loopback(host):
+def check_exposure(role: str, host: str, keys: Keys, insecure: bool) -> None:
+    """Refuse to listen beyond loopback without a secret and TLS unless the operator said
+    --insecure."""
+    if insecure or is_loopback(host):
+        return
+    if keys.secret is None:
         raise ConfigError(
             f"{role} would listen on {host}, which is reachable from other machines, with no "
             f"cluster secret: pass --secret-file FILE (or set EMBER_SECRET_FILE), or --insecure "
             f"to accept unauthenticated connections")
+    if keys.tls is None:
+        raise ConfigError(
+            f"{role} would listen on {host}, which is reachable from other machines, without "
+            f"TLS: pass --tls-dir DIR (or set EMBER_TLS_DIR; the playbook makes one), or "
+            f"--insecure to send the cluster's traffic in the clear")
 
 
 def default_host() -> str:
@@ -100,7 +152,7 @@ class MasterConfig:
     port: int = default_of("master", "port")
     webui_port: int = default_of("master", "webui_port")
     worker_timeout: float = default_of("master", "worker_timeout")
-    secret: bytes | None = field(default=None, repr=False)
+    keys: Keys = field(default_factory=Keys, repr=False)
     spread_out: bool = True
     """Spread an application's executors over as many workers as possible (Spark's default);
     False fills one worker before the next."""

@@ -21,6 +21,7 @@ from toolkit.errors import ConfigError, FatalError, NotLeaderError, WireError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.admission import Admission, source_of
+from toolkit.runtime.keys import Keys, as_keys, key_id
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class LocalReply:
     only ``send``, ``close``, ``closed`` and ``peer``."""
 
     peer = "this process"
+    proven = wire.PLAIN
+    """REST's requests come from the operator (its token is the cluster secret's)."""
 
     def __init__(self) -> None:
         self.closed = False
@@ -96,14 +99,24 @@ class LocalReply:
             self.answer.set_exception(ConnectionError("the request was refused"))
 
 
+class _TlsFirst(asyncio.StreamReaderProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.ReadTransport)
+        transport.pause_reading()  # start_tls resumes it under TLS
+        super().connection_made(transport)
+
+
 class Endpoint:
     """Base of Master and Worker: inbox, dispatch, timers, listening socket."""
 
     role = "endpoint"
     webui_port = 0
     accepts: wire.Inbound  # what inbound connections may send
-    def __init__(self, secret: bytes | None, limits: Limits | None = None) -> None:
-        self.secret = secret
+    takes_jobs = False
+    """Whether a job's scoped credential may connect (the master's does; a worker takes
+    orders from its master only)."""
+    def __init__(self, keys: Keys | bytes | None, limits: Limits | None = None) -> None:
+        self.keys = as_keys(keys)
         self.limits = limits or Limits()
         self.exit_code = 0
         self._inbox: asyncio.Queue[tuple[m.Message, wire.Connection | None]] = asyncio.Queue()
@@ -112,9 +125,36 @@ class Endpoint:
         self._server: asyncio.Server | None = None
         self._admission = Admission(self.limits.handshakes, self.limits.handshakes_per_host)
         self._connections = 0
+        self._live: set[wire.Connection] = set()
         self._stopped: asyncio.Event | None = None
         self.serving = False
         self._announced_ready = False
+
+    @property
+    def secret(self) -> bytes | None:
+        return self.keys.secret
+
+    def reload_keys(self, keys: Keys) -> int:
+        """Take new keys (a rotation, a renewed certificate): new connections use them, and
+        connections that proved a key or a CA no longer accepted are dropped (their peers
+        reconnect with the new ones). Return how many were dropped."""
+        self.keys = keys
+        accepted = {
+            scope: {key_id(k) for k in keys.accepted(scope)}
+            for scope in {c.proven.scope for c in self._live}}
+        authorities = keys.tls.authorities if keys.tls is not None else None
+        dropped = 0
+        for conn in list(self._live):
+            proven = conn.proven
+            stale_key = proven.key is not None and proven.key not in accepted[proven.scope]
+            stale_ca = (proven.issuer is not None and authorities is not None
+                        and proven.issuer not in authorities)
+            if stale_key or stale_ca:
+                logger.info("%s: dropping the connection with %s: its %s was retired",
+                            self.role, conn.peer, "key" if stale_key else "CA")
+                conn.abort()
+                dropped += 1
+        return dropped
 
     # Dispatch ----------------------------------------------------------------------------
 
@@ -236,14 +276,24 @@ class Endpoint:
         try:
             # the kernel's queue of connections not yet accepted: as deep as the handshakes
             # allowed, so that a whole cluster starting at once is not dropped and retried
-            self._server = await asyncio.start_server(self._accept, host, port,
-                                                      reuse_address=True,
-                                                      backlog=max(128, self.limits.handshakes))
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(self._protocol, host, port,
+                                                    reuse_address=True,
+                                                    backlog=max(128, self.limits.handshakes))
         except OSError as exc:
             raise ConfigError(f"{self.role} cannot listen on {host}:{port}: "
                               f"{exc.strerror or exc}") from None
         bound: int = self._server.sockets[0].getsockname()[1]
         return bound
+
+    def _protocol(self) -> asyncio.Protocol:
+        """A stream protocol for one inbound connection. With TLS, it reads nothing until
+        the TLS handshake takes the connection over (wire.accept): bytes read before would
+        be lost to it."""
+        reader = asyncio.StreamReader()
+        if self.keys.tls is not None:
+            return _TlsFirst(reader, self._accept)
+        return asyncio.StreamReaderProtocol(reader, self._accept)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Handshake and serve one inbound connection, within per-host and total limits."""
@@ -257,12 +307,18 @@ class Endpoint:
         stranger = self._admission.begin(source)
         conn = None
         try:
-            conn = await wire.accept(reader, writer, self.secret, self.accepts)
+            conn = await wire.accept(reader, writer, self.keys, self.accepts)
         except WireError as exc:
             self._admission.refused(self.role, peer, source, str(exc))
             return
         finally:
             self._admission.end(source, stranger, authenticated=conn is not None)
+        if conn.proven.scope is not None and not self.takes_jobs:
+            self._admission.refused(self.role, peer, source,
+                                    f"a job's credential ({conn.proven.scope}) is not "
+                                    f"accepted by a {self.role}")
+            conn.abort()
+            return
         self._connections += 1
         try:
             await self.serve_connection(conn)
@@ -280,6 +336,7 @@ class Endpoint:
     async def serve_connection(self, conn: wire.Connection) -> None:
         """Post every message of ``conn`` to the inbox, then ConnectionClosed."""
         reason = None
+        self._live.add(conn)
         try:
             async for message in conn.messages():
                 self.post(message, conn)
@@ -291,4 +348,5 @@ class Endpoint:
                 reason = ("connection closed here" if conn.closed else "connection reset"
                           if conn.reset else "connection closed by peer")
             conn.close()
+            self._live.discard(conn)
             self.post(m.ConnectionClosed(reason, conn.reset), conn)

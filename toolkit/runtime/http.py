@@ -17,6 +17,7 @@ from toolkit.runtime.states import MasterState, WorkerState
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from toolkit.runtime.httpguard import TlsSource
     from toolkit.runtime.master import Master
     from toolkit.runtime.records import AppInfo, DriverInfo, WorkerInfo
     from toolkit.runtime.runners import ExecutorRunner
@@ -152,8 +153,10 @@ def _dumps(data: Any) -> str:
 class HttpServer:
     """One aiohttp application on the process's web UI port."""
 
-    def __init__(self, role: str, state: Any, ready: Any, connections: int = 256) -> None:
+    def __init__(self, role: str, state: Any, ready: Any, connections: int = 256,
+                 tls: TlsSource = None) -> None:
         self.role = role
+        self.tls = tls
         self.connections = connections
         self._state = state
         self._ready = ready
@@ -180,7 +183,8 @@ class HttpServer:
         await self._runner.setup()
         try:
             self._server = await httpguard.serve(self._runner, host, port,
-                                                 f"{self.role} web UI", self.connections)
+                                                 f"{self.role} web UI", self.connections,
+                                                 self.tls)
         except OSError as exc:
             await self._runner.cleanup()
             raise ConfigError(f"{self.role} web UI cannot listen on {host}:{port}: "
@@ -221,7 +225,7 @@ def master_server(master: Master) -> HttpServer:
     def ready() -> tuple[bool, str]:
         return master.state == MasterState.ALIVE, f"master is {master.state.value}"
     return HttpServer("master", lambda: master_json(master), ready,
-                      master.limits.http_connections)
+                      master.limits.http_connections, lambda: master.keys.web)
 
 
 def worker_server(worker: Worker) -> HttpServer:
@@ -230,4 +234,4 @@ def worker_server(worker: Worker) -> HttpServer:
             return True, f"registered with {worker.master_url}"
         return False, "not registered with a master"
     return HttpServer("worker", lambda: worker_state_json(worker), ready,
-                      worker.limits.http_connections)
+                      worker.limits.http_connections, lambda: worker.keys.web)

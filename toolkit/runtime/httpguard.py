@@ -6,11 +6,17 @@ most ``connections`` at once and ``per_source`` from one source (an IPv6 /64, an
 address); a connection must finish its first request's headers within ``header_timeout``;
 aiohttp closes one idle between requests after KEEPALIVE seconds. Whatever is over a limit
 is closed at once, and refusals are logged once a minute per source.
+
+With TLS (HTTPS), a connection is admitted first and its TLS handshake then counts against
+the same limits and the same header timeout: a stranger cannot hold handshakes open beyond
+them either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +27,8 @@ KEEPALIVE = 15.0
 HEADER_TIMEOUT = 10.0
 CONNECTIONS = 256
 PER_SOURCE = 32
+TlsSource = ssl.SSLContext | Callable[[], ssl.SSLContext | None] | None
+"""HTTPS: a server context, or what returns the current one (None: plain HTTP)."""
 RUNNER_LIMITS: dict[str, Any] = {"keepalive_timeout": KEEPALIVE, "max_line_size": 8190,
                                  "max_field_size": 8190, "max_headers": 64}
 """aiohttp's own limits for every HTTP port: keep-alive, request line and header sizes."""
@@ -31,8 +39,10 @@ class Guard:
 
     def __init__(self, factory: Callable[[], asyncio.Protocol], name: str,
                  connections: int = CONNECTIONS, per_source: int = PER_SOURCE,
-                 header_timeout: float = HEADER_TIMEOUT) -> None:
+                 header_timeout: float = HEADER_TIMEOUT,
+                 tls: TlsSource = None) -> None:
         self.factory, self.name = factory, name
+        self._tls = tls
         self.connections, self.per_source = connections, per_source
         self.header_timeout = header_timeout
         self.open = 0
@@ -41,6 +51,11 @@ class Guard:
 
     def __call__(self) -> asyncio.Protocol:
         return _Guarded(self)
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The context for a new connection (read each time: a reload replaces it)."""
+        return self._tls() if callable(self._tls) else self._tls
 
     def admit(self, source: str) -> str | None:
         if self.open >= self.connections:
@@ -63,8 +78,10 @@ class _Guarded(asyncio.Protocol):
         self.guard = guard
         self.inner: Any = None
         self.source = ""
+        self.admitted = False
         self.transport: asyncio.Transport | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._handshake: asyncio.Task[None] | None = None
         self._tail = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,17 +93,50 @@ class _Guarded(asyncio.Protocol):
             self.guard.refused(self.guard.name, f"{peer[0]}:{peer[1]}", self.source, refused)
             transport.abort()
             return
+        self.admitted = True
         self.transport = transport
-        self._deadline = asyncio.get_running_loop().call_later(
-            self.guard.header_timeout, self._too_slow)
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(self.guard.header_timeout, self._too_slow)
+        tls = self.guard.tls
+        if tls is None:
+            self._begin(transport)
+        else:  # nothing is read before TLS takes over: start_tls resumes reading
+            transport.pause_reading()
+            self._handshake = loop.create_task(self._start_tls(transport, tls))
+
+    async def _start_tls(self, transport: asyncio.Transport, tls: ssl.SSLContext) -> None:
+        try:
+            secured = await asyncio.get_running_loop().start_tls(
+                transport, self, tls, server_side=True,
+                ssl_handshake_timeout=self.guard.header_timeout)
+        except (OSError, ConnectionError, TimeoutError, ssl.SSLError):
+            transport.abort()
+            self._release()
+            return
+        if secured is None or secured.is_closing():
+            self._release()
+            return
+        self.transport = secured
+        self._begin(secured)
+
+    def _begin(self, transport: asyncio.Transport) -> None:
         self.inner = self.guard.factory()
         self.inner.connection_made(transport)
+
+    def _release(self) -> None:
+        if self.admitted:
+            self.admitted = False
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self.guard.release(self.source)
 
     def _too_slow(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        if self.inner is None:
+            return
         if self._deadline is not None:
             self._tail = (self._tail + data)[-4096:]
             if b"\r\n\r\n" in self._tail:  # the first request's headers are complete
@@ -98,24 +148,26 @@ class _Guarded(asyncio.Protocol):
         return bool(self.inner.eof_received()) if self.inner is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.inner is None:
-            return
-        if self._deadline is not None:
-            self._deadline.cancel()
-        self.guard.release(self.source)
-        self.inner.connection_lost(exc)
+        self._release()
+        if self.inner is not None:
+            with contextlib.suppress(Exception):
+                self.inner.connection_lost(exc)
+            self.inner = None
 
     def pause_writing(self) -> None:
-        self.inner.pause_writing()
+        if self.inner is not None:
+            self.inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self.inner.resume_writing()
+        if self.inner is not None:
+            self.inner.resume_writing()
 
 
 async def serve(runner: Any, host: str, port: int, name: str,
-                connections: int = CONNECTIONS) -> asyncio.Server:
-    """Listen on ``host:port`` for a set-up aiohttp AppRunner, behind a Guard."""
+                connections: int = CONNECTIONS, tls: TlsSource = None) -> asyncio.Server:
+    """Listen on ``host:port`` for a set-up aiohttp AppRunner, behind a Guard (HTTPS when
+    ``tls`` is a server context)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        Guard(runner.server, name, connections, min(PER_SOURCE, connections)), host, port,
-        reuse_address=True)
+        Guard(runner.server, name, connections, min(PER_SOURCE, connections), tls=tls),
+        host, port, reuse_address=True)

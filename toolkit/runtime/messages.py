@@ -37,6 +37,8 @@ class DriverDescription(msgspec.Struct, forbid_unknown_fields=True):
     env: dict[str, str] = {}
     main_class: str = ""
     """Shown as ``mainclass`` in /json: Spark's main class, else the name, else the program."""
+    owner: str | None = None
+    """The job scope that submitted it (master/scopes.py); None: the cluster's operator."""
 
 
 class ApplicationDescription(msgspec.Struct, forbid_unknown_fields=True):
@@ -54,6 +56,8 @@ class ApplicationDescription(msgspec.Struct, forbid_unknown_fields=True):
     max_cores: Positive | None = None
     env: dict[str, str] = {}
     user: str = ""
+    owner: str | None = None
+    """The job scope that registered it (master/scopes.py); None: the cluster's operator."""
 
 
 class ExecutorRef(msgspec.Struct):
@@ -67,6 +71,8 @@ class ExecutorRef(msgspec.Struct):
 class Hello(Message):
     version: int
     nonce: str
+    scope: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    """A job's scope (keys.py): it proves a key derived for that scope, not the secret."""
 
 
 class Challenge(Message):

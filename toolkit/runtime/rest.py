@@ -52,7 +52,7 @@ import json
 import logging
 import posixpath
 import shlex
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
@@ -60,7 +60,11 @@ from aiohttp import web
 import toolkit
 from toolkit.errors import ConfigError, EmberError, NotLeaderError
 from toolkit.runtime import messages as m
+from toolkit.runtime.keys import Keys, as_keys
 from toolkit.runtime.wire import rest_token_error
+
+if TYPE_CHECKING:
+    from toolkit.runtime.httpguard import TlsSource
 from toolkit.settings import parse_memory_mb, positive_int
 
 log = logging.getLogger(__name__)
@@ -398,21 +402,25 @@ class RestServer:
         await self.runner.cleanup()
 
 
-async def start_server(service: DriverService, host: str, port: int, secret: bytes | None,
-                       connections: int = 256) -> RestServer:
+async def start_server(service: DriverService, host: str, port: int,
+                       keys: Keys | bytes | None, connections: int = 256,
+                       tls: TlsSource = None) -> RestServer:
     """Serve the REST API on ``host:port``; ConfigError names the port when it is taken."""
     from toolkit.runtime import httpguard
 
+    keys = as_keys(keys)
+    secret = keys.secret
     runner = web.AppRunner(build_app(service, secret, host), access_log=None,
                            handle_signals=False,
                            **httpguard.RUNNER_LIMITS)
     await runner.setup()
     try:
-        server = await httpguard.serve(runner, host, port, "master REST API", connections)
+        server = await httpguard.serve(runner, host, port, "master REST API", connections,
+                                       tls or keys.web)
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(f"master REST API cannot listen on {host}:{port}: "
                           f"{exc.strerror or exc} (choose another with --rest-port)") from None
-    log.info("REST submission API at http://%s:%d/v1/submissions (%s)", host, port,
+    log.info("REST submission API at %s://%s:%d/v1/submissions (%s)", keys.scheme, host, port,
              "bearer token required" if secret is not None else "no authentication")
     return RestServer(runner, server)

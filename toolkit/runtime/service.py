@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from toolkit.base.notify import sd_notify, watchdog_interval
@@ -16,19 +17,38 @@ from toolkit.base.pidfile import remove_pid_file, write_pid_file
 from toolkit.errors import ConfigError
 from toolkit.runtime.endpoint import Endpoint
 from toolkit.runtime.http import HttpServer
+from toolkit.runtime.keys import Keys
 
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 5.0
 
 
-def run(endpoint: Endpoint, http: HttpServer, webui_host: str, pid_file: Path | None) -> int:
-    """Run the role until SIGTERM/SIGINT or a fatal error; return the process exit code."""
-    return asyncio.run(_serve(endpoint, http, webui_host, pid_file))
+def run(endpoint: Endpoint, http: HttpServer, webui_host: str, pid_file: Path | None,
+        keys: Callable[[], Keys] | None = None) -> int:
+    """Run the role until SIGTERM/SIGINT or a fatal error; return the process exit code.
+    ``keys`` reads the role's keys again: SIGHUP reloads them."""
+    return asyncio.run(_serve(endpoint, http, webui_host, pid_file, keys))
+
+
+def reload(endpoint: Endpoint, keys: Callable[[], Keys], pid_file: Path | None) -> None:
+    """SIGHUP: read the secrets and TLS files again (a rotation, a renewal). Bad files keep
+    the old keys, and say why. Done, the pid file is written again: `ember daemon reload`
+    waits for that."""
+    try:
+        new = keys()
+    except ConfigError as exc:
+        logger.error("Received SIGHUP; keeping the current keys: %s", exc)
+        return
+    dropped = endpoint.reload_keys(new)
+    logger.info("Received SIGHUP; reloaded the secrets and TLS files (%d connections with "
+                "retired keys dropped)", dropped)
+    if pid_file is not None:
+        write_pid_file(pid_file)
 
 
 async def _serve(endpoint: Endpoint, http: HttpServer, webui_host: str,
-                 pid_file: Path | None) -> int:
+                 pid_file: Path | None, keys: Callable[[], Keys] | None = None) -> int:
     loop = asyncio.get_running_loop()
     reason = "stopped"
 
@@ -44,6 +64,8 @@ async def _serve(endpoint: Endpoint, http: HttpServer, webui_host: str,
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    if keys is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload, endpoint, keys, pid_file)
     if pid_file is not None:
         write_pid_file(pid_file)
     preload = asyncio.ensure_future(asyncio.to_thread(http.preload))
@@ -55,8 +77,8 @@ async def _serve(endpoint: Endpoint, http: HttpServer, webui_host: str,
         endpoint.announce_if_ready()
         await preload
         endpoint.webui_port = await http.start(webui_host, endpoint.webui_port)
-        logger.info("%s web UI at http://%s:%d", endpoint.role.capitalize(), webui_host,
-                    endpoint.webui_port)
+        logger.info("%s web UI at %s://%s:%d", endpoint.role.capitalize(),
+                    endpoint.keys.scheme, webui_host, endpoint.webui_port)
         _give_back_start_up_memory()
         await endpoint.stopped.wait()
         sd_notify("STOPPING=1")
@@ -74,7 +96,7 @@ async def _serve(endpoint: Endpoint, http: HttpServer, webui_host: str,
         await endpoint.close_tasks()
         if pid_file is not None:
             remove_pid_file(pid_file)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
     logger.info("%s exited with code %d", endpoint.role.capitalize(), endpoint.exit_code)
     return endpoint.exit_code

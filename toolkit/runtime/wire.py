@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import logging
 import secrets
 import socket
+import ssl
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -28,6 +30,7 @@ import msgspec
 
 from toolkit.errors import AuthError, WireError
 from toolkit.runtime import messages as m
+from toolkit.runtime.keys import Keys, as_keys, key_id, peer_identity
 
 logger = logging.getLogger(__name__)
 
@@ -168,12 +171,30 @@ _CLIENT = b"ember-client"
 # Connections ---------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class Proven:
+    """What the peer of a connection proved."""
+
+    scope: str | None = None
+    """A job's scope (keys.py); None for a holder of the cluster secret, or no secret."""
+    key: str | None = None
+    """The key_id of the key proved (None without a secret)."""
+    hosts: frozenset[str] = frozenset()
+    """The names and addresses in the peer's TLS certificate, verified by the cluster CA."""
+    issuer: Any = None
+    """The CA that issued the peer's certificate."""
+
+
+PLAIN = Proven()
+
+
 class Connection:
     """One established, authenticated connection: a reader and a queued writer."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str,
-                 accepts: Inbound, max_frame: int = MAX_FRAME) -> None:
+                 accepts: Inbound, max_frame: int = MAX_FRAME, proven: Proven = PLAIN) -> None:
         self.peer = peer
+        self.proven = proven
         self.accepts = accepts
         self.reset = False
         """The peer's side was reset or aborted rather than closed."""
@@ -295,33 +316,46 @@ def _describe_handshake(body: bytes) -> str:
 
 
 async def server_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           secret: bytes | None) -> None:
-    """Run the server side of the handshake; raise WireError/AuthError to refuse the peer."""
+                           keys: Keys | bytes | None) -> Proven:
+    """Run the server side of the handshake; raise WireError/AuthError to refuse the peer.
+    Return what the peer proved: its scope (a job's) and the key it used."""
+    keys = as_keys(keys)
     hello = await _expect(reader, m.Hello)
     if hello.version != PROTOCOL_VERSION:
         reason = f"protocol version {hello.version} is not supported (this is {PROTOCOL_VERSION})"
         await _refuse(writer, reason)
         raise AuthError(reason)
     nonce = secrets.token_hex(32)
-    await _send_raw(writer, m.Challenge(PROTOCOL_VERSION, nonce, secret is not None))
+    await _send_raw(writer, m.Challenge(PROTOCOL_VERSION, nonce, keys.secret is not None))
     answer = await _expect(reader, m.Proof)
-    if secret is None:
+    if keys.secret is None:
+        if hello.scope:
+            await _refuse(writer, "this cluster has no secret, hence no job credentials")
+            raise AuthError("authentication failed: a job credential, and no cluster secret")
         await _send_raw(writer, m.Welcome())
-        return
+        return Proven()
     if answer.proof is None:
         await _refuse(writer, "this cluster requires a secret")
         raise AuthError("authentication failed: peer sent no proof (no secret configured?)")
-    if not proof_matches(proof(secret, _CLIENT, hello.nonce, nonce), answer.proof):
-        await _refuse(writer, "authentication failed: wrong cluster secret")
-        raise AuthError("authentication failed: wrong cluster secret")
-    await _send_raw(writer, m.Welcome(proof(secret, _SERVER, hello.nonce, nonce)))
+    for key in keys.accepted(hello.scope):
+        if proof_matches(proof(key, _CLIENT, hello.nonce, nonce), answer.proof):
+            break
+    else:
+        what = "job credential" if hello.scope else "cluster secret"
+        await _refuse(writer, f"authentication failed: wrong {what}")
+        raise AuthError(f"authentication failed: wrong {what}")
+    await _send_raw(writer, m.Welcome(proof(key, _SERVER, hello.nonce, nonce)))
+    return Proven(hello.scope or None, key_id(key))
 
 
 async def client_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           secret: bytes | None) -> None:
-    """Run the client side: prove the secret, then check the server's proof."""
+                           keys: Keys | bytes | None) -> Proven:
+    """Run the client side: prove the secret (or a job's scoped key), then check the
+    server's proof."""
+    keys = as_keys(keys)
+    secret = keys.secret
     nonce = secrets.token_hex(32)
-    await _send_raw(writer, m.Hello(PROTOCOL_VERSION, nonce))
+    await _send_raw(writer, m.Hello(PROTOCOL_VERSION, nonce, keys.scope))
     challenge = await _expect(reader, m.Challenge)
     if challenge.auth and secret is None:
         await _refuse(writer, "no secret configured")
@@ -335,6 +369,7 @@ async def client_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamW
     if secret is not None and not proof_matches(proof(secret, _SERVER, nonce, challenge.nonce),
                                                 welcome.proof):
         raise AuthError("authentication failed: the peer does not know the cluster secret")
+    return Proven(keys.scope, key_id(secret) if secret else None)
 
 
 async def _refuse(writer: asyncio.StreamWriter, reason: str) -> None:
@@ -350,13 +385,30 @@ def peer_name(writer: asyncio.StreamWriter) -> str:
     return str(info)
 
 
+async def _start_tls(writer: asyncio.StreamWriter, keys: Keys) -> tuple[frozenset[str], Any]:
+    """Turn an accepted connection into TLS (after admission: a stranger's TLS handshake
+    counts against the same limits and timeout as the rest of the handshake)."""
+    if keys.tls is None:
+        return frozenset(), None
+    await writer.start_tls(keys.tls.server)
+    return peer_identity(writer.get_extra_info("peercert"))
+
+
 async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 secret: bytes | None, accepts: Inbound, max_frame: int = MAX_FRAME
+                 keys: Keys | bytes | None, accepts: Inbound, max_frame: int = MAX_FRAME
                  ) -> Connection:
-    """Handshake an inbound connection within HANDSHAKE_TIMEOUT and wrap it."""
+    """Handshake (TLS first, when configured) an inbound connection within
+    HANDSHAKE_TIMEOUT and wrap it."""
+    keys = as_keys(keys)
     peer = peer_name(writer)
+
+    async def _handshake() -> Proven:
+        hosts, issuer = await _start_tls(writer, keys)
+        proven = await server_handshake(reader, writer, keys)
+        return dataclasses.replace(proven, hosts=hosts, issuer=issuer)
+
     try:
-        await asyncio.wait_for(server_handshake(reader, writer, secret), HANDSHAKE_TIMEOUT)
+        proven = await asyncio.wait_for(_handshake(), HANDSHAKE_TIMEOUT)
     except TimeoutError:
         writer.close()
         raise WireError("handshake timed out") from None
@@ -364,22 +416,37 @@ async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         writer.close()
         if isinstance(exc, WireError):
             raise
+        if isinstance(exc, ssl.SSLError):
+            raise WireError(f"TLS handshake failed ({exc.reason or exc})") from None
         lost = exc.__class__.__name__
         raise WireError(f"connection lost during the handshake ({lost})") from None
-    return Connection(reader, writer, peer, accepts, max_frame)
+    return Connection(reader, writer, peer, accepts, max_frame, proven)
 
 
-async def connect(host: str, port: int, secret: bytes | None, accepts: Inbound,
+async def connect(host: str, port: int, keys: Keys | bytes | None, accepts: Inbound,
                   timeout: float = CONNECT_TIMEOUT, max_frame: int = MAX_FRAME) -> Connection:
-    """Open, handshake and wrap an outbound connection; raise OSError or WireError."""
+    """Open, handshake and wrap an outbound connection; raise OSError or WireError. With
+    TLS, the server's certificate must be the cluster CA's and name ``host``."""
+    keys = as_keys(keys)
+
     async def _open() -> Connection:
-        reader, writer = await asyncio.open_connection(host, port)
+        tls = keys.tls.client if keys.tls is not None else None
         try:
-            await client_handshake(reader, writer, secret)
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=tls, server_hostname=host if tls else None)
+        except ssl.SSLCertVerificationError as exc:
+            raise WireError(f"{host}:{port} is not a host of this cluster: "
+                            f"{exc.verify_message or exc}") from None
+        except ssl.SSLError as exc:
+            raise WireError(f"TLS with {host}:{port} failed ({exc.reason or exc})") from None
+        try:
+            proven = await client_handshake(reader, writer, keys)
         except BaseException:
             writer.close()
             raise
-        return Connection(reader, writer, f"{host}:{port}", accepts, max_frame)
+        hosts, issuer = peer_identity(writer.get_extra_info("peercert"))
+        proven = dataclasses.replace(proven, hosts=hosts, issuer=issuer)
+        return Connection(reader, writer, f"{host}:{port}", accepts, max_frame, proven)
 
     try:
         return await asyncio.wait_for(_open(), timeout)

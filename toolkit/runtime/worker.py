@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +19,8 @@ from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.config import parse_master_url
 from toolkit.runtime.endpoint import Endpoint, Handler
+from toolkit.runtime.jobs import JobEnv
+from toolkit.runtime.keys import Keys
 from toolkit.runtime.registration import comes_from, registration_delay, worker_id
 from toolkit.runtime.runners import KILL_TIMEOUT, DriverRunner, ExecutorRunner, State
 from toolkit.runtime.states import DriverState, ExecutorState, is_finished
@@ -48,9 +48,7 @@ class WorkerConfig:
     port: int = default_of("worker", "port")
     webui_port: int = default_of("worker", "webui_port")
     register_timeout: float = default_of("worker", "register_timeout")
-    secret: bytes | None = field(default=None, repr=False)
-    secret_file: Path | None = None
-    """Passed to drivers and executors as EMBER_SECRET_FILE, so they can reach the master."""
+    keys: Keys = field(default_factory=Keys, repr=False)
     cleanup_interval: float = CLEANUP_INTERVAL
     """0 turns work dir cleanup off."""
     cleanup_ttl: float = CLEANUP_TTL
@@ -67,8 +65,9 @@ class Worker(Endpoint):
 
     def __init__(self, config: WorkerConfig, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(config.secret)
+        super().__init__(config.keys)
         self.config = config
+        self._jobs = JobEnv(config.work_dir, config.master_url, config.keys)
         self.clock = clock
         self.monotonic = monotonic
         self.start_time = clock()
@@ -104,7 +103,7 @@ class Worker(Endpoint):
 
     @property
     def webui_url(self) -> str:
-        return f"http://{self.config.host}:{self.webui_port}"
+        return f"{self.keys.scheme}://{self.config.host}:{self.webui_port}"
 
     def _register_message(self, master_address: str) -> m.RegisterWorker:
         return m.RegisterWorker(self.id, self.config.host, self.port, self.config.cores,
@@ -215,7 +214,8 @@ class Worker(Endpoint):
             host, port = parse_master_url(master_url)[0]
         except (ConfigError, IndexError):
             return
-        if (host, port) not in self.config.masters or not comes_from(conn.peer, host):
+        if (host, port) not in self.config.masters or not comes_from(conn.peer, host) or (
+                self.keys.tls is not None and host not in conn.proven.hosts):
             logger.warning("Ignoring %s, said from %s to lead: not one of this worker's "
                            "masters", master_url, conn.peer)
             return
@@ -258,7 +258,7 @@ class Worker(Endpoint):
             logger.warning("Driver %s is already running here", msg.driver_id)
             return
         logger.info("Asked to launch driver %s", msg.driver_id)
-        env = self._child_env(msg.desc.env, {
+        env = self._jobs.driver_env(msg.driver_id, msg.desc.env, {
             "EMBER_DRIVER_ID": msg.driver_id,
             "EMBER_DRIVER_HOST": self.config.host,
             "EMBER_DRIVER_CORES": str(msg.desc.cores),
@@ -292,6 +292,7 @@ class Worker(Endpoint):
             return
         if is_finished(msg.state):
             del self.drivers[msg.driver_id]
+            self._jobs.ended(msg.driver_id)
             logger.info("Driver %s is %s%s", msg.driver_id, msg.state,
                         f" ({msg.message})" if msg.message else "")
         self._report(lambda seq: msgspec.structs.replace(msg, seq=seq))
@@ -308,7 +309,7 @@ class Worker(Endpoint):
         values = {"EXECUTOR_ID": str(msg.exec_id), "APP_ID": msg.app_id,
                   "CORES": str(msg.cores), "HOSTNAME": self.config.host,
                   "WORKER_URL": f"ember://{self.config.host}:{self.port}"}
-        env = self._child_env(msg.desc.env, {
+        env = self._jobs.env(msg.desc.env, {
             "EMBER_EXECUTOR_ID": values["EXECUTOR_ID"],
             "EMBER_APP_ID": values["APP_ID"],
             "EMBER_EXECUTOR_CORES": values["CORES"],
@@ -401,21 +402,9 @@ class Worker(Endpoint):
                 return False
         return True
 
-    def _child_env(self, user: dict[str, str], ours: dict[str, str]) -> dict[str, str]:
-        """The worker's environment without its own EMBER_* settings, then the user's
-        variables, then Ember's (which win)."""
-        return {**self._base_env, **user, **self._cluster_env, **ours}
-
-    @functools.cached_property
-    def _base_env(self) -> dict[str, str]:
-        return {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
-
-    @functools.cached_property
-    def _cluster_env(self) -> dict[str, str]:
-        env = {"EMBER_MASTER_URL": self.config.master_url}
-        if self.config.secret_file is not None:
-            env["EMBER_SECRET_FILE"] = str(self.config.secret_file.absolute())
-        return env
+    def reload_keys(self, keys: Keys) -> int:
+        self._jobs.reload(keys, list(self.drivers))
+        return super().reload_keys(keys)
 
     # Helpers -----------------------------------------------------------------------------
 
@@ -454,7 +443,7 @@ class Worker(Endpoint):
         last_error = ""
         while True:
             try:
-                conn = await wire.connect(host, port, self.secret, wire.TO_WORKER)
+                conn = await wire.connect(host, port, self.keys, wire.TO_WORKER)
             except (OSError, WireError) as exc:
                 attempt += 1
                 error = str(exc) or exc.__class__.__name__

@@ -154,7 +154,12 @@ _ROLES: tuple[Setting, ...] = (
        "the host's ZooKeeper installation, and a logger for its log", metavar="PATH"),
     _s("secret_file", "common", "--secret-file", "EMBER_SECRET_FILE", path, None, "none",
        "the cluster secret. The file must not be readable by group or others, and must hold "
-       "at least 16 bytes", metavar="FILE"),
+       "at least 16 bytes; one per line while a rotation runs (the first proves, all are "
+       "accepted)", metavar="FILE"),
+    _s("tls_dir", "common", "--tls-dir", "EMBER_TLS_DIR", path, None, "none (plain TCP)",
+       "TLS on the RPC, web UI and REST ports: the directory holding the cluster CA "
+       "(`ca.pem`) and this host's `cert.pem` and `key.pem` (mode 0600), which the playbook "
+       "makes", metavar="DIR"),
     _s("log_level", "common", "--log-level", "EMBER_LOG_LEVEL", choice(*LOG_LEVELS), "INFO",
        "INFO", "DEBUG, INFO, WARNING or ERROR", metavar="|".join(LOG_LEVELS)),
     _s("cores", "submit", "--cores", "", positive_int, 1, "1", "cores reserved on the worker"),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from toolkit.runtime import messages as m
+from toolkit.runtime.wire import PLAIN, Proven
 
 
 class FakeConn:
-    def __init__(self, peer: str = "127.0.0.1:5000") -> None:
+    def __init__(self, peer: str = "127.0.0.1:5000", proven: Proven = PLAIN) -> None:
         self.peer = peer
+        self.proven = proven
         self.sent: list[m.Message] = []
         self.closed = False
         self.aborted = False

@@ -9,6 +9,7 @@ import pytest
 
 from toolkit.errors import ConfigError
 from toolkit.runtime import config
+from toolkit.runtime.keys import Keys, Tls
 
 
 @pytest.mark.parametrize(("text", "mb"), [
@@ -80,14 +81,17 @@ def test_secret_that_is_a_directory_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.1.1"])
 def test_loopback_needs_no_secret(host: str) -> None:
-    config.check_exposure("master", host, None, insecure=False)
+    config.check_exposure("master", host, Keys(), insecure=False)
 
 
-def test_wildcard_without_secret_is_refused_unless_insecure() -> None:
-    with pytest.raises(ConfigError, match=r"master would listen on 0\.0\.0\.0"):
-        config.check_exposure("master", "0.0.0.0", None, insecure=False)
-    config.check_exposure("master", "0.0.0.0", None, insecure=True)
-    config.check_exposure("master", "0.0.0.0", b"k" * 16, insecure=False)
+def test_wildcard_without_secret_or_tls_is_refused_unless_insecure(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"master would listen on 0\.0\.0\.0.*no cluster secret"):
+        config.check_exposure("master", "0.0.0.0", Keys(), insecure=False)
+    with pytest.raises(ConfigError, match=r"worker would listen on 0\.0\.0\.0.*without TLS"):
+        config.check_exposure("worker", "0.0.0.0", Keys((b"k" * 16,)), insecure=False)
+    config.check_exposure("master", "0.0.0.0", Keys(), insecure=True)
+    config.check_exposure("master", "0.0.0.0", Keys((b"k" * 16,), tls=Tls(tmp_path / "ca.pem")),
+                          insecure=False)
 
 
 def test_unresolvable_host_is_named() -> None:

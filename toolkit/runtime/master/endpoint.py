@@ -16,7 +16,7 @@ from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.config import MasterConfig
 from toolkit.runtime.endpoint import Endpoint, Handler, Limits
-from toolkit.runtime.master import recovery
+from toolkit.runtime.master import recovery, scopes
 from toolkit.runtime.master.modes import store_for
 from toolkit.runtime.master.store import NoStore
 from toolkit.runtime.master.work import Work
@@ -39,6 +39,7 @@ REAPER_ITERATIONS = 15
 class Master(Endpoint):
     role = "master"
     accepts = wire.TO_MASTER
+    takes_jobs = True
 
     def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -70,7 +71,7 @@ class Master(Endpoint):
         self._next_try: asyncio.TimerHandle | None = None
         self._rest: Any = None
         # last: the endpoint reads the handler table, which names the tables' handlers
-        super().__init__(config.secret, Limits.sized(
+        super().__init__(config.keys, Limits.sized(
             config.max_connections, config.max_handshakes, config.max_handshakes_per_host))
 
     @property
@@ -79,7 +80,7 @@ class Master(Endpoint):
 
     @property
     def webui_url(self) -> str:
-        return f"http://{self.config.host}:{self.webui_port}"
+        return f"{self.keys.scheme}://{self.config.host}:{self.webui_port}"
 
     def live_worker(self, worker_id: str) -> WorkerInfo | None:
         return self.workers.live(worker_id)
@@ -111,7 +112,8 @@ class Master(Endpoint):
             from toolkit.runtime import rest
 
             self._rest = await rest.start_server(self, self.config.host, self.config.rest_port,
-                                                 self.secret, self.limits.http_connections)
+                                                 self.keys, self.limits.http_connections,
+                                                 lambda: self.keys.web)
 
     async def shutdown(self, reason: str) -> None:
         if self._rest is not None:
@@ -125,6 +127,17 @@ class Master(Endpoint):
         await asyncio.gather(*(conn.wait_closed(1.0) for conn in links))
 
     # Handlers ----------------------------------------------------------------------------
+
+    def handle(self, message: m.Message, conn: Connection | None = None) -> None:
+        """A job's connection (it proved a scope) gets only what scopes.py allows it."""
+        scope = conn.proven.scope if conn is not None else None
+        if scope is not None and conn is not None:
+            admitted = scopes.admit(self.work, message, scope)
+            if isinstance(admitted, str):
+                scopes.refuse(message, conn, admitted)
+                return
+            message = admitted
+        super().handle(message, conn)
 
     def handlers(self) -> dict[type[m.Message], Handler]:
         return {
@@ -179,7 +192,7 @@ class Master(Endpoint):
         async def tell(host: str, port: int) -> None:
             async with gate:
                 try:
-                    conn = await wire.connect(host, port, self.secret, wire.TO_MASTER,
+                    conn = await wire.connect(host, port, self.keys, wire.TO_MASTER,
                                               timeout=TELL_TIMEOUT)
                 except (OSError, WireError):
                     return  # not there: it comes back by itself, or is lost at the timeout
@@ -287,6 +300,12 @@ class Master(Endpoint):
         logger.info("Registering worker %s with %d cores, %d MiB RAM", msg.id, msg.cores,
                     msg.memory)
         if conn is None:
+            return
+        if not scopes.certified(conn, msg.host, self.keys.tls is not None):
+            logger.warning("Refusing to register worker %s: the certificate of %s is not for "
+                           "host %s", msg.id, conn.peer, msg.host)
+            conn.send(m.RegisterWorkerFailed(f"this connection's certificate is not for host "
+                                             f"{msg.host}"))
             return
         if self.state == MasterState.STANDBY:
             conn.send(m.MasterInStandby())

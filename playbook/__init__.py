@@ -121,6 +121,15 @@ def failover(c: Any, inventory: str | None = None, wait: float = 60) -> None:
     _run("failover", inventory, None, None, False, lambda cl: drill(cl, bound))
 
 
+@task(help={"inventory": HOSTS["inventory"]})
+def rotate_credentials(c: Any, inventory: str | None = None) -> None:
+    """Replace the cluster secret and CA (and every host's certificate) with nothing stopped:
+    three rounds of install-and-reload on every host (accept, prove, retire)."""
+    from toolkit.ops.rotation import rotate
+
+    _run("rotate-credentials", inventory, None, None, False, rotate)
+
+
 @task(help=HOSTS)
 def stop_master(c: Any, inventory: str | None = None, hosts: str | None = None,
                 serial: bool = False) -> None:
@@ -235,4 +244,4 @@ def _scope(value: str | None) -> str | None:
 
 ns = Collection(start_all, stop_all, restart_all, failover, start_master, stop_master,
                 start_workers, stop_workers, status, logs, render, deploy, doctor,
-                install_systemd, uninstall_systemd)
+                install_systemd, uninstall_systemd, rotate_credentials)

@@ -21,7 +21,9 @@ from toolkit.settings import BACKENDS, HOME, REMOTE_HOME, Setting, inventory_key
 
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
-CLUSTER_KEYS = {"name", "secret_file", "backend"}
+CLUSTER_KEYS = {"name", "secret_file", "backend", "tls"}
+TLS_CHOICES = ("auto", "on", "off")
+"""cluster.tls: auto (the default) is on when any host is reached beyond loopback."""
 SSH_KEYS = {"user", "port", "key_file", "known_hosts", "host_key_policy", "connect_timeout",
             "jump_host"}
 HOST_KEYS = inventory_keys()
@@ -77,6 +79,15 @@ class Inventory:
     """The masters' recovery: mode, and dir for filesystem (EMBER_RECOVERY_*): empty, none."""
     ensemble: Ensemble | None = None
     """The ZooKeeper ensemble the playbook runs for the masters (recovery.ensemble)."""
+    tls: str = "auto"
+
+    @property
+    def uses_tls(self) -> bool:
+        """TLS between the cluster's processes: cluster.tls on, or auto and some role binds
+        beyond loopback."""
+        if self.tls != "auto":
+            return self.tls == "on"
+        return any(not _loopback(self.advertised(h), False) for h in self.hosts)
 
     def setting(self, host: HostEntry, key: str) -> Any:
         """host -> group -> defaults -> built-in: the one place settings are looked up."""
@@ -178,6 +189,11 @@ def _from_yaml(path: Path, text: str) -> Inventory:
                      named("daemon", "backend").parse)
     secret = Path(str(cluster.get("secret_file", _secret_file(name))))
     secret = _local_path(path, secret)
+    tls = str(cluster.get("tls", "auto")).lower()
+    if cluster.get("tls") is True or cluster.get("tls") is False:  # YAML's on/off
+        tls = "on" if cluster["tls"] else "off"
+    if tls not in TLS_CHOICES:
+        raise ConfigError(f"{path}: cluster.tls {cluster['tls']!r} must be auto, on or off")
 
     defaults = _vars(path, "defaults", data.get("defaults", {}))
     groups: dict[str, dict[str, Any]] = {}
@@ -195,7 +211,7 @@ def _from_yaml(path: Path, text: str) -> Inventory:
         workers = _group(path, "workers", data.get("workers", []), groups)
     recovery, ensemble = _recovery(path, data.get("recovery", {}))
     inventory = Inventory(path, name, backend, secret, _ssh(path, data.get("ssh", {})),
-                          defaults, groups, masters, workers, recovery, ensemble)
+                          defaults, groups, masters, workers, recovery, ensemble, tls)
     _validate(inventory)
     if ensemble is not None:
         check_ensemble(inventory, ensemble)

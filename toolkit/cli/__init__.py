@@ -136,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="spark-daemon.sh for Ember. Settings come from the environment and "
                     "$EMBER_CONF_DIR/ember-env.sh. status exits 0 running, 1 dead with a pid "
                     "file, 3 not running.")
-    daemon.add_argument("action", choices=["start", "stop", "status", "restart", "logs", "run",
-                                           "supervisor-shutdown", "install-systemd",
+    daemon.add_argument("action", choices=["start", "stop", "status", "restart", "reload",
+                                           "logs", "run", "supervisor-shutdown",
+                                           "install-systemd",
                                            "uninstall-systemd"])
     daemon.add_argument("role", nargs="?", choices=["master", "worker", "zookeeper"])
     daemon.add_argument("instance", nargs="?", default="1",

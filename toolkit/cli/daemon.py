@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from toolkit.daemon.settings import DaemonSettings
 
 
+KEY_FILES = ("secret", "ca.pem", "cert.pem", "key.pem")
+"""Installed files that running roles reload (SIGHUP) when they change."""
+
+
 def checked_grep(text: str) -> str:
     from toolkit.daemon.logs import checked_pattern
 
@@ -51,9 +55,10 @@ def run_daemon(args: argparse.Namespace) -> int:
     if args.role is None:
         raise ConfigError(f"daemon {args.action} needs a role: master, worker or zookeeper")
     instances = _instances(args)
-    if len(instances) > 1 and args.action not in ("start", "stop", "status"):
-        raise ConfigError(f"daemon {args.action} takes one instance; start, stop and status "
-                          f"take several (1,2,3)")
+    if len(instances) > 1 and args.action not in ("start", "stop", "status", "reload"):
+        raise ConfigError(f"daemon {args.action} takes one instance; start, stop, status and "
+                          f"reload take several (1,2,3)")
+    key_files = [p for p in installed if p.name in KEY_FILES]
     instance, role = instances[0], args.role
     try:
         if args.when_told:
@@ -66,7 +71,11 @@ def run_daemon(args: argparse.Namespace) -> int:
                 settings, start_timeout=min(settings.start_timeout, timeout))
         if args.action == "start":
             return control.each_instance(role, instances, lambda i, say: control.start(
-                settings, role, i, args.role_args, say, if_stopped=args.if_stopped), args.json)
+                settings, role, i, args.role_args, say, if_stopped=args.if_stopped,
+                key_files=key_files), args.json)
+        if args.action == "reload":
+            return control.each_instance(role, instances, lambda i, say: control.reload(
+                settings, role, i, say), args.json)
         if args.action == "stop":
             code = control.each_instance(
                 role, instances, lambda i, say: control.stop(settings, role, i, say), args.json)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -127,7 +129,10 @@ def _clear_leftover(state: PidState, pid_file: Path, what: str, say: Say) -> Non
 
 
 def start(settings: DaemonSettings, role: str, instance: int, role_args: list[str],
-          say: Say = print, if_stopped: bool = False) -> int:
+          say: Say = print, if_stopped: bool = False, key_files: list[Path] | None = None
+          ) -> int:
+    """Start an instance. ``if_stopped``: one that runs is fine, and reloads its keys if any
+    of ``key_files`` (its secret, its TLS files) changed since it started or last reloaded."""
     from toolkit.daemon.readiness import ReadinessListener
 
     what = f"{role} {instance}"
@@ -143,6 +148,8 @@ def start(settings: DaemonSettings, role: str, instance: int, role_args: list[st
                 note = "" if backend is None else _unsupervised(
                     settings, *backend.program(role, instance))
                 say(f"{what} already running as process {state.pid}{note}")
+                if _newer(key_files or [], pid_file):
+                    return reload(settings, role, instance, say)
                 return 0
             say(f"{what} running as process {state.pid}. Stop it first.")
             return 1
@@ -196,6 +203,51 @@ def _exec_foreground(settings: DaemonSettings, command: list[str], env: dict[str
     settings.pid_dir.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     os.execve(command[0], command, env)
+
+
+def _newer(files: list[Path], than: Path) -> bool:
+    try:
+        since = than.stat().st_mtime_ns
+    except OSError:
+        return False
+    return any(f.exists() and f.stat().st_mtime_ns > since for f in files)
+
+
+RELOADS = ("master", "worker")
+"""The roles that reload their keys on SIGHUP (a ZooKeeper server would end)."""
+RELOAD_TIMEOUT = 10.0
+
+
+def reload(settings: DaemonSettings, role: str, instance: int, say: Say = print) -> int:
+    """SIGHUP: the instance reads its secret and TLS files again. Done when it has written
+    its pid file again (service.reload)."""
+    what = f"{role} {instance}"
+    if role not in RELOADS:
+        say(f"{what} has no keys to reload")
+        return 0
+    pid_file = settings.pid_file(role, instance)
+    state = check(pid_file, role)
+    if state.found != Found.RUNNING or state.pid is None:
+        say(f"{what} is not running: nothing to reload")
+        return 0
+
+    def stamp() -> tuple[int, int] | None:
+        try:
+            info = pid_file.stat()
+        except OSError:
+            return None
+        return info.st_ino, info.st_mtime_ns
+    before = stamp()
+    os.kill(state.pid, signal.SIGHUP)
+    deadline = time.monotonic() + RELOAD_TIMEOUT
+    while time.monotonic() < deadline:
+        if stamp() != before:
+            say(f"{what} (process {state.pid}) reloaded its keys")
+            return 0
+        time.sleep(0.05)
+    say(f"{what} (process {state.pid}) did not confirm a reload within {RELOAD_TIMEOUT:g} s; "
+        f"see its log")
+    return 1
 
 
 def stop(settings: DaemonSettings, role: str, instance: int, say: Say = print) -> int:

@@ -113,17 +113,18 @@ class Authority:
         _write(directory / "ca-key.pem", _key_pem(self.key), 0o600)
         _write(directory / "ca.pem", self.pem, 0o644)
 
-    def issue(self, names: list[str]) -> Issued:
+    def issue(self, names: list[str], days: int = HOST_DAYS,
+              now: datetime.datetime | None = None) -> Issued:
         """A host's key and certificate for ``names`` (host names and addresses), for both
-        serving and connecting (mutual TLS)."""
+        serving and connecting (mutual TLS), valid ``days`` from ``now``."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = _now()
+        now = now or _now()
         cert = (x509.CertificateBuilder()
                 .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
                 .issuer_name(self.cert.subject).public_key(key.public_key())
                 .serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=HOST_DAYS))
+                .not_valid_after(now + datetime.timedelta(days=days))
                 .add_extension(x509.SubjectAlternativeName([_san(n) for n in names]),
                                critical=False)
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

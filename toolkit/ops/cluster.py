@@ -8,10 +8,8 @@ Events sink, which the playbook makes a Printer (show.py).
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import secrets
+import ssl
 import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +22,7 @@ from toolkit.daemon.protocol import read_reports, read_statuses
 from toolkit.daemon.settings import ROLES
 from toolkit.errors import ConfigError, EmberError
 from toolkit.inventory import HostEntry, Inventory, SSHSettings
+from toolkit.ops.credentials import TLS_DIR, Credentials
 from toolkit.ops.group import Events, Outcome, Silent, run_each
 from toolkit.ops.ssh import SSHHost
 from toolkit.ops.transport import Host, LocalHost, Result, Session
@@ -67,6 +66,7 @@ class Cluster:
         self.inventory = inventory
         self.serial = serial
         self.events: Events = events or Silent()
+        self.credentials = Credentials(inventory, self.events)
         wanted_hosts = set(hosts) if hosts else None
         wanted_roles = set(roles) if roles else set(ROLES)
         unknown = wanted_roles - set(ROLES)
@@ -125,6 +125,8 @@ class Cluster:
         inv = self.inventory
         env = {"EMBER_HOME": target.home, "EMBER_CONF_DIR": f"{target.home}/conf",
                "EMBER_DAEMON_BACKEND": inv.backend, "EMBER_SECRET_FILE": target.secret_file()}
+        if inv.uses_tls:
+            env["EMBER_TLS_DIR"] = f"{target.home}/{TLS_DIR}"
         chosen = [(target.entries[0], s) for s in settings_registry.host_wide()]
         env.update(self.ensemble_env(target))
         for entry in target.entries:
@@ -160,23 +162,26 @@ class Cluster:
         return render("ember-env.sh.j2", host=target.address, env=self.host_env(target))
 
     def secret(self) -> bytes:
-        """The cluster secret: generated (mode 0600) on first use, then reused."""
-        path = self.inventory.secret_file
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-            self.events.note(f"generated the cluster secret in {path} (mode 0600)")
-        from toolkit.runtime.config import read_secret_file
+        """The cluster secret file's content: generated (mode 0600) on first use."""
+        return self.credentials.secret()
 
-        read_secret_file(path)  # same checks as the daemons apply
-        return path.read_bytes()
+    def tls_names(self, target: Target) -> list[str]:
+        """What a host's certificate names: the addresses its roles bind, then its own."""
+        names = [self.inventory.advertised(e) for e in target.entries]
+        names.append(target.address)
+        if any(e.local for e in target.entries):
+            names += ["127.0.0.1", "localhost"]
+        return list(dict.fromkeys(names))
 
     def files(self, target: Target, secret: bytes) -> bytes:
-        """The host's ember-env.sh and the secret, bundled for `--files-from-stdin`."""
-        return bundle([(target.conf_file(), self.env_file(target).encode(), 0o644),
-                       (target.secret_file(), secret, 0o600)])
+        """The host's ember-env.sh, the secret and (with TLS) its TLS files, bundled for
+        `--files-from-stdin`."""
+        files = [(target.conf_file(), self.env_file(target).encode(), 0o644),
+                 (target.secret_file(), secret, 0o600)]
+        if self.inventory.uses_tls:
+            files += self.credentials.files(target.home, target.address,
+                                            self.tls_names(target))
+        return bundle(files)
 
     # Daemon commands -----------------------------------------------------------------------
 
@@ -290,11 +295,20 @@ class Cluster:
 
     # Master's view -------------------------------------------------------------------------
 
+    def master_ui(self, entry: HostEntry) -> str:
+        """A master's web UI address (https with TLS)."""
+        host = self.inventory.advertised(entry)
+        host = f"[{host}]" if ":" in host else host
+        scheme = "https" if self.inventory.uses_tls else "http"
+        return f"{scheme}://{host}:{self.inventory.setting(entry, 'webui_port')}"
+
     def master_json(self, entry: HostEntry) -> dict[str, Any] | None:
-        url = (f"http://{self.inventory.advertised(entry)}:"
-               f"{self.inventory.setting(entry, 'webui_port')}/json")
+        context = None
+        if self.inventory.uses_tls:
+            context = ssl.create_default_context(cadata=self.credentials.trusted().decode())
         try:
-            with urllib.request.urlopen(url, timeout=3) as response:
+            with urllib.request.urlopen(f"{self.master_ui(entry)}/json", timeout=3,
+                                        context=context) as response:
                 state: dict[str, Any] = json.load(response)
                 return state
         except (OSError, ValueError):

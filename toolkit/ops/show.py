@@ -63,7 +63,9 @@ def format_status(rows: list[dict[str, Any]]) -> str:
     leaders = [r["host"] for r in masters if r["master_view"] == "ALIVE"]
     leading = ([f"leader: {', '.join(leaders) if leaders else 'none (no master is ALIVE)'}"]
                if len(masters) > 1 else [])
+    uis = [f"{r['host']}: master {r['instance']} web UI at {r['ui']}" for r in masters
+           if r.get("ui")]
     errors = [f"{r['host']}: {r['error']}" for r in rows if r.get("error")]
     notes = [f"{r['host']}: {r['role']} {r['instance']}: {r['detail']}" for r in rows
              if r.get("detail") and not r.get("ok") and not r.get("error")]
-    return "\n".join([text, *leading, *errors, *notes])
+    return "\n".join([text, *leading, *uis, *errors, *notes])

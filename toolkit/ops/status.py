@@ -35,10 +35,10 @@ def status(cluster: Cluster) -> list[dict[str, Any]]:
             return {"master_view": (said or "no answer").upper(), "cores": None,
                     "memory": None}
         if role == "master":
-            own = next((v for e in target.entries if e.group == "masters"
-                        for v in [by_master.get(e.address)]), None)
+            entry = next(e for e in target.entries if e.group == "masters")
+            own = by_master.get(entry.address)
             return {"master_view": own["status"] if own else "missing",
-                    "cores": None, "memory": None}
+                    "cores": None, "memory": None, "ui": cluster.master_ui(entry)}
         seen = workers.get(cluster.worker_address(target, instance))
         if seen is None:
             return {"master_view": "missing", "cores": None, "memory": None}

@@ -152,6 +152,7 @@ class Endpoint:
             if stale_key or stale_ca:
                 logger.info("%s: dropping the connection with %s: its %s was retired",
                             self.role, conn.peer, "key" if stale_key else "CA")
+                conn.reset = True  # a blip to both sides: the peer reconnects, work is kept
                 conn.abort()
                 dropped += 1
         return dropped

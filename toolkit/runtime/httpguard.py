@@ -83,6 +83,7 @@ class _Guarded(asyncio.Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._handshake: asyncio.Task[None] | None = None
         self._tail = b""
+        self._early = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -122,6 +123,9 @@ class _Guarded(asyncio.Protocol):
     def _begin(self, transport: asyncio.Transport) -> None:
         self.inner = self.guard.factory()
         self.inner.connection_made(transport)
+        early, self._early = self._early, b""
+        if early:  # what TLS decrypted before the handshake's coroutine went on
+            self.data_received(early)
 
     def _release(self) -> None:
         if self.admitted:
@@ -136,6 +140,8 @@ class _Guarded(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.inner is None:
+            if self.admitted and len(self._early) < 65536:
+                self._early += data
             return
         if self._deadline is not None:
             self._tail = (self._tail + data)[-4096:]

@@ -265,8 +265,8 @@ class Connection:
         except (asyncio.IncompleteReadError, OSError) as exc:
             if isinstance(exc, WireError):
                 raise
-            self.reset = isinstance(exc, (ConnectionResetError, ConnectionAbortedError,
-                                          TimeoutError))
+            self.reset = self.reset or isinstance(exc, (ConnectionResetError,
+                                                        ConnectionAbortedError, TimeoutError))
             return
 
     async def _write_loop(self) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A master holding a large cluster: simulated workers against a real master process.
 
-    .venv/bin/python bench/scale.py [--workers 5000] [--drivers 10000] [--json OUT]
+    .venv/bin/python bench/scale.py [--workers 5000] [--drivers 10000] [--tls] [--json OUT]
 
 The master is a real `ember master` (with a cluster secret, as a real cluster has). The workers
 are simulated in this one process, each on a real TCP connection from its own 127.x.y.z source
@@ -19,6 +19,10 @@ or a handshake fails. Measured:
   schedule() on its records, in this process before the simulated workers fill its memory
   (no network), the median of 3;
 - idle RSS of a master and of a worker with no work (real processes).
+
+With --tls, the master has a host certificate of a fresh cluster CA and each simulated worker
+connects over TLS with a certificate of its own, for its own address (mutual TLS, as the
+playbook sets a cluster up); /json is read over HTTPS.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import asyncio
 import base64
 import os
 import secrets
+import ssl
 import statistics
 import subprocess
 import sys
@@ -64,9 +69,15 @@ def source(n: int) -> str:
     return f"127.{1 + n // 62500}.{n // 250 % 250}.{n % 250 + 1}"
 
 
+HTTPS: ssl.SSLContext | None = None
+"""Set by --tls: how /json is read."""
+
+
 class SimWorker:
-    def __init__(self, n: int, master_port: int, secret: bytes) -> None:
+    def __init__(self, n: int, master_port: int, secret: bytes,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.n = n
+        self.tls = tls
         self.host = source(n)
         self.id = f"worker-sim-{n:05d}"
         self.master_port = master_port
@@ -87,7 +98,8 @@ class SimWorker:
             self.attempts += 1
             try:
                 reader, writer = await asyncio.open_connection(
-                    "127.0.0.1", self.master_port, local_addr=(self.host, 0))
+                    "127.0.0.1", self.master_port, local_addr=(self.host, 0), ssl=self.tls,
+                    server_hostname="127.0.0.1" if self.tls else None)
                 try:
                     await asyncio.wait_for(wire.client_handshake(reader, writer, self.secret),
                                            wire.CONNECT_TIMEOUT)
@@ -144,16 +156,21 @@ def rss_mb(pid: int) -> float:
 
 
 def get(url: str, timeout: float = 10) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    if HTTPS is not None:
+        url = url.replace("http://", "https://")
+    with urllib.request.urlopen(url, timeout=timeout, context=HTTPS) as response:
         return bytes(response.read())
 
 
-def start_master(tmp: Path, secret_file: Path | None) -> tuple[subprocess.Popen[bytes], int, int]:
+def start_master(tmp: Path, secret_file: Path | None, tls: Path | None = None
+                 ) -> tuple[subprocess.Popen[bytes], int, int]:
     port, webui = free_port(), free_port()
     args = [sys.executable, "-m", "toolkit", "master", "--host", "127.0.0.1", "--port",
             str(port), "--webui-port", str(webui), "--worker-timeout", "60"]
     if secret_file is not None:
         args += ["--secret-file", str(secret_file)]
+    if tls is not None:
+        args += ["--tls-dir", str(tls)]
     log = open(tmp / f"master-{port}.log", "wb")  # noqa: SIM115 - kept open by the child
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, cwd=tmp)
@@ -168,9 +185,9 @@ def start_master(tmp: Path, secret_file: Path | None) -> tuple[subprocess.Popen[
     raise RuntimeError(f"the master did not start: see {log.name}")
 
 
-async def join_and_steady(workers: int, port: int, webui: int, secret: bytes, pid: int
-                          ) -> dict[str, float]:
-    sims = [SimWorker(n, port, secret) for n in range(workers)]
+async def join_and_steady(workers: int, port: int, webui: int, secret: bytes, pid: int,
+                          tls: list[ssl.SSLContext] | None = None) -> dict[str, float]:
+    sims = [SimWorker(n, port, secret, tls[n] if tls else None) for n in range(workers)]
     stop = asyncio.Event()
     started = time.monotonic()
     tasks = [asyncio.create_task(s.run(started, stop)) for s in sims]
@@ -242,6 +259,31 @@ def scheduling_round(workers: int, drivers: int) -> float:
     return (time.perf_counter() - began) * 1000
 
 
+def certificates(tmp: Path, workers: int) -> tuple[Path, list[ssl.SSLContext]]:
+    """A cluster CA; the master's TLS directory; a client context per simulated worker,
+    with a certificate for its own address."""
+    from toolkit.ops.certs import Authority
+
+    ca = Authority.create("bench")
+    master = tmp / "tls"
+    master.mkdir()
+    issued = ca.issue(["127.0.0.1"])
+    (master / "ca.pem").write_bytes(ca.pem)
+    (master / "cert.pem").write_bytes(issued.cert)
+    (master / "key.pem").write_bytes(issued.key)
+    (master / "key.pem").chmod(0o600)
+    contexts = []
+    for n in range(workers):
+        own = ca.issue([source(n)])
+        cert, key = tmp / "sim-cert.pem", tmp / "sim-key.pem"
+        cert.write_bytes(own.cert)
+        key.write_bytes(own.key)
+        context = ssl.create_default_context(cafile=str(master / "ca.pem"))
+        context.load_cert_chain(str(cert), str(key))
+        contexts.append(context)
+    return master, contexts
+
+
 def idle_rss(tmp: Path) -> tuple[float, float]:
     proc, port, webui = start_master(tmp, None)
     worker_webui = free_port()
@@ -268,8 +310,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=5000)
     parser.add_argument("--drivers", type=int, default=10000)
+    parser.add_argument("--tls", action="store_true",
+                        help="mutual TLS: a certificate per simulated worker")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    global HTTPS
     if raise_open_files() < args.workers + 256:
         parser.error(f"this process may open too few files for {args.workers} connections "
                      f"(ulimit -Hn)")
@@ -285,11 +330,19 @@ def main() -> int:
         # first, while this process holds no more than a master would: its records only
         print("scheduling rounds ...", file=sys.stderr, flush=True)
         rounds = [scheduling_round(args.workers, args.drivers) for _ in range(3)]
-        proc, port, webui = start_master(tmp, secret_file)
+        tls_dir, contexts = None, None
+        if args.tls:
+            print(f"{args.workers + 1} certificates ...", file=sys.stderr, flush=True)
+            tls_dir, contexts = certificates(tmp, args.workers)
+        HTTPS = (ssl.create_default_context(cafile=str(tls_dir / "ca.pem"))
+                 if tls_dir else None)
+        proc, port, webui = start_master(tmp, secret_file, tls_dir)
         try:
             print(f"{args.workers} simulated workers joining ...", file=sys.stderr, flush=True)
-            figures = asyncio.run(join_and_steady(args.workers, port, webui, key, proc.pid))
+            figures = asyncio.run(join_and_steady(args.workers, port, webui, key, proc.pid,
+                                                  contexts))
         finally:
+            HTTPS = None
             proc.terminate()
             proc.wait(15)
         figures["scheduling round (ms)"] = statistics.median(rounds)
@@ -301,9 +354,10 @@ def main() -> int:
         met = "" if target is None else ("yes" if value <= target else "NO")
         lines.append([key, fmt(value) if value != int(value) or "(" in key else f"{value:.0f}",
                       "" if target is None else f"<= {target:g}", met])
-    print(f"\n{args.workers} workers, {args.drivers} waiting drivers\n")
+    print(f"\n{args.workers} workers, {args.drivers} waiting drivers"
+          f"{', mutual TLS' if args.tls else ''}\n")
     print_table(["measurement", "value", "target", "met"], lines)
-    save(args.json, workers=args.workers, drivers=args.drivers, figures=figures,
+    save(args.json, workers=args.workers, drivers=args.drivers, tls=args.tls, figures=figures,
          targets=TARGETS)
     return 0 if all(figures[k] <= t for k, t in TARGETS.items()) else 1
 

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -60,14 +61,22 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str,
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
-def get_json(url: str, timeout: float = 2.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def get_json(url: str, timeout: float = 2.0, context: ssl.SSLContext | None = None) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
         return json.load(response)
 
 
-def http_status(url: str) -> int:
+def cluster_ca(secret_file: Path) -> ssl.SSLContext:
+    """What a client of a playbook's cluster verifies its HTTPS with: the CA bundle the
+    playbook keeps beside the inventory's secret."""
+    folder = Path(f"{secret_file}.tls")
+    bundle = folder / "trusted.pem" if (folder / "trusted.pem").exists() else folder / "ca.pem"
+    return ssl.create_default_context(cafile=str(bundle))
+
+
+def http_status(url: str, context: ssl.SSLContext | None = None) -> int:
     try:
-        with urllib.request.urlopen(url, timeout=2.0) as response:
+        with urllib.request.urlopen(url, timeout=2.0, context=context) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
@@ -137,7 +146,8 @@ class Cluster:
         args = ["master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(webui)]
         if timeout is not None:
             args += ["--worker-timeout", str(timeout)]
-        proc = MasterProc(self._proc("master", [*args, *extra], env), port, webui)
+        proc = MasterProc(self._proc("master", [*args, *extra], env), port, webui,
+                          _tls_of(extra))
         if wait:
             proc.wait_ready()
         return proc
@@ -152,26 +162,38 @@ class Cluster:
             args += ["--cores", str(cores)]
         if memory:
             args += ["--memory", memory]
-        return WorkerProc(self._proc("worker", [*args, *extra], env), webui, work_dir)
+        return WorkerProc(self._proc("worker", [*args, *extra], env), webui, work_dir,
+                          _tls_of(extra))
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
 
 
+def _tls_of(args: tuple[str, ...]) -> ssl.SSLContext | None:
+    """The client context of a role started with --tls-dir DIR (its web UI is HTTPS)."""
+    if "--tls-dir" not in args:
+        return None
+    folder = Path(args[args.index("--tls-dir") + 1])
+    return ssl.create_default_context(cafile=str(folder / "ca.pem"))
+
+
 class MasterProc:
-    def __init__(self, proc: Proc, port: int, webui: int) -> None:
+    def __init__(self, proc: Proc, port: int, webui: int,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.proc, self.port, self.webui = proc, port, webui
         self.url = f"ember://127.0.0.1:{port}"
+        self.tls = tls
+        self.ui = f"{'https' if tls else 'http'}://127.0.0.1:{webui}"
 
     def json(self, field: str = "") -> Any:
-        return get_json(f"http://127.0.0.1:{self.webui}/json{'/' + field if field else ''}")
+        return get_json(f"{self.ui}/json{'/' + field if field else ''}", context=self.tls)
 
     def wait_ready(self, timeout: float = 15) -> None:
         def ready() -> bool:
             if self.proc.popen.poll() is not None:
                 raise AssertionError(f"master exited early:\n{self.proc.log()}")
-            return http_status(f"http://127.0.0.1:{self.webui}/readyz") == 200
+            return http_status(f"{self.ui}/readyz", self.tls) == 200
         wait_for(ready, timeout, "master /readyz")
 
     def worker_entry(self, worker_id: str) -> dict[str, Any] | None:
@@ -191,11 +213,14 @@ class MasterProc:
 
 
 class WorkerProc:
-    def __init__(self, proc: Proc, webui: int, work_dir: Path) -> None:
+    def __init__(self, proc: Proc, webui: int, work_dir: Path,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.proc, self.webui, self.work_dir = proc, webui, work_dir
+        self.tls = tls
+        self.ui = f"{'https' if tls else 'http'}://127.0.0.1:{webui}"
 
     def json(self) -> Any:
-        return get_json(f"http://127.0.0.1:{self.webui}/json")
+        return get_json(f"{self.ui}/json", context=self.tls)
 
     def wait_registered(self, timeout: float = 15) -> dict[str, Any]:
         def registered() -> dict[str, Any] | None:

@@ -62,9 +62,11 @@ class Deployed:
         return done.stdout
 
     def master_json(self) -> dict:  # type: ignore[type-arg]
-        from tests.procs import get_json
+        """The master's /json, over HTTPS (the lab's hosts are not loopback: TLS is on)."""
+        from tests.procs import cluster_ca, get_json
 
-        return get_json(f"http://{self.master}:8080/json")  # type: ignore[no-any-return]
+        return get_json(  # type: ignore[no-any-return]
+            f"https://{self.master}:8080/json", context=cluster_ca(self.workdir / "secret"))
 
 
 def write_inventory(lab: Lab, path: Path, known_hosts: Path | None = None,
@@ -485,7 +487,8 @@ def submit(lab: Deployed, *args: str) -> str:
     """`ember submit` on the master's host; the driver's id."""
     out = lab.ssh(lab.lab.hosts[0], f"{lab.lab.common}/ember/venv/bin/python", "-m", "toolkit",
                   "submit", "--master", f"ember://{lab.master}:7077", "--secret-file",
-                  f"{lab.lab.common}/ember/conf/secret", "--memory", "64m", *args)
+                  f"{lab.lab.common}/ember/conf/secret", "--tls-dir",
+                  f"{lab.lab.common}/ember/conf/tls", "--memory", "64m", *args)
     return out.strip().splitlines()[-1]
 
 

@@ -9,11 +9,12 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.lab.container import SystemdHost, missing_requirements
-from tests.procs import get_json, wait_for
+from tests.procs import cluster_ca, get_json, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB = ROOT / ".venv" / "bin" / "fab"
@@ -34,7 +35,7 @@ class Machine:
 cluster: {{name: sd, backend: {backend}, secret_file: {self.workdir}/secret}}
 ssh: {{user: root, key_file: {self.host.key}, known_hosts: {self.host.known_hosts},
        connect_timeout: 5}}
-defaults: {{ember_home: /opt/ember, nice: 5, stop_timeout: 5, restart_sec: 1}}
+defaults: {{ember_home: /opt/ember, nice: 5, stop_timeout: 5, restart_sec: 1, run_user: root}}
 masters: [{{host: {self.host.address}, worker_timeout: 3}}]
 workers: [{{host: {self.host.address}, instances: 2, cores: 1, memory: 512m}}]
 """)
@@ -52,8 +53,13 @@ workers: [{{host: {self.host.address}, instances: 2, cores: 1, memory: 512m}}]
     def main_pid(self, unit: str) -> int:
         return int(self.sh(f"systemctl show --property MainPID --value {unit}") or 0)
 
+    def json(self) -> Any:
+        """The master's /json, over HTTPS (the container is not loopback: TLS is on)."""
+        return get_json(f"https://{self.host.address}:8080/json",
+                        context=cluster_ca(self.workdir / "secret"))
+
     def alive_workers(self) -> int:
-        return int(get_json(f"http://{self.host.address}:8080/json")["aliveworkers"])
+        return int(self.json()["aliveworkers"])
 
     def ember_processes(self) -> list[str]:
         return [line for line in self.sh("ps -eo args").splitlines()
@@ -159,7 +165,7 @@ def test_an_ensemble_server_runs_as_a_systemd_unit(machine: Machine) -> None:
     assert machine.sh(f"systemctl is-enabled {unit}") == "enabled"
     assert machine.sh(f"systemctl is-active {unit} ember-master.service").split() == [
         "active", "active"]
-    wait_for(lambda: get_json(f"http://{machine.host.address}:8080/json")["status"] == "ALIVE",
+    wait_for(lambda: machine.json()["status"] == "ALIVE",
              30, "the master leading through ZooKeeper")
     rows = json.loads(machine.fab("systemd", "status", "--json", recovery=recovery).stdout)
     assert [(r["role"], r["daemon"], r["master_view"]) for r in rows][:2] == [
@@ -183,19 +189,13 @@ def test_an_ensemble_server_runs_as_a_systemd_unit(machine: Machine) -> None:
     assert "QuorumPeerMain" not in machine.sh("ps -eo args")
 
 
-def test_roles_and_jobs_run_as_the_run_user(machine: Machine) -> None:
-    """run_user: the units run master and workers as that user, and so every job; the secret
-    the playbook installs (as root) is handed to that user, or no role would start."""
-    machine.sh("id -u ember >/dev/null 2>&1 || useradd --system --no-create-home ember")
-    # this machine's Python may live under /root (pyenv), bound into the container at the
-    # same path: let the run user reach it, as it reaches /usr/bin/python3 on a real host
-    base = Path(BASE_PYTHON).resolve()
-    for parent in base.parents:
-        if str(parent) != "/":
-            machine.sh(f"chmod o+x {parent}")
-    inventory = machine.inventory("systemd").read_text().replace(
-        "defaults: {ember_home: /opt/ember,", "defaults: {ember_home: /opt/ember, run_user: ember,")
-    assert "run_user: ember" in inventory
+def test_roles_and_jobs_run_as_an_unprivileged_user_by_default(machine: Machine) -> None:
+    """No run_user: install-systemd makes the system user `ember` and runs master, workers and
+    every job as it; the files the playbook installs (as root) are handed to it. A Python the
+    user cannot run is named before anything starts."""
+    machine.sh("userdel ember >/dev/null 2>&1; true")
+    inventory = machine.inventory("systemd").read_text().replace(", run_user: root}", "}")
+    assert "run_user" not in inventory
     path = machine.workdir / "as-ember.yml"
     path.write_text(inventory)
 
@@ -203,20 +203,37 @@ def test_roles_and_jobs_run_as_the_run_user(machine: Machine) -> None:
         return subprocess.run([str(FAB), "-r", str(ROOT), *args, "--inventory", str(path)],
                               capture_output=True, text=True, timeout=300, check=False)
 
+    base = Path(BASE_PYTHON).resolve()
+    closed = [p for p in base.parents if str(p) != "/" and not int(
+        machine.sh(f"stat -c %a {p}"), 8) & 0o001]
     try:
+        if closed:  # this machine's Python lives under /root (pyenv), bound into the container
+            refused = fab("install-systemd", "--now")
+            assert refused.returncode != 0
+            assert "the run user 'ember' cannot run" in refused.stdout, refused.stdout
+            assert f"{closed[-1]} is closed to other users" in refused.stdout
+            for parent in closed:  # as /usr/bin/python3 is on a real host
+                machine.sh(f"chmod o+x {parent}")
         installed = fab("install-systemd", "--now")
         assert installed.returncode == 0, installed.stdout + machine.sh(
             "journalctl -u ember-master -n 20 --no-pager")
+        assert machine.sh("id -u ember") and machine.sh("getent passwd ember").endswith(
+            "/usr/sbin/nologin")
         wait_for(lambda: machine.alive_workers() == 2, 30, "both workers ALIVE")
         users = {machine.sh(f"ps -o user= -p {machine.main_pid(unit)}")
                  for unit in ROLE_UNITS}
         assert users == {"ember"}
-        assert machine.sh("stat -c %U /opt/ember/conf/secret") == "ember"
+        for owned in ("/opt/ember/conf/secret", "/opt/ember/conf/tls/key.pem"):
+            assert machine.sh(f"stat -c %U:%a {owned}") == "ember:600"
         master = f"ember://{machine.host.address}:7077"
         driver = machine.sh(f"runuser -u ember -- /opt/ember/venv/bin/python -m toolkit submit "
                             f"--master {master} "
-                            f"--secret-file /opt/ember/conf/secret --memory 64m --wait -- "
-                            f"sh -c 'id -un'").splitlines()[0]
-        assert machine.sh(f"cat /opt/ember/work/{driver}/stdout") == "ember"
+                            f"--secret-file /opt/ember/conf/secret --tls-dir /opt/ember/conf/tls "
+                            f"--memory 64m --wait -- "
+                            f"sh -c 'id -un; env'").splitlines()[0]
+        out = machine.sh(f"cat /opt/ember/work/{driver}/stdout").splitlines()
+        assert out[0] == "ember"
+        assert not any(line.startswith("EMBER_SECRET_FILE=") for line in out)
+        assert any(line.startswith("EMBER_CREDENTIAL_FILE=") for line in out)
     finally:
         fab("uninstall-systemd")

@@ -47,7 +47,8 @@ def run_daemon(args: argparse.Namespace) -> int:
         install_bundle(files)
         installed = bundle_paths(files)
     settings = load_settings(backend=args.backend, scope=args.systemd_scope)
-    hand_over(settings, installed)
+    hand_over(settings, installed, create=args.action in ("start", "restart", "run",
+                                                         "install-systemd"))
     if args.action == "supervisor-shutdown":
         return control.supervisor_shutdown(settings)
     if args.action in ("install-systemd", "uninstall-systemd"):

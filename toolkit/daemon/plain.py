@@ -25,9 +25,12 @@ class PlainBackend:
                log: Path) -> Callable[[], str | None]:
         """Start the process; return a check that says why it died, or None while it lives."""
         with open(log, "ab") as out:
+            user = self.settings.user  # as root: the run user (settings.py), never root
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**os.environ, **env}, cwd=self.settings.home)
+                                    env={**os.environ, **env}, cwd=self.settings.home,
+                                    user=user, group=self.settings.group,
+                                    extra_groups=[] if user else None)
 
         def failure() -> str | None:
             code = proc.poll()

@@ -8,10 +8,14 @@ file names are decided here and nowhere else.
 from __future__ import annotations
 
 import getpass
+import grp
 import hashlib
 import os
+import pwd
 import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +29,18 @@ ROLES = ("zookeeper", "master", "worker")
 """What `ember daemon` runs: a ZooKeeper server of the cluster's own ensemble, a master, and
 workers (several per host: instances)."""
 ONE_PER_HOST = ("zookeeper", "master")
+
+DEFAULT_RUN_USER = "ember"
+"""Who roles run as when Ember is started as root and run_user is unset."""
+
+
+
+def run_as(run_user: str | None) -> str | None:
+    """Who roles started by root run as: run_user, by default DEFAULT_RUN_USER; None when it
+    says root (the operator asked for root)."""
+    name = run_user or DEFAULT_RUN_USER
+    return None if name == "root" else name
+
 
 AF_UNIX_PATH_MAX = 107  # sun_path is 108 bytes, one of them the terminating NUL
 
@@ -54,6 +70,23 @@ class DaemonSettings:
     env: Mapping[str, str] = field(default_factory=dict)
     """Every EMBER_* value (file, then environment) handed to the role's process."""
     hostname: str = field(default_factory=socket.gethostname)
+
+    @property
+    def group(self) -> str | None:
+        """The group of ``user``: run_group, else the user's own (never root's by default)."""
+        user = self.user
+        if user is None:
+            return None
+        try:
+            return self.run_group or grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+        except KeyError:
+            return self.run_group
+
+    @property
+    def user(self) -> str | None:
+        """Who roles run as when that is not who runs `ember daemon`: as root, run_as();
+        None otherwise (a user's roles run as that user)."""
+        return run_as(self.run_user) if os.geteuid() == 0 else None
 
     # File names ----------------------------------------------------------------------------
 
@@ -171,17 +204,78 @@ def check_socket_path(path: Path) -> None:
             f"directory")
 
 
-def hand_over(settings: DaemonSettings, files: Sequence[Path] = ()) -> None:
-    """Run as root for roles that run as ``run_user`` (not root): the role's directories and
-    the files just installed (the secret above all, which a role refuses unless it owns it)
-    become that user's. Nothing when not root, or when the roles run as root."""
-    user = settings.run_user
-    if os.geteuid() != 0 or not user or user == "root":
+def hand_over(settings: DaemonSettings, files: Sequence[Path] = (), create: bool = False
+              ) -> None:
+    """Run as root for roles that run as another user (settings.user): with ``create``, that
+    user is made when missing and must be able to run this Python; then the role's
+    directories, the files directly in them and the files just installed (the secret above
+    all, which a role refuses unless it owns it) become that user's. Nothing when not root,
+    or when the roles run as root."""
+    user = settings.user
+    if user is None:
         return
+    if create:
+        ensure_user(user, settings.home)
+        check_reachable(user, settings.run_group)
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return  # status, stop, logs of a host where nothing was ever started as that user
+    group = settings.run_group
     for folder in (settings.home, settings.log_dir, settings.pid_dir, settings.conf_dir,
                    settings.supervisor_dir, settings.work_dir):
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.chown(folder, user, settings.run_group)
+        shutil.chown(folder, user, group)
+        if folder != settings.work_dir and folder != settings.home:
+            for path in folder.iterdir():
+                if path.is_file() and not path.is_symlink():
+                    shutil.chown(path, user, group)
     for path in files:
         if path.exists():
-            shutil.chown(path, user, settings.run_group)
+            shutil.chown(path, user, group)
+            if path.parent.name == "tls":
+                shutil.chown(path.parent, user, group)
+
+
+def ensure_user(name: str, home: Path) -> bool:
+    """Create ``name`` as an unprivileged system user (no login shell, no home made) unless it
+    exists; True if it was made."""
+    try:
+        pwd.getpwnam(name)
+        return False
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    done = subprocess.run([useradd, "--system", "--user-group", "--no-create-home",
+                           "--home-dir", str(home), "--shell", "/usr/sbin/nologin", name],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ConfigError(f"cannot create the run user {name!r} ({useradd} exited "
+                          f"{done.returncode}: {done.stderr.strip()}); create it, or set "
+                          f"run_user to an existing user")
+    return True
+
+
+def check_reachable(user: str, group: str | None) -> None:
+    """The run user must be able to run this Python (a directory on its path may be closed to
+    it, such as /root for a Python under it)."""
+    python = sys.executable
+    group = group or grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name  # not root's group
+    said = ""
+    try:
+        done = subprocess.run([python, "-c", "import toolkit"], user=user, group=group,
+                              extra_groups=[], capture_output=True, text=True, check=False,
+                              cwd="/", timeout=60)
+        runs = done.returncode == 0
+        said = (done.stderr.strip().splitlines() or [""])[-1]
+    except OSError as exc:  # the exec itself was refused
+        runs, said = False, exc.strerror or str(exc)
+    if not runs:
+        real = Path(python).resolve()  # a venv's python links to its base's
+        closed = next((str(p) for p in [*reversed(real.parents), real]
+                       if not os.stat(p).st_mode & 0o001), None)
+        where = f" ({closed} is closed to other users)" if closed else f" ({said})"
+        raise ConfigError(
+            f"the run user {user!r} cannot run {python}{where}: install Ember where {user} can "
+            f"read it (`fab deploy` makes a venv under ember_home), or set run_user: root to "
+            f"run the roles as root")

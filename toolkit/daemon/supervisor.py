@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import getpass
 import http.client
 import math
 import os
@@ -96,7 +95,7 @@ class SupervisorBackend:
         s = self.settings
         for folder in (s.supervisor_dir, s.supervisor_programs, s.log_dir, s.home):
             folder.mkdir(parents=True, exist_ok=True)
-        user = (s.run_user or getpass.getuser()) if os.geteuid() == 0 else None
+        user = (s.user or "root") if os.geteuid() == 0 else None
         write_atomic(s.supervisor_conf, self.config_text(user).encode())
         return s.supervisor_conf
 

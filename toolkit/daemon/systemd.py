@@ -20,7 +20,7 @@ from pathlib import Path
 
 from toolkit.base.files import write_atomic
 from toolkit.base.procs import Stopped, wait_gone
-from toolkit.daemon.settings import ONE_PER_HOST, DaemonSettings, hand_over
+from toolkit.daemon.settings import ONE_PER_HOST, DaemonSettings, hand_over, run_as
 from toolkit.errors import EmberError
 from toolkit.render import INSTANCE, render, systemd_env
 
@@ -107,7 +107,7 @@ def _common(settings: DaemonSettings) -> dict[str, object]:
                        settings.supervisor_dir, settings.work_dir})
     return {
         "ident": settings.ident, "home": settings.home,
-        "user": settings.run_user if system else None,
+        "user": run_as(settings.run_user) if system else None,
         "group": settings.run_group if system else None,
         "restart_sec": settings.restart_sec, "start_timeout": settings.start_timeout,
         "limit_nofile": settings.limit_nofile, "watchdog_sec": settings.watchdog_sec,
@@ -131,7 +131,7 @@ def install(settings: DaemonSettings, enable: list[str], now: bool, say: Say = p
     for folder in (settings.home, settings.log_dir, settings.pid_dir, settings.conf_dir,
                    settings.supervisor_dir, settings.work_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    hand_over(settings)
+    hand_over(settings, create=True)
     if settings.backend == "supervisor":
         from toolkit.daemon.supervisor import SupervisorBackend
 

@@ -35,7 +35,7 @@ def _daemon_files(cluster: Cluster, target: Target) -> dict[str, str]:
     import getpass
 
     from toolkit.daemon.control import instance_env, runtime_command
-    from toolkit.daemon.settings import load_settings
+    from toolkit.daemon.settings import load_settings, run_as
     from toolkit.daemon.supervisor import SupervisorBackend
     from toolkit.daemon.systemd import unit_texts
 
@@ -51,7 +51,7 @@ def _daemon_files(cluster: Cluster, target: Target) -> dict[str, str]:
     if settings.backend == "supervisor":
         backend = SupervisorBackend(settings)
         files["supervisor/supervisord.conf"] = backend.config_text(  # as ensure_running does
-            (settings.run_user or user) if user == "root" else None)
+            (run_as(settings.run_user) or "root") if user == "root" else None)
         for role, instance in target.roles:
             command = runtime_command(settings, role, instance, [], python=target.python)
             files[f"supervisor/programs/{settings.name(role, instance)}.conf"] = (

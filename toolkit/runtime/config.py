@@ -82,10 +82,14 @@ def read_tls_dir(path: str | Path) -> Tls:
     """A TLS directory: ``ca.pem``, and a host's ``cert.pem`` and ``key.pem`` (a client that
     only verifies, such as a job, has the CA alone)."""
     path = Path(path)
-    if not (path / "ca.pem").is_file():
-        raise ConfigError(f"TLS directory {path}: no ca.pem (the cluster CA) in it")
-    cert, key = path / "cert.pem", path / "key.pem"
-    tls = Tls(path / "ca.pem", cert, key) if cert.exists() else Tls(path / "ca.pem")
+    try:
+        if not (path / "ca.pem").is_file():
+            raise ConfigError(f"TLS directory {path}: no ca.pem (the cluster CA) in it")
+        cert, key = path / "cert.pem", path / "key.pem"
+        tls = Tls(path / "ca.pem", cert, key) if cert.exists() else Tls(path / "ca.pem")
+    except PermissionError:
+        raise ConfigError(f"TLS directory {path}: not readable by this user "
+                          f"(uid {os.geteuid()})") from None
     tls.check()
     return tls
 

@@ -207,8 +207,10 @@ _HOST: tuple[Setting, ...] = (
     _s("systemd_output", "systemd", "", "EMBER_SYSTEMD_OUTPUT", choice("journal", "file"),
        "journal", "`journal`", "or `file`: appended to the role's `.out` log",
        key="systemd_output"),
-    _s("run_user", "systemd", "", "EMBER_RUN_USER", user_name, None, "unset: root",
-       "`User=` of the role units (system scope)", key="run_user"),
+    _s("run_user", "systemd", "", "EMBER_RUN_USER", user_name, None, "`ember`",
+       "who roles and their jobs run as when Ember is started as root (systemd's `User=`, "
+       "supervisord's `user=`): a system user, created when missing. Roles run as root only "
+       "when this says `root`", key="run_user"),
     _s("run_group", "systemd", "", "EMBER_RUN_GROUP", user_name, None, "unset: the user's",
        "`Group=` of the role units (system scope)", key="run_group"),
     _s("restart_sec", "systemd", "", "EMBER_RESTART_SEC", seconds, 5.0, "5",

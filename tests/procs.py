@@ -140,20 +140,21 @@ class Cluster:
         return proc
 
     def master(self, *extra: str, port: int | None = None, timeout: float | None = 60,
-               env: dict[str, str] | None = None, wait: bool = True) -> MasterProc:
+               env: dict[str, str] | None = None, wait: bool = True,
+               insecure: bool | None = None) -> MasterProc:
         port = port or free_port()
         webui = free_port()
         args = ["master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(webui)]
         if timeout is not None:
             args += ["--worker-timeout", str(timeout)]
-        proc = MasterProc(self._proc("master", [*args, *extra], env), port, webui,
-                          _tls_of(extra))
+        proc = MasterProc(self._proc("master", [*args, *extra, *_open(extra, env, insecure)],
+                                     env), port, webui, _tls_of(extra))
         if wait:
             proc.wait_ready()
         return proc
 
     def worker(self, master_url: str, *extra: str, cores: int = 2, memory: str = "1g",
-               env: dict[str, str] | None = None) -> WorkerProc:
+               env: dict[str, str] | None = None, insecure: bool | None = None) -> WorkerProc:
         webui = free_port()
         work_dir = self.tmp / f"work-{self._count + 1}"
         args = ["worker", master_url, "--host", "127.0.0.1", "--webui-port", str(webui),
@@ -162,12 +163,23 @@ class Cluster:
             args += ["--cores", str(cores)]
         if memory:
             args += ["--memory", memory]
-        return WorkerProc(self._proc("worker", [*args, *extra], env), webui, work_dir,
-                          _tls_of(extra))
+        return WorkerProc(self._proc("worker", [*args, *extra, *_open(extra, env, insecure)],
+                                     env), webui, work_dir, _tls_of(extra))
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
+
+
+def _open(args: tuple[str, ...], env: dict[str, str] | None, insecure: bool | None
+          ) -> list[str]:
+    """--insecure (an open port on loopback, as the tests of everything but the secret use)
+    for a role given no secret, unless ``insecure`` is False: a role given no secret and not
+    --insecure makes and uses its user's own (test_security checks that)."""
+    given = "--secret-file" in args or (env or {}).get("EMBER_SECRET_FILE")
+    if insecure is False or given or "--insecure" in args:
+        return []
+    return ["--insecure"]
 
 
 def _tls_of(args: tuple[str, ...]) -> ssl.SSLContext | None:

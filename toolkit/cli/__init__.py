@@ -54,6 +54,32 @@ def _keys(args: argparse.Namespace) -> Keys:
 
         keys = dataclasses.replace(read_credential_file(os.environ["EMBER_CREDENTIAL_FILE"]),
                                    tls=keys.tls)
+    elif keys.secret is None:
+        from toolkit.runtime.keys import user_secret_file
+
+        keys = dataclasses.replace(keys, fallback=user_secret_file())
+    return keys
+
+
+def _role_keys(args: argparse.Namespace, role: str, host: str, say: bool = False) -> Keys:
+    """A role's keys. Given no secret and bound to loopback, a role uses this user's own
+    secret (made on first use), so that other users of the machine cannot use it; only
+    --insecure leaves it open."""
+    from toolkit.runtime.config import is_loopback, load_keys
+    from toolkit.runtime.keys import make_user_secret, user_secret_file
+
+    tls_dir = settings_registry.resolve(settings_registry.named("common", "tls_dir"),
+                                        args.tls_dir, os.environ)
+    keys = load_keys(_secret_path(args), tls_dir)
+    if keys.secret is None and not args.insecure and is_loopback(host):
+        path = user_secret_file()
+        secret, made = make_user_secret(path)
+        keys = dataclasses.replace(keys, secrets=(secret,))
+        if say:
+            logging.getLogger("toolkit.cli").info(
+                "No cluster secret given: %s this user's own, %s (clients of this user find "
+                "it; --insecure leaves the port open instead)", "made" if made else "using",
+                path)
     return keys
 
 
@@ -242,12 +268,13 @@ def run_master(args: argparse.Namespace) -> int:
     from toolkit.runtime.master import Master
 
     values = _role_values(args, "master", {"host": config.default_host})
-    settings = MasterConfig(**values, keys=_keys(args), spread_out=not args.consolidate)
-    host = settings.host
+    host = values["host"]
+    settings = MasterConfig(**values, keys=_role_keys(args, "master", host, say=True),
+                            spread_out=not args.consolidate)
     config.check_exposure("master", host, settings.keys, args.insecure)
     master = Master(settings)
     return service.run(master, http.master_server(master), host, args.pid_file,
-                       lambda: _keys(args))
+                       lambda: _role_keys(args, "master", host))
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -260,13 +287,13 @@ def run_worker(args: argparse.Namespace) -> int:
     values = _role_values(args, "worker", {
         "host": config.default_host, "cores": config.default_cores,
         "memory": config.default_memory_mb, "work_dir": lambda: config.ember_home() / "work"})
+    host = values["host"]
     settings = WorkerConfig(masters=tuple(config.parse_master_url(url)), **values,
-                            keys=_keys(args))
-    host = settings.host
+                            keys=_role_keys(args, "worker", host, say=True))
     config.check_exposure("worker", host, settings.keys, args.insecure)
     worker = Worker(settings)
     return service.run(worker, http.worker_server(worker), host, args.pid_file,
-                       lambda: _keys(args))
+                       lambda: _role_keys(args, "worker", host))
 
 
 def run_zookeeper(args: argparse.Namespace) -> int:

@@ -6,16 +6,21 @@ import dataclasses
 import ipaddress
 import os
 import socket
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import ConfigError
-from toolkit.runtime.keys import Keys, Tls, read_credential_file
+from toolkit.runtime.keys import (
+    Keys,
+    Tls,
+    read_credential_file,
+    read_secrets,
+    user_secret_file,
+)
 from toolkit.settings import default_home, default_of, named, parse_memory_mb, resolve
 
-__all__ = ["parse_memory_mb"]  # its home is toolkit/settings; kept importable here
+__all__ = ["parse_memory_mb", "read_secrets"]  # its home is toolkit/settings; kept importable here
 
 
 def default_cores() -> int:
@@ -46,36 +51,6 @@ def parse_master_url(url: str) -> list[tuple[str, int]]:
 def read_secret_file(path: str | Path) -> bytes:
     """Read the cluster secret (the first, when the file holds several)."""
     return read_secrets(path)[0]
-
-
-def read_secrets(path: str | Path) -> tuple[bytes, ...]:
-    """Read the cluster secrets, one per line (several while a rotation runs). The file must be
-    private to its owner (mode 0600 or 0400)."""
-    path = Path(path)
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise ConfigError(f"secret file {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"secret file {path} is not a regular file")
-    if info.st_mode & 0o077:
-        raise ConfigError(f"secret file {path} has mode {stat.S_IMODE(info.st_mode):04o}; "
-                          f"it must not be readable by group or others (chmod 600 {path})")
-    if info.st_uid != os.geteuid():
-        raise ConfigError(f"secret file {path} belongs to uid {info.st_uid}, not to this user")
-    try:
-        lines = path.read_bytes().split(b"\n")
-    except OSError as exc:
-        raise ConfigError(f"secret file {path}: {exc.strerror}") from None
-    found = tuple(line.strip() for line in lines if line.strip())
-    if not found:
-        found = (b"",)
-    for number, secret in enumerate(found, 1):
-        if len(secret) < 16:
-            where = f" (line {number})" if len(found) > 1 else ""
-            raise ConfigError(f"secret file {path}{where} holds {len(secret)} bytes; use at least "
-                              f"16 (for example: head -c 32 /dev/urandom | base64 > {path})")
-    return found
 
 
 def read_tls_dir(path: str | Path) -> Tls:
@@ -109,7 +84,7 @@ def keys_from_env(env: Mapping[str, str] | None = None) -> Keys:
         return Keys(read_secrets(env["EMBER_SECRET_FILE"]), tls=tls)
     if env.get("EMBER_CREDENTIAL_FILE"):
         return dataclasses.replace(read_credential_file(env["EMBER_CREDENTIAL_FILE"]), tls=tls)
-    return Keys(tls=tls)
+    return Keys(tls=tls, fallback=user_secret_file(env))
 
 
 def is_loopback(host: str) -> bool:

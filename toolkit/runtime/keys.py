@@ -17,8 +17,11 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import secrets
 import ssl
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -111,11 +114,20 @@ class Keys:
     scope: str | None = None
     """A job's scope; its one secret is then the scoped key, not a cluster secret."""
     tls: Tls | None = None
+    fallback: Path | None = None
+    """A client's: the user's own secret file, proved when a role asks for a secret and none
+    was given (user_secret_file)."""
 
     @property
     def secret(self) -> bytes | None:
         """The secret this process proves with (None: no authentication)."""
         return self.secrets[0] if self.secrets else None
+
+    def fallback_secret(self) -> bytes | None:
+        """The user's own secret, when this client has none and that file exists."""
+        if self.secrets or self.fallback is None or not self.fallback.exists():
+            return None
+        return read_secrets(self.fallback)[0]
 
     @property
     def scheme(self) -> str:
@@ -151,6 +163,64 @@ def peer_identity(cert: Any) -> tuple[frozenset[str], Any]:
     hosts = frozenset(value for kind, value in cert.get("subjectAltName", ())
                       if kind in ("DNS", "IP Address"))
     return hosts, _frozen(cert.get("issuer", ()))
+
+
+def read_secrets(path: str | Path) -> tuple[bytes, ...]:
+    """Read the cluster secrets, one per line (several while a rotation runs). The file must be
+    private to its owner (mode 0600 or 0400)."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"secret file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"secret file {path} is not a regular file")
+    if info.st_mode & 0o077:
+        raise ConfigError(f"secret file {path} has mode {stat.S_IMODE(info.st_mode):04o}; "
+                          f"it must not be readable by group or others (chmod 600 {path})")
+    if info.st_uid != os.geteuid():
+        raise ConfigError(f"secret file {path} belongs to uid {info.st_uid}, not to this user")
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise ConfigError(f"secret file {path}: {exc.strerror}") from None
+    found = tuple(line.strip() for line in lines if line.strip())
+    if not found:
+        found = (b"",)
+    for number, secret in enumerate(found, 1):
+        if len(secret) < 16:
+            where = f" (line {number})" if len(found) > 1 else ""
+            raise ConfigError(f"secret file {path}{where} holds {len(secret)} bytes; use at least "
+                              f"16 (for example: head -c 32 /dev/urandom | base64 > {path})")
+    return found
+
+
+def user_secret_file(env: Mapping[str, str] | None = None) -> Path:
+    """This user's own secret: ``$EMBER_HOME/secret``, by default ``~/.ember/secret``. Roles
+    on loopback given no secret make it (0600) and use it; clients given none prove it when
+    a role asks for a secret."""
+    env = os.environ if env is None else env
+    home = env.get("EMBER_HOME") or os.path.expanduser("~/.ember")
+    return Path(home) / "secret"
+
+
+def make_user_secret(path: Path) -> tuple[bytes, bool]:
+    """The user's own secret, made (mode 0600, in a 0700 directory) when missing; whether it
+    was made now."""
+    made = False
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another role made it meanwhile
+            pass
+        else:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(base64.b64encode(secrets.token_bytes(32)) + b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            made = True
+    return read_secrets(path)[0], made
 
 
 def as_keys(keys: Keys | bytes | None) -> Keys:

@@ -358,8 +358,12 @@ async def client_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamW
     await _send_raw(writer, m.Hello(PROTOCOL_VERSION, nonce, keys.scope))
     challenge = await _expect(reader, m.Challenge)
     if challenge.auth and secret is None:
+        secret = keys.fallback_secret()
+    if challenge.auth and secret is None:
         await _refuse(writer, "no secret configured")
-        raise AuthError("the peer requires a cluster secret and none is configured here")
+        where = f" (nor in {keys.fallback})" if keys.fallback else ""
+        raise AuthError(f"the peer requires a cluster secret and none is configured here"
+                        f"{where}")
     if secret is not None and not challenge.auth:
         await _refuse(writer, "a secret is required")
         raise AuthError("the peer has no cluster secret; refusing an unauthenticated peer")

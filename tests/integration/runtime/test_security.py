@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from tests.procs import Cluster, ember, free_port, get_json, rss_kb, wait_for
+from toolkit.errors import AuthError
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 
@@ -86,12 +87,39 @@ def test_missing_secret_file_is_named(cluster: Cluster) -> None:
 @pytest.mark.parametrize("role", ["master", "worker"])
 def test_non_loopback_without_secret_needs_insecure(cluster: Cluster, role: str) -> None:
     if role == "master":
-        proc = cluster.master("--host", "0.0.0.0", wait=False).proc
+        proc = cluster.master("--host", "0.0.0.0", wait=False, insecure=False).proc
     else:
-        proc = cluster.worker("ember://127.0.0.1:7077", "--host", "0.0.0.0").proc
+        proc = cluster.worker("ember://127.0.0.1:7077", "--host", "0.0.0.0",
+                              insecure=False).proc
     assert proc.wait() == 2
     assert f"{role} would listen on 0.0.0.0" in proc.log()
     assert "--secret-file" in proc.log() and "--insecure" in proc.log()
+
+
+def test_without_a_secret_on_loopback_roles_use_their_users_own(cluster: Cluster) -> None:
+    """No secret and no --insecure: master and worker make (0600) and use their user's own
+    secret, and this user's clients find it; another user (another home) is refused, and so
+    is a program that connects with no secret."""
+    mine = {"EMBER_HOME": str(cluster.tmp / "mine")}
+    master = cluster.master(env=mine, insecure=False)
+    worker = cluster.worker(master.url, env=mine, insecure=False)
+    master.wait_joined(worker)
+    own = cluster.tmp / "mine" / "secret"
+    assert own.stat().st_mode & 0o777 == 0o600
+    assert f"made this user's own, {own}" in master.proc.log() + worker.proc.log()
+    assert own.read_text().strip() not in master.proc.log() + worker.proc.log()
+    listed = ember("driver", "list", "--master", master.url, env=mine)
+    assert listed.returncode == 0, listed.stderr
+    theirs = ember("driver", "list", "--master", master.url,
+                   env={"EMBER_HOME": str(cluster.tmp / "theirs")})
+    assert theirs.returncode != 0
+    assert "requires a cluster secret and none is configured here" in theirs.stderr
+
+    async def stranger() -> None:
+        await wire.connect("127.0.0.1", master.port, None, wire.TO_CLIENT)
+
+    with pytest.raises(AuthError, match="requires a cluster secret"):
+        asyncio.run(stranger())
 
 
 def test_insecure_allows_listening_on_all_addresses(cluster: Cluster) -> None:

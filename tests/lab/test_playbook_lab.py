@@ -85,6 +85,7 @@ ssh:
 defaults:
   ember_home: {lab.common}/ember
   stop_timeout: 5
+  run_user: root  # the lab's Python is this machine's, which may live under /root
 masters:
   - host: {lab.hosts[0].address}
     worker_timeout: 2

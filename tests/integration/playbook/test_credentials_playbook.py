@@ -31,7 +31,7 @@ def secured(tmp_path: Path) -> Iterator[Local]:
     inventory = tmp_path / "tls.yml"
     inventory.write_text(f"""
 cluster: {{name: t, backend: supervisor, secret_file: {tmp_path}/secret, tls: on}}
-defaults: {{ember_home: {home}, stop_timeout: 5}}
+defaults: {{ember_home: {home}, stop_timeout: 5, run_user: root}}
 masters: [{{host: localhost, port: {port}, webui_port: {webui}}}]
 workers:
   - {{host: localhost, instances: 2, cores: 1, memory: 512m,

@@ -49,7 +49,7 @@ def local(tmp_path: Path) -> Iterator[Local]:
     inventory = tmp_path / "local.yml"
     inventory.write_text(f"""
 cluster: {{name: t, backend: supervisor, secret_file: {tmp_path}/secret}}
-defaults: {{ember_home: {home}, stop_timeout: 5}}
+defaults: {{ember_home: {home}, stop_timeout: 5, run_user: root}}
 masters: [{{host: localhost, port: {port}, webui_port: {webui}}}]
 workers:
   - {{host: localhost, instances: 2, cores: 1, memory: 512m,

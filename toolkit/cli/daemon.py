@@ -47,8 +47,10 @@ def run_daemon(args: argparse.Namespace) -> int:
         install_bundle(files)
         installed = bundle_paths(files)
     settings = load_settings(backend=args.backend, scope=args.systemd_scope)
-    hand_over(settings, installed, create=args.action in ("start", "restart", "run",
-                                                         "install-systemd"))
+    # the run user is made where roles start; install-systemd makes it once systemd is
+    # known to run here (daemon/systemd.py: install)
+    hand_over(settings, installed, create=args.action in ("start", "restart", "run")
+              and settings.backend != "systemd")
     if args.action == "supervisor-shutdown":
         return control.supervisor_shutdown(settings)
     if args.action in ("install-systemd", "uninstall-systemd"):

@@ -85,8 +85,10 @@ class DaemonSettings:
     @property
     def user(self) -> str | None:
         """Who roles run as when that is not who runs `ember daemon`: as root, run_as();
-        None otherwise (a user's roles run as that user)."""
-        return run_as(self.run_user) if os.geteuid() == 0 else None
+        None otherwise (a user's roles, and a user manager's units, run as that user)."""
+        if os.geteuid() != 0 or (self.backend == "systemd" and self.systemd_scope == "user"):
+            return None
+        return run_as(self.run_user)
 
     # File names ----------------------------------------------------------------------------
 

@@ -112,7 +112,7 @@ def test_a_master_restarted_by_supervisord_keeps_every_driver_application_and_wo
 
     pid_file = tmp_path / "home" / "run" / "ember-nlw-master-1.pid"
     try:
-        started = daemon("start", "master")
+        started = daemon("start", "master", "--", "--insecure")  # as Cluster's workers are
         assert started.returncode == 0, started.stdout + started.stderr
         master = MasterProc(cast(Any, None), port, webui)
         first = int(pid_file.read_text())

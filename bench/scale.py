@@ -235,6 +235,7 @@ def scheduling_round(workers: int, drivers: int) -> float:
     class Sink:
         peer = "sim"
         closed = False
+        proven = wire.PLAIN
 
         def send(self, message: m.Message) -> bool:
             return True

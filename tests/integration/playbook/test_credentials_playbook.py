@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import shutil
 import ssl
 import subprocess
 import tempfile
@@ -18,32 +17,15 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from tests.integration.playbook.test_local_playbook import Local, _kill_leftovers
-from tests.procs import ember, free_port, free_ports, wait_for
+from tests.integration.playbook.test_local_playbook import Local, local_cluster
+from tests.procs import ember, wait_for
 from toolkit.ops.certs import Authority
 
 
 @pytest.fixture
 def secured(tmp_path: Path) -> Iterator[Local]:
-    home = Path(tempfile.mkdtemp(prefix="et-", dir="/tmp"))  # short: supervisor's socket
-    webui, port = free_port(), free_port()
-    workers_webui = free_ports(2, avoid=(webui, port))
-    inventory = tmp_path / "tls.yml"
-    inventory.write_text(f"""
-cluster: {{name: t, backend: supervisor, secret_file: {tmp_path}/secret, tls: on}}
-defaults: {{ember_home: {home}, stop_timeout: 5, run_user: root}}
-masters: [{{host: localhost, port: {port}, webui_port: {webui}}}]
-workers:
-  - {{host: localhost, instances: 2, cores: 1, memory: 512m,
-     worker_webui_port: {workers_webui}}}
-""")
-    running = Local(inventory, home, webui)
-    try:
+    with local_cluster(tmp_path, ", tls: on") as running:
         yield running
-    finally:
-        running.fab("stop-all")
-        _kill_leftovers(home)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def creds(local: Local) -> Path:

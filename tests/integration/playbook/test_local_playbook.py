@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,14 +42,17 @@ class Local:
         return get_json(f"http://127.0.0.1:{self.webui}/json")  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def local(tmp_path: Path) -> Iterator[Local]:
+@contextmanager
+def local_cluster(tmp_path: Path, cluster: str = "") -> Iterator[Local]:
+    """A local inventory (a master and two workers under supervisor, free ports, run as
+    root: this machine's Python may be under /root); everything stopped at the end.
+    ``cluster``: more keys of its cluster section."""
     home = Path(tempfile.mkdtemp(prefix="el-", dir="/tmp"))  # short: supervisor's socket
     webui, port = free_port(), free_port()
     workers_webui = free_ports(2, avoid=(webui, port))  # instance 2 takes the next one
     inventory = tmp_path / "local.yml"
     inventory.write_text(f"""
-cluster: {{name: t, backend: supervisor, secret_file: {tmp_path}/secret}}
+cluster: {{name: t, backend: supervisor, secret_file: {tmp_path}/secret{cluster}}}
 defaults: {{ember_home: {home}, stop_timeout: 5, run_user: root}}
 masters: [{{host: localhost, port: {port}, webui_port: {webui}}}]
 workers:
@@ -62,6 +66,12 @@ workers:
         running.fab("stop-all")
         _kill_leftovers(home)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[Local]:
+    with local_cluster(tmp_path) as running:
+        yield running
 
 
 def _kill_leftovers(home: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -20,10 +21,25 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, below the kernel's ephemeral range: a process that binds port 0 (a
+    worker's RPC port, any client) is never given it meanwhile."""
+    high = _ephemeral_low() - 1
+    while True:
+        port = random.randint(10000, high) if high > 10000 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
 
 
 def free_ports(count: int, avoid: tuple[int, ...] = ()) -> int:

@@ -7,13 +7,16 @@ installed on each host by `fab deploy` once per module; the tests then run the r
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,7 +88,6 @@ ssh:
 defaults:
   ember_home: {lab.common}/ember
   stop_timeout: 5
-  run_user: root  # the lab's Python is this machine's, which may live under /root
 masters:
   - host: {lab.hosts[0].address}
     worker_timeout: 2
@@ -99,11 +101,35 @@ workers:
     return path
 
 
+@contextmanager
+def traversable(path: Path) -> Iterator[None]:
+    """The lab's roles run as the unprivileged user `ember`, as on a real host, and must reach
+    its Python: a directory closed to others on the way (this machine's pyenv under /root)
+    is opened for traversal (o+x, not listing) meanwhile, and closed again after. The lab's
+    hosts share this machine's files, /etc/passwd included: the user the playbook makes is
+    removed after, unless it was here before."""
+    changed = []
+    real = path.resolve()
+    for folder in [*reversed(real.parents), real.parent]:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(folder, stat.S_IMODE(mode) | stat.S_IXOTH)
+            changed.append((folder, stat.S_IMODE(mode)))
+    had_user = subprocess.run(["id", "-u", "ember"], capture_output=True, check=False)
+    try:
+        yield
+    finally:
+        for folder, mode in reversed(changed):
+            os.chmod(folder, mode)
+        if had_user.returncode != 0:
+            subprocess.run(["userdel", "ember"], capture_output=True, check=False)
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Deployed]:
     workdir = Path(tempfile.mkdtemp(prefix="ember-lab-"))
     try:
-        with Lab(workdir, 4) as running:
+        with traversable(Path(BASE_PYTHON)), Lab(workdir, 4) as running:
             deployed = Deployed(running, write_inventory(running, workdir / "lab.yml"), workdir)
             result = deployed.fab("deploy", "--python", BASE_PYTHON, timeout=900)
             assert result.returncode == 0, result.stdout + result.stderr
@@ -237,6 +263,14 @@ def test_start_all_status_logs_and_stop_all(stopped: Deployed) -> None:
     state = lab.master_json()
     assert state["aliveworkers"] == 3
     assert sorted(w["host"] for w in state["workers"]) == sorted(lab.workers)
+    # not root: the roles and every job run as the unprivileged user the playbook made
+    users = {user for host in lab.lab.hosts
+             for user in lab.ssh(host, "ps", "-o", "user=", "-C", "python,python3").split()}
+    assert users == {"ember"}, users
+    driver = submit(lab, "--wait", "--", "sh", "-c", "id -un")
+    worker = host_of(lab, drivers(lab)[driver]["worker"])
+    assert lab.ssh(worker, "cat", f"{lab.lab.common}/ember/work/{driver}/stdout").strip() == (
+        "ember")
 
     status = lab.fab("status", "--json")
     assert status.returncode == 0, status.stdout + status.stderr

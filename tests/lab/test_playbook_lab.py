@@ -128,6 +128,7 @@ def traversable(path: Path) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Deployed]:
     workdir = Path(tempfile.mkdtemp(prefix="ember-lab-"))
+    workdir.chmod(0o711)  # the masters' shared recovery directory is in it (as on NFS)
     try:
         with traversable(Path(BASE_PYTHON)), Lab(workdir, 4) as running:
             deployed = Deployed(running, write_inventory(running, workdir / "lab.yml"), workdir)
@@ -575,7 +576,10 @@ def test_a_partition_longer_than_the_timeout_runs_a_waiting_driver_once(
                                 workers=f"    - {only.address}")
     started = lab.fab("start-all", inventory=inventory)
     assert started.returncode == 0, started.stdout + started.stderr
-    runs, ghost_runs = lab.workdir / "runs", lab.workdir / "ghost-runs"
+    shared = lab.workdir / "shared"  # where the drivers (the ember user) say they ran
+    shared.mkdir(mode=0o1777, exist_ok=True)
+    shared.chmod(0o1777)
+    runs, ghost_runs = shared / "runs", shared / "ghost-runs"
     runs.unlink(missing_ok=True)
     ghost_runs.unlink(missing_ok=True)
     lab.lab.cut(only)

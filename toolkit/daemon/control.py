@@ -141,7 +141,7 @@ def start(settings: DaemonSettings, role: str, instance: int, role_args: list[st
     env = instance_env(settings, role, instance)
     backend = None if settings.no_daemonize else backend_for(settings)
     # The listener is also the lock: a second start of this instance stops here.
-    with ReadinessListener(env["NOTIFY_SOCKET"], what) as listener:
+    with ReadinessListener(env["NOTIFY_SOCKET"], what, settings.user) as listener:
         state = check(pid_file, role)
         if state.found == Found.RUNNING:
             if if_stopped:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import pwd
 import select
 import socket
 import struct
@@ -19,8 +20,13 @@ from toolkit.errors import ConfigError
 class ReadinessListener:
     """Bind an abstract datagram socket; the started process sends READY=1 to it."""
 
-    def __init__(self, name: str, what: str) -> None:
+    def __init__(self, name: str, what: str, run_user: str | None = None) -> None:
+        """``run_user``: the role runs as that user (started by root), whose word counts too."""
         self.name = name
+        self._uids = {os.getuid(), 0}
+        if run_user is not None:
+            with contextlib.suppress(KeyError):
+                self._uids.add(pwd.getpwnam(run_user).pw_uid)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         try:
@@ -42,14 +48,15 @@ class ReadinessListener:
         self._sock.close()
 
     def _receive(self) -> bool:
-        """Read one datagram; True if it is READY=1 from a process of this user (or root)."""
+        """Read one datagram; True if it is READY=1 from a process of this user, of root or
+        of the run user."""
         size = struct.calcsize("3i")
         data, ancillary, _, _ = self._sock.recvmsg(4096, socket.CMSG_SPACE(size))
         uid = None
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
                 _pid, uid, _gid = struct.unpack("3i", payload[:size])
-        if uid not in (os.getuid(), 0):
+        if uid not in self._uids:
             return False
         return "READY=1" in data.decode(errors="replace").splitlines()
 

@@ -224,11 +224,13 @@ def hand_over(settings: DaemonSettings, files: Sequence[Path] = (), create: bool
     except KeyError:
         return  # status, stop, logs of a host where nothing was ever started as that user
     group = settings.run_group
+    recovery = settings.env.get("EMBER_RECOVERY_DIR")  # the masters' records, when on files
     for folder in (settings.home, settings.log_dir, settings.pid_dir, settings.conf_dir,
-                   settings.supervisor_dir, settings.work_dir):
+                   settings.supervisor_dir, settings.work_dir,
+                   *([Path(recovery)] if recovery else [])):
         folder.mkdir(parents=True, exist_ok=True)
         shutil.chown(folder, user, group)
-        if folder != settings.work_dir and folder != settings.home:
+        if folder not in (settings.work_dir, settings.home):  # records, logs, pid files
             for path in folder.iterdir():
                 if path.is_file() and not path.is_symlink():
                     shutil.chown(path, user, group)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import msgspec
 
 from toolkit.base.files import sync_dir, write_atomic
-from toolkit.errors import ConfigError, FatalError
+from toolkit.errors import FatalError
 from toolkit.runtime import messages as m
 from toolkit.runtime.records import AppInfo, DriverInfo, WorkerInfo
 from toolkit.runtime.states import ApplicationState, DriverState, ExecutorState
@@ -235,9 +235,9 @@ class FileStore(RecordStore):
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.directory / "leader.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise ConfigError(f"recovery directory {self.directory}: "
-                              f"{exc.strerror or exc}") from None
+        except OSError as exc:  # a master that can never lead says why, and ends
+            raise FatalError(f"recovery directory {self.directory}: "
+                             f"{exc.strerror or exc} (uid {os.geteuid()})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

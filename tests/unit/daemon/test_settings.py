@@ -96,3 +96,24 @@ def test_notify_names_differ_per_instance(tmp_path: Path) -> None:
     s = load_settings(env(tmp_path))
     names = {s.notify_name(r, i) for r in ("master", "worker") for i in (1, 2)}
     assert len(names) == 4 and all(n.startswith("@ember-ready-") for n in names)
+
+
+def test_roles_started_by_root_run_as_an_unprivileged_user_unless_told_root() -> None:
+    from toolkit.daemon.settings import DEFAULT_RUN_USER, run_as
+
+    assert run_as(None) == DEFAULT_RUN_USER == "ember"
+    assert run_as("svc-ember") == "svc-ember"
+    assert run_as("root") is None  # the operator asked for root
+
+
+def test_a_user_managers_units_switch_no_user(tmp_path: Path) -> None:
+    import dataclasses
+    import os
+
+    from toolkit.daemon.settings import load_settings
+
+    settings = load_settings({"EMBER_HOME": str(tmp_path)})
+    user_scope = dataclasses.replace(settings, backend="systemd", systemd_scope="user")
+    assert user_scope.user is None
+    expected = "ember" if os.geteuid() == 0 else None
+    assert dataclasses.replace(settings, run_user=None).user == expected

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import resource
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -22,6 +23,7 @@ from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.admission import Admission, source_of
 from toolkit.runtime.keys import Keys, as_keys, key_id
+from toolkit.runtime.stats import Stats
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +128,15 @@ class Endpoint:
         self._admission = Admission(self.limits.handshakes, self.limits.handshakes_per_host)
         self._connections = 0
         self._live: set[wire.Connection] = set()
+        self.stats = Stats()
+        """Counters and latencies for /metrics (metrics.py)."""
         self._stopped: asyncio.Event | None = None
         self.serving = False
         self._announced_ready = False
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._live)
 
     @property
     def secret(self) -> bytes | None:
@@ -197,6 +205,7 @@ class Endpoint:
     async def _consume(self) -> None:
         while True:
             message, conn = await self._inbox.get()
+            began = time.perf_counter()
             try:
                 self.handle(message, conn)
             except FatalError as exc:
@@ -205,6 +214,7 @@ class Endpoint:
                 return
             except Exception:
                 logger.exception("%s: handler for %s failed", self.role, type(message).__name__)
+            self.stats.observe("messages", time.perf_counter() - began, type(message).__name__)
 
     # Tasks and timers --------------------------------------------------------------------
 

@@ -154,9 +154,11 @@ class HttpServer:
     """One aiohttp application on the process's web UI port."""
 
     def __init__(self, role: str, state: Any, ready: Any, connections: int = 256,
-                 tls: TlsSource = None) -> None:
+                 tls: TlsSource = None, metrics: dict[str, Any] | None = None) -> None:
         self.role = role
         self.tls = tls
+        self.metrics = metrics or {}
+        """Prometheus paths -> what makes their text (imported at the first scrape)."""
         self.connections = connections
         self._state = state
         self._ready = ready
@@ -178,6 +180,8 @@ class HttpServer:
         app.router.add_get("/json/", self._json)
         app.router.add_get("/json/{field}", self._json_field)
         app.router.add_get("/readyz", self._readyz)
+        for path in self.metrics:
+            app.router.add_get(path, self._metrics)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      **httpguard.RUNNER_LIMITS)
         await self._runner.setup()
@@ -213,6 +217,14 @@ class HttpServer:
                                      status=404, dumps=_dumps)
         return web.json_response({field: state[field]}, dumps=_dumps)
 
+    async def _metrics(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        from toolkit.runtime import metrics  # prometheus-client: loaded by the first scrape
+
+        text = self.metrics[request.path](metrics)
+        return web.Response(body=text, headers={"Content-Type": metrics.CONTENT_TYPE})
+
     async def _readyz(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
@@ -225,7 +237,11 @@ def master_server(master: Master) -> HttpServer:
     def ready() -> tuple[bool, str]:
         return master.state == MasterState.ALIVE, f"master is {master.state.value}"
     return HttpServer("master", lambda: master_json(master), ready,
-                      master.limits.http_connections, lambda: master.keys.web)
+                      master.limits.http_connections, lambda: master.keys.web, {
+                          "/metrics": lambda m: m.master_text(master),
+                          "/metrics/master/prometheus": lambda m: m.master_text(master),
+                          "/metrics/applications/prometheus":
+                              lambda m: m.applications_text(master)})
 
 
 def worker_server(worker: Worker) -> HttpServer:
@@ -234,4 +250,6 @@ def worker_server(worker: Worker) -> HttpServer:
             return True, f"registered with {worker.master_url}"
         return False, "not registered with a master"
     return HttpServer("worker", lambda: worker_state_json(worker), ready,
-                      worker.limits.http_connections, lambda: worker.keys.web)
+                      worker.limits.http_connections, lambda: worker.keys.web, {
+                          "/metrics": lambda m: m.worker_text(worker),
+                          "/metrics/prometheus": lambda m: m.worker_text(worker)})

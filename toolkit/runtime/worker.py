@@ -265,8 +265,12 @@ class Worker(Endpoint):
             "EMBER_DRIVER_MEMORY": f"{msg.desc.memory}m",
         })
 
+        asked = time.monotonic()
+
         def report(state: State, message: str, code: int | None) -> None:
             assert isinstance(state, DriverState)
+            if state == DriverState.RUNNING:
+                self.stats.observe("launches", time.monotonic() - asked, "driver")
             self.post(m.DriverStateChanged(0, msg.driver_id, state, message, code))
 
         runner = DriverRunner(msg.driver_id, msg.desc, self.config.work_dir, env, report,
@@ -318,8 +322,12 @@ class Worker(Endpoint):
             "EMBER_WORKER_URL": values["WORKER_URL"],
         })
 
+        asked = time.monotonic()
+
         def report(state: State, message: str, code: int | None) -> None:
             assert isinstance(state, ExecutorState)
+            if state == ExecutorState.RUNNING:
+                self.stats.observe("launches", time.monotonic() - asked, "executor")
             self.post(m.ExecutorStateChanged(0, msg.app_id, msg.exec_id, state, message, code))
 
         runner = ExecutorRunner(msg.app_id, msg.exec_id, msg.desc, msg.cores, msg.memory,

@@ -176,6 +176,7 @@ class Master(Endpoint):
             return
         logger.info("Leading: recovering from %s", self.store.directory)
         self.state = MasterState.RECOVERING
+        self.stats.count("leaderships")
         for link in self._turned_away:  # they need not wait for their next try
             link.send(m.ReconnectWorker(self.url))
         self._turned_away.clear()
@@ -326,6 +327,7 @@ class Master(Endpoint):
         worker = WorkerInfo(msg.id, msg.host, msg.port, msg.cores, msg.memory, msg.webui_url,
                             conn, last_heartbeat=self.clock(), last_seen=self.monotonic())
         if self._register(worker):
+            self.stats.count("registrations")
             conn.send(self._registered(worker, duplicate=False))
             self.work.schedule()
         else:
@@ -335,6 +337,7 @@ class Master(Endpoint):
                 f"Attempted to re-register worker at same address: {worker.address}"))
 
     def on_heartbeat(self, msg: m.Heartbeat, conn: Connection | None) -> None:
+        self.stats.count("heartbeats")
         worker = self.live_worker(msg.worker_id)
         if worker is not None:
             self._seen(worker)

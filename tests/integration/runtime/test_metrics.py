@@ -94,3 +94,25 @@ async def test_an_applications_executors_show_in_its_metrics(cluster: Cluster) -
         await app.stop()
     wait_for(lambda: scrape(master.webui, "/metrics/applications/prometheus") == {}, 10,
              "the application gone from the metrics")
+
+
+def test_the_grafana_dashboard_reads_only_metrics_the_roles_serve(cluster: Cluster) -> None:
+    """docs/grafana-dashboard.json: every metric its queries name is one a real master or
+    worker serves (a renamed metric would leave a panel empty)."""
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[3] / "docs" /
+                            "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    named = {n for e in exprs for n in re.findall(r"\bember_[a-z_]+", e)}
+    master = cluster.master()
+    worker = cluster.worker(master.url, cores=1, memory="512m")
+    master.wait_joined(worker)
+    served = {name for port, path in ((master.webui, "/metrics"), (worker.webui, "/metrics"),
+                                      (master.webui, "/metrics/applications/prometheus"))
+              for name, _ in scrape(port, path)}
+    served |= {"ember_application_executors"}  # present once an application runs
+    assert named and named <= served, named - served
+    assert len(dashboard["panels"]) >= 10

@@ -154,11 +154,14 @@ class HttpServer:
     """One aiohttp application on the process's web UI port."""
 
     def __init__(self, role: str, state: Any, ready: Any, connections: int = 256,
-                 tls: TlsSource = None, metrics: dict[str, Any] | None = None) -> None:
+                 tls: TlsSource = None, metrics: dict[str, Any] | None = None,
+                 pages: dict[str, Any] | None = None) -> None:
         self.role = role
         self.tls = tls
         self.metrics = metrics or {}
         """Prometheus paths -> what makes their text (imported at the first scrape)."""
+        self.pages = pages or {}
+        """UI paths -> what renders them from pages.py and the query (None: not found)."""
         self.connections = connections
         self._state = state
         self._ready = ready
@@ -182,6 +185,8 @@ class HttpServer:
         app.router.add_get("/readyz", self._readyz)
         for path in self.metrics:
             app.router.add_get(path, self._metrics)
+        for path in self.pages:
+            app.router.add_get(path, self._page)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      **httpguard.RUNNER_LIMITS)
         await self._runner.setup()
@@ -225,6 +230,22 @@ class HttpServer:
         text = self.metrics[request.path](metrics)
         return web.Response(body=text, headers={"Content-Type": metrics.CONTENT_TYPE})
 
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        from toolkit.runtime import pages  # jinja2: loaded by the first page asked for
+
+        found = self.pages[request.path](pages, dict(request.query))
+        if isinstance(found, web.StreamResponse):
+            return found
+        status, html = found if isinstance(found, tuple) else (
+            (200, found) if found is not None else (404, pages.page(
+                "error.html.j2", title="Not found", message="Nothing of that id here.")))
+        return web.Response(text=html, status=status, content_type="text/html",
+                            headers={"X-Frame-Options": "DENY", "Content-Security-Policy":
+                                     "default-src 'none'; style-src 'unsafe-inline'; "
+                                     "img-src 'self'; frame-ancestors 'none'"})
+
     async def _readyz(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
@@ -241,7 +262,10 @@ def master_server(master: Master) -> HttpServer:
                           "/metrics": lambda m: m.master_text(master),
                           "/metrics/master/prometheus": lambda m: m.master_text(master),
                           "/metrics/applications/prometheus":
-                              lambda m: m.applications_text(master)})
+                              lambda m: m.applications_text(master)}, {
+                          "/": lambda p, q: p.master_page(master),
+                          "/app/": lambda p, q: p.app_page(master, q.get("appId", "")),
+                          "/driver/": lambda p, q: p.driver_page(master, q.get("id", ""))})
 
 
 def worker_server(worker: Worker) -> HttpServer:
@@ -252,4 +276,7 @@ def worker_server(worker: Worker) -> HttpServer:
     return HttpServer("worker", lambda: worker_state_json(worker), ready,
                       worker.limits.http_connections, lambda: worker.keys.web, {
                           "/metrics": lambda m: m.worker_text(worker),
-                          "/metrics/prometheus": lambda m: m.worker_text(worker)})
+                          "/metrics/prometheus": lambda m: m.worker_text(worker)}, {
+                          "/": lambda p, q: p.worker_page(worker),
+                          "/logPage/": lambda p, q: p.log_page(worker, q),
+                          "/log": lambda p, q: p.log_download(worker, q)})

@@ -1,0 +1,129 @@
+"""The web UI of a real master and worker, over HTTP: what the pages show of the real cluster,
+log pages paging back through a 10 MB log, and names that cannot reach outside the work
+directory or into the page's markup."""
+
+from __future__ import annotations
+
+import html
+import re
+import sys
+import urllib.error
+import urllib.request
+
+from tests.integration.runtime.test_applications import two_running_executors
+from tests.integration.runtime.test_drivers import submit, wait_driver
+from tests.procs import Cluster, WorkerProc, wait_for
+
+BIG = ("import sys\n"
+       "for i in range(200_000): sys.stdout.write(f'line {i:07d} ' + 'x' * 38 + '\\n')\n"
+       "sys.stdout.flush()\n"
+       "import time; time.sleep(60)\n")  # 200,000 lines of 52 bytes: 10.4 MB
+
+
+def get(url: str) -> tuple[int, str, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), dict(exc.headers)
+
+
+def links(page: str) -> list[str]:
+    return [html.unescape(h) for h in re.findall(r'href="([^"]+)"', page)]
+
+
+def test_the_pages_show_the_real_cluster_and_link_its_parts(cluster: Cluster) -> None:
+    master = cluster.master()
+    worker = cluster.worker(master.url, cores=2, memory="1g")
+    worker_id = master.wait_joined(worker)
+    driver = submit(master, "sh", "-c", "echo hello from the driver; exec sleep 60",
+                    options=("--memory", "128m", "--name", "<b>named</b>"))
+    wait_driver(master, driver, "RUNNING")
+
+    status, page, headers = get(master.ui + "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert f"Ember master at {master.url}" in page
+    assert '<span id="alive-workers">1</span>' in page and '<span id="cores">1 / 2</span>' in page
+    assert f'<a href="http://127.0.0.1:{worker.webui}">{worker_id}</a>' in page
+    assert f"driver/?id={driver}" in links(page)
+    assert "<b>named</b>" not in page  # names are text, never markup
+    assert 'http-equiv="refresh"' in page
+    assert "http" not in "".join(re.findall(r'(?:src|href)="([^"]+\.(?:css|js))"', page))
+
+    status, page, _ = get(f"{master.ui}/driver/?id={driver}")
+    assert status == 200 and 'id="state">RUNNING<' in page
+    stdout = next(u for u in links(page) if u.endswith("logType=stdout"))
+    status, log, _ = get(stdout)
+    assert status == 200 and "hello from the driver" in log
+    assert get(f"{master.ui}/driver/?id=driver-20990101000000-0001")[0] == 404
+
+    status, page, _ = get(worker.ui + "/")
+    assert status == 200 and driver in page
+    assert f"logPage/?driverId={driver}&logType=stderr" in links(page)
+
+
+async def test_an_application_page_lists_its_executors_and_their_workers(
+        cluster: Cluster) -> None:
+    master = cluster.master()
+    worker = cluster.worker(master.url, cores=2, memory="1g")
+    worker_id = master.wait_joined(worker)
+    app, _ = await two_running_executors(master.url, worker.work_dir)
+    try:
+        status, page, _ = get(master.ui + "/")
+        assert f"app/?appId={app.app_id}" in links(page)
+        status, page, _ = get(f"{master.ui}/app/?appId={app.app_id}")
+        assert status == 200 and 'id="state">RUNNING<' in page
+        assert page.count(f">{worker_id}</a>") == 2
+        assert page.count(">RUNNING</td>") == 2
+        log = next(u for u in links(page) if "executorId=" in u and "stderr" in u)
+        assert get(log)[0] == 200
+    finally:
+        await app.stop()
+
+
+def _page(worker: WorkerProc, query: str) -> str:
+    status, page, _ = get(f"{worker.ui}/logPage/?{query}")
+    assert status == 200, page
+    return page
+
+
+def test_a_log_page_shows_the_tail_and_pages_back_through_a_10_mb_log(
+        cluster: Cluster) -> None:
+    master = cluster.master()
+    worker = cluster.worker(master.url, cores=1, memory="1g")
+    master.wait_joined(worker)
+    driver = submit(master, sys.executable, "-c", BIG, options=("--memory", "128m"))
+    wait_driver(master, driver, "RUNNING")
+    query = f"driverId={driver}&logType=stdout"
+    size = 200_000 * 52
+    wait_for(lambda: f"of {size} " in _page(worker, query), 30, "the whole log written")
+
+    tail = _page(worker, query)
+    assert "line 0199999" in tail and "line 0000000" not in tail
+    assert f"Bytes {size - 102400}-{size} of {size}" in tail
+    assert 'http-equiv="refresh"' in tail  # at the tail of a running driver: following
+    previous = next(u for u in links(tail) if "offset=" in u)
+    back = _page(worker, previous.split("?", 1)[1])
+    assert f"Bytes {size - 2 * 102400}-{size - 102400} of {size}" in back
+    assert 'http-equiv="refresh"' not in back  # an older page stays put
+    first = _page(worker, f"{query}&offset=0&byteLength=104")
+    assert "line 0000000" in first and "line 0000001" in first and "line 0000002" not in first
+
+    with urllib.request.urlopen(f"{worker.ui}/log?{query}", timeout=10) as response:
+        assert "attachment" in response.headers["Content-Disposition"]
+        assert len(response.read()) == size
+
+
+def test_log_pages_name_only_embers_own_files(cluster: Cluster) -> None:
+    master = cluster.master()
+    worker = cluster.worker(master.url, cores=1, memory="1g")
+    master.wait_joined(worker)
+    for query in ("driverId=../../../etc&logType=passwd",
+                  "driverId=driver-20990101000000-0001&logType=../../../../etc/passwd",
+                  "appId=..&executorId=..&logType=stdout",
+                  "driverId=driver-20990101000000-0001/../../x&logType=stdout", "logType=stdout"):
+        status, page, _ = get(f"{worker.ui}/logPage/?{query}")
+        assert status == 404, query
+        assert "root:" not in page
+        assert get(f"{worker.ui}/log?{query}")[0] == 404

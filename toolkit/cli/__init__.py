@@ -231,6 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=float, default=3600.0, metavar="SECONDS",
                        help="how long the token is valid (default: 3600, one hour)")
     token.set_defaults(run=run_rest_token)
+
+    ui = sub.add_parser("ui-token", help="mint a short-lived token to log in to the web UI",
+                        description="A token to log in to the master's web UI (its login "
+                                    "page), which actions such as killing a driver need when "
+                                    "a secret is set: signed with the secret, valid for --ttl "
+                                    "seconds.")
+    _flag(ui, settings_registry.named("common", "secret_file"))
+    ui.add_argument("--ttl", type=float, default=900.0, metavar="SECONDS",
+                    help="how long the token is valid (default: 900, a quarter of an hour)")
+    ui.set_defaults(run=run_rest_token)
     return parser
 
 

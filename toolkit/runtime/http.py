@@ -155,13 +155,17 @@ class HttpServer:
 
     def __init__(self, role: str, state: Any, ready: Any, connections: int = 256,
                  tls: TlsSource = None, metrics: dict[str, Any] | None = None,
-                 pages: dict[str, Any] | None = None) -> None:
+                 pages: dict[str, Any] | None = None,
+                 actions: dict[str, Any] | None = None) -> None:
         self.role = role
         self.tls = tls
         self.metrics = metrics or {}
         """Prometheus paths -> what makes their text (imported at the first scrape)."""
         self.pages = pages or {}
-        """UI paths -> what renders them from pages.py and the query (None: not found)."""
+        """UI paths -> what renders them from pages.py, the query and the request (None: not
+        found)."""
+        self.actions = actions or {}
+        """UI forms' paths (POST) -> what does them (actions.py)."""
         self.connections = connections
         self._state = state
         self._ready = ready
@@ -187,6 +191,8 @@ class HttpServer:
             app.router.add_get(path, self._metrics)
         for path in self.pages:
             app.router.add_get(path, self._page)
+        for path in self.actions:
+            app.router.add_post(path, self._action)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      **httpguard.RUNNER_LIMITS)
         await self._runner.setup()
@@ -235,7 +241,7 @@ class HttpServer:
 
         from toolkit.runtime import pages  # jinja2: loaded by the first page asked for
 
-        found = self.pages[request.path](pages, dict(request.query))
+        found = self.pages[request.path](pages, dict(request.query), request)
         if isinstance(found, web.StreamResponse):
             return found
         status, html = found if isinstance(found, tuple) else (
@@ -245,6 +251,12 @@ class HttpServer:
                             headers={"X-Frame-Options": "DENY", "Content-Security-Policy":
                                      "default-src 'none'; style-src 'unsafe-inline'; "
                                      "img-src 'self'; frame-ancestors 'none'"})
+
+    async def _action(self, request: web.Request) -> web.StreamResponse:
+        from toolkit.runtime import actions  # a form's POST: loaded by the first one
+
+        response: web.StreamResponse = await self.actions[request.path](actions, request)
+        return response
 
     async def _readyz(self, request: web.Request) -> web.Response:
         from aiohttp import web
@@ -263,9 +275,13 @@ def master_server(master: Master) -> HttpServer:
                           "/metrics/master/prometheus": lambda m: m.master_text(master),
                           "/metrics/applications/prometheus":
                               lambda m: m.applications_text(master)}, {
-                          "/": lambda p, q: p.master_page(master),
-                          "/app/": lambda p, q: p.app_page(master, q.get("appId", "")),
-                          "/driver/": lambda p, q: p.driver_page(master, q.get("id", ""))})
+                          "/": lambda p, q, r: p.master_page(master),
+                          "/app/": lambda p, q, r: p.app_page(master, q.get("appId", "")),
+                          "/driver/": lambda p, q, r: p.driver_page(master, q.get("id", ""), r),
+                          "/login": lambda p, q, r: p.login_page(master, q.get("next", "/"), r)},
+                      {"/driver/kill": lambda a, r: a.kill_driver(master, r),
+                       "/login": lambda a, r: a.log_in(master, r),
+                       "/logout": lambda a, r: a.log_out(master, r)})
 
 
 def worker_server(worker: Worker) -> HttpServer:
@@ -277,6 +293,6 @@ def worker_server(worker: Worker) -> HttpServer:
                       worker.limits.http_connections, lambda: worker.keys.web, {
                           "/metrics": lambda m: m.worker_text(worker),
                           "/metrics/prometheus": lambda m: m.worker_text(worker)}, {
-                          "/": lambda p, q: p.worker_page(worker),
-                          "/logPage/": lambda p, q: p.log_page(worker, q),
-                          "/log": lambda p, q: p.log_download(worker, q)})
+                          "/": lambda p, q, r: p.worker_page(worker),
+                          "/logPage/": lambda p, q, r: p.log_page(worker, q),
+                          "/log": lambda p, q, r: p.log_download(worker, q)})

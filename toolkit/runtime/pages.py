@@ -96,13 +96,24 @@ def app_page(master: Master, app_id: str) -> str | None:
                 webui=webui, mib=_mib, duration=_duration, url=master.url)
 
 
-def driver_page(master: Master, driver_id: str) -> str | None:
+def driver_page(master: Master, driver_id: str, request: Any) -> str | None:
+    from toolkit.runtime import actions
+
     driver = master.work.drivers.get(driver_id) or master.work.drivers.find(driver_id)
     if driver is None:
         return None
     webui = {w.id: w.webui_url for w in master.workers.values()}
+    logged_in = actions.session(master, request) is not None
     return page("driver.html.j2", driver=driver, entry=driver_json(driver), webui=webui,
-                mib=_mib, url=master.url)
+                mib=_mib, url=master.url, active=master.work.drivers.get(driver_id) is not None,
+                logged_in=logged_in, csrf=actions.csrf(master, request))
+
+
+def login_page(master: Master, next_page: str, request: Any) -> str:
+    from toolkit.runtime import actions
+
+    return page("login.html.j2", next=next_page if next_page.startswith("/") else "/",
+                csrf=actions.csrf(master, request), needed=master.keys.secret is not None)
 
 
 # Worker ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 
 from tests.integration.runtime.test_applications import two_running_executors
-from tests.integration.runtime.test_drivers import submit, wait_driver
+from tests.integration.runtime.test_drivers import alive, submit, wait_driver
 from tests.procs import Cluster, WorkerProc, wait_for
 
 BIG = ("import sys\n"
@@ -127,3 +127,83 @@ def test_log_pages_name_only_embers_own_files(cluster: Cluster) -> None:
         assert status == 404, query
         assert "root:" not in page
         assert get(f"{worker.ui}/log?{query}")[0] == 404
+
+
+class Browser:
+    """urllib with cookies, as a browser keeps them; forms posted as a browser posts them."""
+
+    def __init__(self, origin: str) -> None:
+        import http.cookiejar
+
+        self.origin = origin
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def get(self, path: str) -> str:
+        with self.opener.open(self.origin + path, timeout=5) as response:
+            return str(response.read().decode())
+
+    def post(self, path: str, form: dict[str, str], origin: str | None = None
+             ) -> tuple[int, str]:
+        from urllib.parse import urlencode
+
+        request = urllib.request.Request(self.origin + path, data=urlencode(form).encode(),
+                                         headers={"Origin": origin or self.origin})
+        try:
+            with self.opener.open(request, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+
+def field(page: str, name: str) -> str:
+    found = re.search(rf'name="{name}" value="([^"]*)"', page)
+    assert found, f"no {name} in the page"
+    return html.unescape(found.group(1))
+
+
+def test_killing_a_driver_from_its_page_needs_a_login_and_the_forms_token(
+        cluster: Cluster) -> None:
+    from tests.procs import ember
+
+    key = cluster.tmp / "secret"
+    key.write_text("correct-horse-battery-staple-0123456789\n")
+    key.chmod(0o600)
+    master = cluster.master("--secret-file", str(key))
+    worker = cluster.worker(master.url, "--secret-file", str(key), cores=1, memory="1g")
+    master.wait_joined(worker)
+    env = {"EMBER_MASTER_URL": master.url, "EMBER_SECRET_FILE": str(key)}
+    driver = ember("submit", "--memory", "64m", "--", "sh", "-c", "echo $$ > pid; exec sleep 60",
+                   env=env).stdout.strip()
+    wait_driver(master, driver, "RUNNING")
+    pid = int(wait_for(lambda: (worker.work_dir / driver / "pid").read_text().strip(), 10,
+                       "the driver's pid"))
+    browser = Browser(master.ui)
+
+    page = browser.get(f"/driver/?id={driver}")
+    assert 'id="kill"' not in page and 'id="login"' in page  # reading needs no login
+    login = browser.get(f"/login?next=/driver/?id={driver}")
+    status, said = browser.post("/driver/kill", {"id": driver, "csrf": field(login, "csrf")})
+    assert status == 401 and "Log in first" in said
+    assert browser.post("/login", {"csrf": field(login, "csrf"), "next": "/",
+                                   "token": "v2.1.nope"})[0] == 401
+    token = ember("ui-token", "--secret-file", str(key)).stdout.strip()
+    status, _ = browser.post("/login", {"csrf": field(login, "csrf"),
+                                        "next": f"/driver/?id={driver}", "token": token})
+    assert status == 200  # redirected back to the driver's page
+    cookie = next(c for c in browser.jar if c.name == "ember_session")
+    assert cookie.has_nonstandard_attr("HttpOnly") and cookie.value == token
+    assert cookie.get_nonstandard_attr("SameSite") == "Strict"
+
+    page = browser.get(f"/driver/?id={driver}")
+    assert 'id="kill"' in page
+    token_of_form = field(page, "csrf")
+    assert browser.post("/driver/kill", {"id": driver})[0] == 403  # no CSRF token
+    assert browser.post("/driver/kill", {"id": driver, "csrf": token_of_form},
+                        origin="http://evil.example")[0] == 403
+    assert wait_driver(master, driver, "RUNNING")
+    status, page = browser.post("/driver/kill", {"id": driver, "csrf": token_of_form})
+    assert status == 200 and 'id="state">' in page
+    wait_driver(master, driver, "KILLED")
+    wait_for(lambda: not alive(pid), 10, "the driver's process gone")
+

@@ -1,0 +1,119 @@
+"""What the web UI lets an operator do (kill a driver), and its login.
+
+With a cluster secret, an action needs a login first: a token of the secret (`ember ui-token`,
+short-lived, or `ember rest-token`), kept in an HttpOnly, SameSite=Strict cookie (Secure over
+HTTPS); the cookie is the token itself, so it expires with it. Every form carries a CSRF token
+derived from the secret and the session, and a POST from another origin is refused. Without
+a secret, there is no login, and the CSRF token and the origin check still apply.
+Reading needs no login.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from toolkit.runtime import messages as m
+from toolkit.runtime.wire import rest_token_error
+
+if TYPE_CHECKING:
+    from toolkit.runtime.master import Master
+
+COOKIE = "ember_session"
+_PROCESS_KEY = secrets.token_bytes(32)
+"""Keys CSRF tokens when the cluster has no secret (good while this process runs)."""
+
+
+def session(master: Master, request: web.Request) -> str | None:
+    """The request's valid session token, "" for a cluster without a secret, None if none."""
+    secret = master.keys.secret
+    if secret is None:
+        return ""
+    token = request.cookies.get(COOKIE)
+    if token and rest_token_error(secret, token) is None:
+        return token
+    return None
+
+
+def csrf(master: Master, request: web.Request) -> str:
+    key = master.keys.secret or _PROCESS_KEY
+    return hmac.new(key, b"ember-csrf|" + request.cookies.get(COOKIE, "").encode(),
+                    hashlib.sha256).hexdigest()
+
+
+def _refusal(master: Master, request: web.Request, form: Any) -> str | None:
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        return f"a form from another site ({origin}) is refused"
+    if not hmac.compare_digest(str(form.get("csrf", "")), csrf(master, request)):
+        return "the form's CSRF token is missing or wrong: reload the page and try again"
+    return None
+
+
+def _page(status: int, title: str, message: str) -> web.Response:
+    from toolkit.runtime.pages import page
+
+    return web.Response(text=page("error.html.j2", title=title, message=message),
+                        status=status, content_type="text/html")
+
+
+def _back(to: str) -> web.Response:
+    """303 to a page of this UI (a relative path: never another site)."""
+    if not to.startswith("/") or to.startswith("//"):
+        to = "/"
+    raise web.HTTPSeeOther(to)
+
+
+async def kill_driver(master: Master, request: web.Request) -> web.Response:
+    form = await request.post()
+    refused = _refusal(master, request, form)
+    if refused:
+        return _page(403, "Refused", refused)
+    if session(master, request) is None:
+        return _page(401, "Log in first", "This cluster has a secret: log in with a token of "
+                     "`ember ui-token`, then kill the driver from its page.")
+    driver_id = str(form.get("id", ""))
+    answer = await master.ask(m.RequestKillDriver(driver_id), m.KillDriverResponse)
+    if not answer.success:
+        return _page(409, "Not killed", answer.message)
+    return _back(f"/driver/?id={driver_id}")
+
+
+async def log_in(master: Master, request: web.Request) -> web.Response:
+    form = await request.post()
+    refused = _refusal(master, request, form)
+    if refused:
+        return _page(403, "Refused", refused)
+    secret = master.keys.secret
+    if secret is None:
+        return _back(str(form.get("next", "/")))
+    token = str(form.get("token", "")).strip()
+    problem = rest_token_error(secret, token)
+    if problem is not None:
+        return _page(401, "Not logged in", problem)
+    expires = int(token.split(".")[1])
+    response = web.HTTPSeeOther(_safe(str(form.get("next", "/"))))
+    response.set_cookie(COOKIE, token, max_age=max(0, expires - int(time.time())),
+                        httponly=True, samesite="Strict", path="/",
+                        secure=request.scheme == "https")
+    raise response
+
+
+async def log_out(master: Master, request: web.Request) -> web.Response:
+    form = await request.post()
+    refused = _refusal(master, request, form)
+    if refused:
+        return _page(403, "Refused", refused)
+    response = web.HTTPSeeOther("/")
+    response.del_cookie(COOKIE, path="/")
+    raise response
+
+
+def _safe(to: str) -> str:
+    return to if to.startswith("/") and not to.startswith("//") else "/"

@@ -250,7 +250,7 @@ class HttpServer:
         return web.Response(text=html, status=status, content_type="text/html",
                             headers={"X-Frame-Options": "DENY", "Content-Security-Policy":
                                      "default-src 'none'; style-src 'unsafe-inline'; "
-                                     "img-src 'self'; frame-ancestors 'none'"})
+                                     "img-src 'self' data:; frame-ancestors 'none'"})
 
     async def _action(self, request: web.Request) -> web.StreamResponse:
         from toolkit.runtime import actions  # a form's POST: loaded by the first one

@@ -85,6 +85,21 @@ async def kill_driver(master: Master, request: web.Request) -> web.Response:
     return _back(f"/driver/?id={driver_id}")
 
 
+async def kill_app(master: Master, request: web.Request) -> web.Response:
+    form = await request.post()
+    refused = _refusal(master, request, form)
+    if refused:
+        return _page(403, "Refused", refused)
+    if session(master, request) is None:
+        return _page(401, "Log in first", "This cluster has a secret: log in with a token of "
+                     "`ember ui-token`, then kill the application from its page.")
+    app_id = str(form.get("id", ""))
+    answer = await master.ask(m.RequestKillApplication(app_id), m.KillApplicationResponse)
+    if not answer.success:
+        return _page(409, "Not killed", answer.message)
+    return _back(f"/app/?appId={app_id}")
+
+
 async def log_in(master: Master, request: web.Request) -> web.Response:
     form = await request.post()
     refused = _refusal(master, request, form)

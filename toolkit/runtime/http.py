@@ -276,10 +276,11 @@ def master_server(master: Master) -> HttpServer:
                           "/metrics/applications/prometheus":
                               lambda m: m.applications_text(master)}, {
                           "/": lambda p, q, r: p.master_page(master),
-                          "/app/": lambda p, q, r: p.app_page(master, q.get("appId", "")),
+                          "/app/": lambda p, q, r: p.app_page(master, q.get("appId", ""), r),
                           "/driver/": lambda p, q, r: p.driver_page(master, q.get("id", ""), r),
                           "/login": lambda p, q, r: p.login_page(master, q.get("next", "/"), r)},
                       {"/driver/kill": lambda a, r: a.kill_driver(master, r),
+                       "/app/kill": lambda a, r: a.kill_app(master, r),
                        "/login": lambda a, r: a.log_in(master, r),
                        "/logout": lambda a, r: a.log_out(master, r)})
 

@@ -376,6 +376,21 @@ class ApplicationRemoved(Message):
 # Master to itself (timers post these; they never cross the wire) ----------------------------
 
 
+class RequestKillApplication(Message):
+    """The web UI's kill of an application: asked inside the master (Endpoint.ask), never
+    decoded from a connection."""
+
+    app_id: str
+    request_id: int = 0
+
+
+class KillApplicationResponse(Message):
+    app_id: str
+    success: bool
+    message: str
+    in_reply_to: int = 0
+
+
 class CheckForWorkerTimeOut(Message):
     pass
 
@@ -465,6 +480,7 @@ TO_CLIENT = (
     NotLeader
     | SubmitDriverResponse
     | KillDriverResponse
+    | KillApplicationResponse  # today only answered inside the master (the web UI)
     | DriverStatusResponse
     | KillAllDriversResponse
     | ClearCompletedDriversAndAppsResponse
@@ -479,7 +495,7 @@ TO_CLIENT = (
 """What a client accepts from the master: answers, and its application's events."""
 
 MASTER_INTERNAL = (CheckForWorkerTimeOut | ConnectionClosed | TryToLead | CompleteRecovery
-                   | CheckApplication)
+                   | CheckApplication | RequestKillApplication)
 """What the master posts to its own inbox (timers, a connection's end)."""
 
 WORKER_INTERNAL = (

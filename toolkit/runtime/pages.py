@@ -85,7 +85,9 @@ def master_page(master: Master) -> str:
         mib=_mib, duration=_duration)
 
 
-def app_page(master: Master, app_id: str) -> str | None:
+def app_page(master: Master, app_id: str, request: Any) -> str | None:
+    from toolkit.runtime import actions
+
     app = master.work.apps.get(app_id) or next(
         (a for a in master.work.apps.completed if a.id == app_id), None)
     if app is None:
@@ -93,7 +95,10 @@ def app_page(master: Master, app_id: str) -> str | None:
     webui = {w.id: w.webui_url for w in master.workers.values()}
     return page("app.html.j2", app=app_json(app, master.clock()), desc=app.desc,
                 executors=sorted(app.executors.values(), key=lambda e: e.exec_id),
-                webui=webui, mib=_mib, duration=_duration, url=master.url)
+                webui=webui, mib=_mib, duration=_duration, url=master.url,
+                active=master.work.apps.get(app_id) is not None,
+                logged_in=actions.session(master, request) is not None,
+                csrf=actions.csrf(master, request))
 
 
 def driver_page(master: Master, driver_id: str, request: Any) -> str | None:

@@ -207,3 +207,24 @@ def test_killing_a_driver_from_its_page_needs_a_login_and_the_forms_token(
     wait_driver(master, driver, "KILLED")
     wait_for(lambda: not alive(pid), 10, "the driver's process gone")
 
+
+
+async def test_killing_an_application_from_its_page_stops_its_executors(
+        cluster: Cluster) -> None:
+    master = cluster.master()  # no secret: no login, the form's token still needed
+    worker = cluster.worker(master.url, cores=2, memory="1g")
+    master.wait_joined(worker)
+    app, pids = await two_running_executors(master.url, worker.work_dir)
+    try:
+        browser = Browser(master.ui)
+        page = browser.get(f"/app/?appId={app.app_id}")
+        assert 'id="kill"' in page
+        assert browser.post("/app/kill", {"id": app.app_id})[0] == 403  # no CSRF token
+        status, page = browser.post("/app/kill", {"id": app.app_id,
+                                                  "csrf": field(page, "csrf")})
+        assert status == 200 and 'id="state">KILLED<' in page
+        wait_for(lambda: not any(alive(p) for p in pids.values()), 15, "the executors gone")
+        removed = await app.event()
+        assert "killed from the web UI" in str(removed)
+    finally:
+        await app.stop()

@@ -160,6 +160,7 @@ class Master(Endpoint):
             m.WorkerLatestState: self.on_worker_latest_state,
             m.ReconnectApplication: self.on_reconnect_application,
             m.RequestLeadership: self.on_request_leadership,
+            m.RequestKillApplication: self.on_request_kill_application,
         }
 
     # Leadership and recovery (a recovery mode) ---------------------------------------------
@@ -260,6 +261,23 @@ class Master(Endpoint):
         self.work.on_reconnect_application(msg, conn)
         if self.state == MasterState.RECOVERING:
             self._settle_recovery()
+
+    def on_request_kill_application(self, msg: m.RequestKillApplication,
+                                    conn: Connection | None) -> None:
+        """The web UI kills an application: its executors are killed, its program told."""
+        app = self.work.apps.get(msg.app_id)
+        if self.state != MasterState.ALIVE or app is None:
+            why = (f"this master is {self.state.value}" if self.state != MasterState.ALIVE
+                   else f"application {msg.app_id} is not running")
+            answer = m.KillApplicationResponse(msg.app_id, False, why, msg.request_id)
+        else:
+            logger.info("Killing application %s (asked from the web UI)", app.id)
+            self.work.end_app(app, ApplicationState.KILLED, "killed from the web UI")
+            self.work.schedule()
+            answer = m.KillApplicationResponse(msg.app_id, True, f"{app.id} killed",
+                                               msg.request_id)
+        if conn is not None:
+            conn.send(answer)
 
     def on_request_leadership(self, msg: m.RequestLeadership, conn: Connection | None) -> None:
         """A client checks that this master answers: a standby says NotLeader."""

@@ -100,3 +100,23 @@ def save(path: Path | None, **payload: Any) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=2))
+
+
+class Sink:
+    """A connection that takes every message and sends it nowhere: a simulated peer of a
+    master built in the benchmark's own process."""
+
+    peer = "sim"
+    closed = False
+
+    @property
+    def proven(self) -> Any:  # what a plain connection proved: nothing
+        from toolkit.runtime.wire import PLAIN
+
+        return PLAIN
+
+    def send(self, message: Any) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass

@@ -41,7 +41,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import fmt, free_port, print_table, save
+from common import Sink, fmt, free_port, print_table, save
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -231,17 +231,6 @@ def scheduling_round(workers: int, drivers: int) -> float:
     from toolkit.runtime.config import MasterConfig
     from toolkit.runtime.master import Master
     from toolkit.runtime.records import WorkerInfo
-
-    class Sink:
-        peer = "sim"
-        closed = False
-        proven = wire.PLAIN
-
-        def send(self, message: m.Message) -> bool:
-            return True
-
-        def close(self) -> None:
-            pass
 
     master = Master(MasterConfig(host="127.0.0.1"))
     now = time.time()

@@ -15,30 +15,18 @@ import sys
 import time
 from pathlib import Path
 
-from common import fmt, print_table, save
+from common import Sink, fmt, print_table, save
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from toolkit.runtime import messages as m  # noqa: E402
-from toolkit.runtime import pages, wire  # noqa: E402
+from toolkit.runtime import pages  # noqa: E402
 from toolkit.runtime.config import MasterConfig  # noqa: E402
 from toolkit.runtime.master import Master  # noqa: E402
 from toolkit.runtime.records import WorkerInfo  # noqa: E402
 
 TARGET_MS = 200.0
-
-
-class Sink:
-    peer = "sim"
-    closed = False
-    proven = wire.PLAIN
-
-    def send(self, message: m.Message) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
 
 
 def build(workers: int, drivers: int) -> Master:

@@ -223,24 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     driver.add_argument("--json", action="store_true", help="print JSON")
     driver.set_defaults(run=run_driver)
 
-    token = sub.add_parser("rest-token", help="mint a bearer token for the REST API",
-                           description="A token for the master's REST API, for "
-                                       "`Authorization: Bearer TOKEN` when a secret is set: "
-                                       "signed with the secret, valid for --ttl seconds.")
-    _flag(token, settings_registry.named("common", "secret_file"))
-    token.add_argument("--ttl", type=float, default=3600.0, metavar="SECONDS",
-                       help="how long the token is valid (default: 3600, one hour)")
-    token.set_defaults(run=run_rest_token)
-
-    ui = sub.add_parser("ui-token", help="mint a short-lived token to log in to the web UI",
-                        description="A token to log in to the master's web UI (its login "
-                                    "page), which actions such as killing a driver need when "
-                                    "a secret is set: signed with the secret, valid for --ttl "
-                                    "seconds.")
-    _flag(ui, settings_registry.named("common", "secret_file"))
-    ui.add_argument("--ttl", type=float, default=900.0, metavar="SECONDS",
-                    help="how long the token is valid (default: 900, a quarter of an hour)")
-    ui.set_defaults(run=run_rest_token)
+    for name, what, ttl in (
+            ("rest-token", "a bearer token for the master's REST API, for `Authorization: "
+             "Bearer TOKEN` when a secret is set", 3600.0),
+            ("ui-token", "a token to log in to the master's web UI, which actions such as "
+             "killing a driver need when a secret is set", 900.0)):
+        token = sub.add_parser(name, help=f"mint {what.split(',')[0]}",
+                               description=f"Mint {what}: signed with the secret, valid for "
+                                           f"--ttl seconds.")
+        _flag(token, settings_registry.named("common", "secret_file"))
+        token.add_argument("--ttl", type=float, default=ttl, metavar="SECONDS",
+                           help=f"how long the token is valid (default: {ttl:g})")
+        token.set_defaults(run=run_rest_token)
     return parser
 
 

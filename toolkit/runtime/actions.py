@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -71,33 +72,30 @@ def _back(to: str) -> web.Response:
 
 
 async def kill_driver(master: Master, request: web.Request) -> web.Response:
-    form = await request.post()
-    refused = _refusal(master, request, form)
-    if refused:
-        return _page(403, "Refused", refused)
-    if session(master, request) is None:
-        return _page(401, "Log in first", "This cluster has a secret: log in with a token of "
-                     "`ember ui-token`, then kill the driver from its page.")
-    driver_id = str(form.get("id", ""))
-    answer = await master.ask(m.RequestKillDriver(driver_id), m.KillDriverResponse)
-    if not answer.success:
-        return _page(409, "Not killed", answer.message)
-    return _back(f"/driver/?id={driver_id}")
+    return await _kill(master, request, "driver", lambda i: master.ask(
+        m.RequestKillDriver(i), m.KillDriverResponse), "/driver/?id=")
 
 
 async def kill_app(master: Master, request: web.Request) -> web.Response:
+    return await _kill(master, request, "application", lambda i: master.ask(
+        m.RequestKillApplication(i), m.KillApplicationResponse), "/app/?appId=")
+
+
+async def _kill(master: Master, request: web.Request, what: str,
+                ask: Callable[[str], Awaitable[Any]], page: str) -> web.Response:
+    """A kill form's POST: the form's own, and logged in when the cluster has a secret."""
     form = await request.post()
     refused = _refusal(master, request, form)
     if refused:
         return _page(403, "Refused", refused)
     if session(master, request) is None:
-        return _page(401, "Log in first", "This cluster has a secret: log in with a token of "
-                     "`ember ui-token`, then kill the application from its page.")
-    app_id = str(form.get("id", ""))
-    answer = await master.ask(m.RequestKillApplication(app_id), m.KillApplicationResponse)
+        return _page(401, "Log in first", f"This cluster has a secret: log in with a token of "
+                     f"`ember ui-token`, then kill the {what} from its page.")
+    ident = str(form.get("id", ""))
+    answer = await ask(ident)
     if not answer.success:
         return _page(409, "Not killed", answer.message)
-    return _back(f"/app/?appId={app_id}")
+    return _back(page + ident)
 
 
 async def log_in(master: Master, request: web.Request) -> web.Response:

@@ -10,9 +10,7 @@ Reading needs no login.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -21,32 +19,11 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from toolkit.runtime import messages as m
+from toolkit.runtime.session import COOKIE, csrf, session
 from toolkit.runtime.wire import rest_token_error
 
 if TYPE_CHECKING:
     from toolkit.runtime.master import Master
-
-COOKIE = "ember_session"
-_PROCESS_KEY = secrets.token_bytes(32)
-"""Keys CSRF tokens when the cluster has no secret (good while this process runs)."""
-
-
-def session(master: Master, request: web.Request) -> str | None:
-    """The request's valid session token, "" for a cluster without a secret, None if none."""
-    secret = master.keys.secret
-    if secret is None:
-        return ""
-    token = request.cookies.get(COOKIE)
-    if token and rest_token_error(secret, token) is None:
-        return token
-    return None
-
-
-def csrf(master: Master, request: web.Request) -> str:
-    key = master.keys.secret or _PROCESS_KEY
-    return hmac.new(key, b"ember-csrf|" + request.cookies.get(COOKIE, "").encode(),
-                    hashlib.sha256).hexdigest()
-
 
 def _refusal(master: Master, request: web.Request, form: Any) -> str | None:
     origin = request.headers.get("Origin")

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from toolkit.render import templates_dir
-from toolkit.runtime.http import app_json, driver_json, worker_json
 from toolkit.runtime.states import MasterState, WorkerState
+from toolkit.runtime.views import app_json, driver_json, worker_json
 
 if TYPE_CHECKING:
     from toolkit.runtime.master import Master
@@ -86,7 +86,7 @@ def master_page(master: Master) -> str:
 
 
 def app_page(master: Master, app_id: str, request: Any) -> str | None:
-    from toolkit.runtime import actions
+    from toolkit.runtime import session
 
     app = master.work.apps.get(app_id) or next(
         (a for a in master.work.apps.completed if a.id == app_id), None)
@@ -97,28 +97,28 @@ def app_page(master: Master, app_id: str, request: Any) -> str | None:
                 executors=sorted(app.executors.values(), key=lambda e: e.exec_id),
                 webui=webui, mib=_mib, duration=_duration, url=master.url,
                 active=master.work.apps.get(app_id) is not None,
-                logged_in=actions.session(master, request) is not None,
-                csrf=actions.csrf(master, request))
+                logged_in=session.session(master, request) is not None,
+                csrf=session.csrf(master, request))
 
 
 def driver_page(master: Master, driver_id: str, request: Any) -> str | None:
-    from toolkit.runtime import actions
+    from toolkit.runtime import session
 
     driver = master.work.drivers.get(driver_id) or master.work.drivers.find(driver_id)
     if driver is None:
         return None
     webui = {w.id: w.webui_url for w in master.workers.values()}
-    logged_in = actions.session(master, request) is not None
+    logged_in = session.session(master, request) is not None
     return page("driver.html.j2", driver=driver, entry=driver_json(driver), webui=webui,
                 mib=_mib, url=master.url, active=master.work.drivers.get(driver_id) is not None,
-                logged_in=logged_in, csrf=actions.csrf(master, request))
+                logged_in=logged_in, csrf=session.csrf(master, request))
 
 
 def login_page(master: Master, next_page: str, request: Any) -> str:
-    from toolkit.runtime import actions
+    from toolkit.runtime import session
 
     return page("login.html.j2", next=next_page if next_page.startswith("/") else "/",
-                csrf=actions.csrf(master, request), needed=master.keys.secret is not None)
+                csrf=session.csrf(master, request), needed=master.keys.secret is not None)
 
 
 # Worker ----------------------------------------------------------------------------------

@@ -1,0 +1,42 @@
+"""The web UI's session and CSRF tokens (actions.py checks them, pages.py puts them in forms).
+
+The session cookie is a token of the cluster secret itself (`ember ui-token`), so it expires
+with it; a CSRF token is an HMAC of the secret (of a key of this process without one) and the
+session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import TYPE_CHECKING
+
+from toolkit.runtime.wire import rest_token_error
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from toolkit.runtime.master import Master
+
+
+COOKIE = "ember_session"
+_PROCESS_KEY = secrets.token_bytes(32)
+"""Keys CSRF tokens when the cluster has no secret (good while this process runs)."""
+
+
+def session(master: Master, request: web.Request) -> str | None:
+    """The request's valid session token, "" for a cluster without a secret, None if none."""
+    secret = master.keys.secret
+    if secret is None:
+        return ""
+    token = request.cookies.get(COOKIE)
+    if token and rest_token_error(secret, token) is None:
+        return token
+    return None
+
+
+def csrf(master: Master, request: web.Request) -> str:
+    key = master.keys.secret or _PROCESS_KEY
+    return hmac.new(key, b"ember-csrf|" + request.cookies.get(COOKIE, "").encode(),
+                    hashlib.sha256).hexdigest()

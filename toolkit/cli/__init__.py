@@ -61,6 +61,12 @@ def _keys(args: argparse.Namespace) -> Keys:
     return keys
 
 
+def _ui_login(args: argparse.Namespace) -> str:
+    value: str = settings_registry.resolve(settings_registry.named("common", "ui_login"),
+                                           getattr(args, "ui_login", None), os.environ)
+    return value
+
+
 def _role_keys(args: argparse.Namespace, role: str, host: str, say: bool = False) -> Keys:
     """A role's keys. Given no secret and bound to loopback, a role uses this user's own
     secret (made on first use), so that other users of the machine cannot use it; only
@@ -277,7 +283,9 @@ def run_master(args: argparse.Namespace) -> int:
                             spread_out=not args.consolidate)
     config.check_exposure("master", host, settings.keys, args.insecure)
     master = Master(settings)
-    return service.run(master, http.master_server(master), host, args.pid_file,
+    server = http.master_server(master)
+    server.login_to_read = _ui_login(args) == "always" and settings.keys.secret is not None
+    return service.run(master, server, host, args.pid_file,
                        lambda: _role_keys(args, "master", host))
 
 
@@ -296,7 +304,9 @@ def run_worker(args: argparse.Namespace) -> int:
                             keys=_role_keys(args, "worker", host, say=True))
     config.check_exposure("worker", host, settings.keys, args.insecure)
     worker = Worker(settings)
-    return service.run(worker, http.worker_server(worker), host, args.pid_file,
+    server = http.worker_server(worker)
+    server.login_to_read = _ui_login(args) == "always" and settings.keys.secret is not None
+    return service.run(worker, server, host, args.pid_file,
                        lambda: _role_keys(args, "worker", host))
 
 

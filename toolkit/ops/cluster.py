@@ -137,7 +137,8 @@ class Cluster:
                 for key, text in inv.recovery.items():
                     name = RECOVERY_KEYS[key]
                     env[settings_registry.named("master", name).env] = text
-            chosen += [(entry, s) for s in settings_registry.of_role(role) if s.key]
+            chosen += [(entry, s) for s in (*settings_registry.of_role(role),
+                                            *settings_registry.of_role("common")) if s.key]
         for entry, setting in chosen:
             assert setting.key is not None
             value = (inv.advertised(entry) if setting.kind == "address" else
@@ -306,9 +307,15 @@ class Cluster:
         context = None
         if self.inventory.uses_tls:
             context = ssl.create_default_context(cadata=self.credentials.trusted().decode())
+        from toolkit.runtime.wire import rest_token  # a UI that needs a login to read takes it
+
+        headers = {}
+        if self.inventory.secret_file.exists():  # never made here: status changes nothing
+            secret = self.inventory.secret_file.read_bytes().split(b"\n")[0].strip()
+            headers["Authorization"] = f"Bearer {rest_token(secret, 60)}"
+        request = urllib.request.Request(f"{self.master_ui(entry)}/json", headers=headers)
         try:
-            with urllib.request.urlopen(f"{self.master_ui(entry)}/json", timeout=3,
-                                        context=context) as response:
+            with urllib.request.urlopen(request, timeout=3, context=context) as response:
                 state: dict[str, Any] = json.load(response)
                 return state
         except (OSError, ValueError):

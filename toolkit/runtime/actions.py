@@ -23,9 +23,10 @@ from toolkit.runtime.session import COOKIE, csrf, session
 from toolkit.runtime.wire import rest_token_error
 
 if TYPE_CHECKING:
+    from toolkit.runtime.endpoint import Endpoint
     from toolkit.runtime.master import Master
 
-def _refusal(master: Master, request: web.Request, form: Any) -> str | None:
+def _refusal(master: Endpoint, request: web.Request, form: Any) -> str | None:
     origin = request.headers.get("Origin")
     if origin is not None and urlsplit(origin).netloc != request.host:
         return f"a form from another site ({origin}) is refused"
@@ -75,7 +76,7 @@ async def _kill(master: Master, request: web.Request, what: str,
     return _back(page + ident)
 
 
-async def log_in(master: Master, request: web.Request) -> web.Response:
+async def log_in(master: Endpoint, request: web.Request) -> web.Response:
     form = await request.post()
     refused = _refusal(master, request, form)
     if refused:
@@ -95,7 +96,7 @@ async def log_in(master: Master, request: web.Request) -> web.Response:
     raise response
 
 
-async def log_out(master: Master, request: web.Request) -> web.Response:
+async def log_out(master: Endpoint, request: web.Request) -> web.Response:
     form = await request.post()
     refused = _refusal(master, request, form)
     if refused:

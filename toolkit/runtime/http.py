@@ -99,7 +99,8 @@ class HttpServer:
     def __init__(self, role: str, state: Any, ready: Any, connections: int = 256,
                  tls: TlsSource = None, metrics: dict[str, Any] | None = None,
                  pages: dict[str, Any] | None = None,
-                 actions: dict[str, Any] | None = None) -> None:
+                 actions: dict[str, Any] | None = None,
+                 endpoint: Any = None) -> None:
         self.role = role
         self.tls = tls
         self.metrics = metrics or {}
@@ -109,6 +110,9 @@ class HttpServer:
         found)."""
         self.actions = actions or {}
         """UI forms' paths (POST) -> what does them (actions.py)."""
+        self.endpoint = endpoint
+        self.login_to_read = False
+        """--ui-login always: every page and /json need a login (with a secret)."""
         self.connections = connections
         self._state = state
         self._ready = ready
@@ -156,14 +160,32 @@ class HttpServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def _closed(self, request: web.Request) -> web.Response | None:
+        """With --ui-login always and a secret: the login page for a reader not logged in."""
+        if not self.login_to_read or request.path == "/login":
+            return None
+        from aiohttp import web
+
+        from toolkit.runtime import session
+
+        if session.session(self.endpoint, request) is not None:
+            return None
+        secret = self.endpoint.keys.secret
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if bearer and secret is not None and session.token_error(secret, bearer) is None:
+            return None  # a program's token (`fab status` sends one)
+        raise web.HTTPSeeOther(f"/login?next={request.path_qs}")
+
     async def _json(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
+        self._closed(request)
         return web.json_response(self._state(), dumps=_dumps)
 
     async def _json_field(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
+        self._closed(request)
         field = request.match_info["field"]
         state = self._state()
         if field not in state:
@@ -184,6 +206,7 @@ class HttpServer:
 
         from toolkit.runtime import pages  # jinja2: loaded by the first page asked for
 
+        self._closed(request)
         found = self.pages[request.path](pages, dict(request.query), request)
         if isinstance(found, web.StreamResponse):
             return found
@@ -225,7 +248,7 @@ def master_server(master: Master) -> HttpServer:
                       {"/driver/kill": lambda a, r: a.kill_driver(master, r),
                        "/app/kill": lambda a, r: a.kill_app(master, r),
                        "/login": lambda a, r: a.log_in(master, r),
-                       "/logout": lambda a, r: a.log_out(master, r)})
+                       "/logout": lambda a, r: a.log_out(master, r)}, master)
 
 
 def worker_server(worker: Worker) -> HttpServer:
@@ -239,4 +262,7 @@ def worker_server(worker: Worker) -> HttpServer:
                           "/metrics/prometheus": lambda m: m.worker_text(worker)}, {
                           "/": lambda p, q, r: p.worker_page(worker),
                           "/logPage/": lambda p, q, r: p.log_page(worker, q),
-                          "/log": lambda p, q, r: p.log_download(worker, q)})
+                          "/log": lambda p, q, r: p.log_download(worker, q),
+                          "/login": lambda p, q, r: p.login_page(worker, q.get("next", "/"), r)},
+                      {"/login": lambda a, r: a.log_in(worker, r),
+                       "/logout": lambda a, r: a.log_out(worker, r)}, worker)

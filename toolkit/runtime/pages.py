@@ -25,6 +25,7 @@ from toolkit.runtime.states import MasterState, WorkerState
 from toolkit.runtime.views import app_json, driver_json, worker_json
 
 if TYPE_CHECKING:
+    from toolkit.runtime.endpoint import Endpoint
     from toolkit.runtime.master import Master
     from toolkit.runtime.worker import Worker
 
@@ -95,6 +96,7 @@ def app_page(master: Master, app_id: str, request: Any) -> str | None:
     webui = {w.id: w.webui_url for w in master.workers.values()}
     return page("app.html.j2", app=app_json(app, master.clock()), desc=app.desc,
                 executors=sorted(app.executors.values(), key=lambda e: e.exec_id),
+                removed=list(reversed(app.removed)),
                 webui=webui, mib=_mib, duration=_duration, url=master.url,
                 active=master.work.apps.get(app_id) is not None,
                 logged_in=session.session(master, request) is not None,
@@ -114,7 +116,7 @@ def driver_page(master: Master, driver_id: str, request: Any) -> str | None:
                 logged_in=logged_in, csrf=session.csrf(master, request))
 
 
-def login_page(master: Master, next_page: str, request: Any) -> str:
+def login_page(master: Endpoint, next_page: str, request: Any) -> str:
     from toolkit.runtime import session
 
     return page("login.html.j2", next=next_page if next_page.startswith("/") else "/",

@@ -8,6 +8,7 @@ silently. Moving to the state a record is already in changes nothing and says so
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -139,6 +140,10 @@ class DriverInfo:
                                       self.relaunched_as)
 
 
+REMOVED_KEPT = 100
+"""Ended executors an application keeps listed."""
+
+
 @dataclass
 class ExecutorInfo:
     app_id: str
@@ -149,6 +154,8 @@ class ExecutorInfo:
     memory: int
     state: ExecutorState = ExecutorState.LAUNCHING
     epoch: int = 0
+    exit_code: int | None = None
+    """Its command's exit code, once it ended (shown on the application's page)."""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -176,6 +183,9 @@ class AppInfo:
     next_exec_id: int = 0
     retry_count: int = 0
     ended: float | None = None
+    removed: collections.deque[ExecutorInfo] = field(
+        default_factory=lambda: collections.deque(maxlen=REMOVED_KEPT))
+    """Its executors that ended, newest last (the application's page lists them)."""
 
     @property
     def requested_cores(self) -> int:
@@ -223,7 +233,8 @@ class AppInfo:
         self.state, self.ended = state, now
 
     def remove_executor(self, executor: ExecutorInfo) -> None:
-        self.executors.pop(executor.exec_id, None)
+        if self.executors.pop(executor.exec_id, None) is not None:
+            self.removed.append(executor)
 
     def running(self) -> Iterable[ExecutorInfo]:
         return (e for e in self.executors.values() if e.state == ExecutorState.RUNNING)

@@ -17,7 +17,7 @@ from toolkit.runtime.wire import rest_token_error
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from toolkit.runtime.master import Master
+    from toolkit.runtime.endpoint import Endpoint
 
 
 COOKIE = "ember_session"
@@ -25,7 +25,10 @@ _PROCESS_KEY = secrets.token_bytes(32)
 """Keys CSRF tokens when the cluster has no secret (good while this process runs)."""
 
 
-def session(master: Master, request: web.Request) -> str | None:
+token_error = rest_token_error
+
+
+def session(master: Endpoint, request: web.Request) -> str | None:
     """The request's valid session token, "" for a cluster without a secret, None if none."""
     secret = master.keys.secret
     if secret is None:
@@ -36,7 +39,7 @@ def session(master: Master, request: web.Request) -> str | None:
     return None
 
 
-def csrf(master: Master, request: web.Request) -> str:
+def csrf(master: Endpoint, request: web.Request) -> str:
     key = master.keys.secret or _PROCESS_KEY
     return hmac.new(key, b"ember-csrf|" + request.cookies.get(COOKIE, "").encode(),
                     hashlib.sha256).hexdigest()

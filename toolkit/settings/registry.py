@@ -160,6 +160,10 @@ _ROLES: tuple[Setting, ...] = (
        "TLS on the RPC, web UI and REST ports: the directory holding the cluster CA "
        "(`ca.pem`) and this host's `cert.pem` and `key.pem` (mode 0600), which the playbook "
        "makes", metavar="DIR"),
+    _s("ui_login", "common", "--ui-login", "EMBER_UI_LOGIN", choice("actions", "always"),
+       "actions", "`actions`", "with a cluster secret, what the web UI needs a login for: "
+       "`actions` (killing; reading is open) or `always` (every page and `/json` too)",
+       key="ui_login", metavar="actions|always"),
     _s("log_level", "common", "--log-level", "EMBER_LOG_LEVEL", choice(*LOG_LEVELS), "INFO",
        "INFO", "DEBUG, INFO, WARNING or ERROR", metavar="|".join(LOG_LEVELS)),
     _s("cores", "submit", "--cores", "", positive_int, 1, "1", "cores reserved on the worker"),

@@ -228,3 +228,52 @@ async def test_killing_an_application_from_its_page_stops_its_executors(
         assert "killed from the web UI" in str(removed)
     finally:
         await app.stop()
+
+
+async def test_an_applications_page_lists_its_ended_executors_with_their_exit_codes(
+        cluster: Cluster) -> None:
+    from tests.integration.runtime.test_applications import app_desc, registered
+
+    master = cluster.master()
+    worker = cluster.worker(master.url, cores=1, memory="1g")
+    master.wait_joined(worker)
+    async with registered(master, app_desc(["sh", "-c", "exit 3"], cores_per_executor=1,
+                                           max_cores=1)) as app:
+        def ended() -> str | None:
+            page = get(f"{master.ui}/app/?appId={app.app_id}")[1]
+            table = page.split('id="removed-executors"')[1]
+            return table if ">EXITED</td><td>3</td>" in table else None
+        table = wait_for(ended, 15, "an ended executor with its exit code")
+        assert "logType=stderr" in table
+
+
+def test_with_ui_login_always_reading_needs_a_login_too(cluster: Cluster) -> None:
+    import json
+
+    from tests.procs import ember
+
+    key = cluster.tmp / "secret"
+    key.write_text("correct-horse-battery-staple-0123456789\n")
+    key.chmod(0o600)
+    master = cluster.master("--secret-file", str(key), "--ui-login", "always")
+    worker = cluster.worker(master.url, "--secret-file", str(key), "--ui-login", "always",
+                            cores=1, memory="1g")
+    browser = Browser(master.ui)
+    for where in ("/", "/json", "/driver/?id=driver-20990101000000-0001"):
+        page = browser.get(where)
+        assert 'id="token"' in page and "Log in" in page, where  # sent to the login page
+    token = ember("ui-token", "--secret-file", str(key)).stdout.strip()
+    with urllib.request.urlopen(urllib.request.Request(
+            master.ui + "/json", headers={"Authorization": f"Bearer {token}"}), timeout=5) as r:
+        assert json.load(r)["status"] == "ALIVE"  # a program's token (fab status sends one)
+    login = browser.get("/login")
+    status, page = browser.post("/login", {"csrf": field(login, "csrf"), "next": "/",
+                                           "token": token})
+    assert status == 200 and 'id="status">ALIVE<' in page
+    wait_for(lambda: 'id="alive-workers">1<' in browser.get("/"), 15, "the worker listed")
+    on_worker = Browser(worker.ui)
+    assert 'id="token"' in on_worker.get("/")  # the worker's own login page
+    worker_login = on_worker.get("/login")
+    status, page = on_worker.post("/login", {"csrf": field(worker_login, "csrf"), "next": "/",
+                                             "token": token})
+    assert status == 200 and "Ember worker" in page

@@ -226,6 +226,7 @@ class Work:
         if state not in FINISHED_EXECUTOR_STATES:
             return
         logger.info("Executor %s/%d is %s: %s", app.id, executor.exec_id, state, msg.message)
+        executor.exit_code = msg.exit_code
         app.remove_executor(executor)
         self.apps.save(app)
         worker.executors.pop(executor.key, None)

@@ -71,8 +71,11 @@ def master_page(master: Master) -> str:
     alive = [w for w in workers if w["state"] == WorkerState.ALIVE]
     now = master.clock()
     by_state = {s.value: sum(w["state"] == s.value for w in workers) for s in WorkerState}
+    contenders = getattr(master.store, "masters", None)
     return page(
         "master.html.j2", master=master, url=master.url, status=master.state.value,
+        masters=contenders() if contenders is not None and master.store.client.connected
+        else [],
         standby=master.state != MasterState.ALIVE,
         recovery=master.config.recovery_mode, by_state=by_state, workers=workers,
         cores=sum(w["cores"] for w in alive), cores_used=sum(w["coresused"] for w in alive),

@@ -264,3 +264,17 @@ def test_with_a_secret_the_lock_and_records_are_the_clusters_alone_through_a_rot
     second = ember("submit", "--memory", "64m", "--", "true", env=env)
     assert second.returncode == 0, second.stderr  # the leader still records
     assert master.json()["status"] == "ALIVE"
+
+
+def test_the_web_ui_shows_which_master_leads_and_which_stand_by(
+        cluster: Cluster, zookeeper: tuple[int, subprocess.Popen[bytes]]) -> None:
+    import urllib.request
+
+    leader, standby, _ = two_masters(cluster, zookeeper)
+    expected = (f"127.0.0.1:{leader.port} (leading), 127.0.0.1:{standby.port} (standby)")
+    for master, state in ((leader, "ALIVE"), (standby, "STANDBY")):
+        def page(ui: str = master.ui) -> str:
+            with urllib.request.urlopen(ui + "/", timeout=5) as response:
+                return str(response.read().decode())
+        found = wait_for(lambda p=page: p() if expected in p() else None, 10, "both masters")
+        assert f'id="status">{state}<' in found

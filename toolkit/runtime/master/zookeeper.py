@@ -14,6 +14,7 @@ supervisor starts it again, as a standby (Spark's master exits 0 there, and
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -84,6 +85,7 @@ class ZooKeeperStore(RecordStore):
         """The path of this leader's lock node: every write checks that it still exists."""
         self._leading = False
         self._started = False
+        self._announced = False
         self._said_unconnected = False
         self._down_since = 0.0
 
@@ -169,6 +171,7 @@ class ZooKeeperStore(RecordStore):
                     self._said_unconnected = True
                 return False
             self._down_since, self._said_unconnected = 0.0, False
+            self._announce()
             if self._lock is None:
                 self._lock = self.client.Lock(self._lock_path, self.identity)
             if not self._lock.acquire(blocking=False):
@@ -211,6 +214,33 @@ class ZooKeeperStore(RecordStore):
         except KazooException:
             return None
         return first, bytes(data or b"").decode("utf-8", "replace")
+
+    def _announce(self) -> None:
+        """This master's ephemeral node under ``masters/`` (its ``host:port``), for the web UI
+        to list every master of the cluster: it goes with this master's session."""
+        from kazoo.exceptions import NodeExistsError
+
+        if self._announced or ":" not in self.identity:
+            return
+        with contextlib.suppress(NodeExistsError):  # an earlier session not yet expired
+            self.client.create(f"{self.root}/masters/{self.identity}", ephemeral=True,
+                               makepath=True)
+        self._announced = True
+
+    def masters(self) -> list[tuple[str, bool]]:
+        """Every master of the cluster (its ``host:port``), and whether it leads; the leader
+        first. For the web UI: empty when ZooKeeper does not answer."""
+        from kazoo.exceptions import KazooException
+
+        try:
+            every = self.client.get_children(f"{self.root}/masters")
+            nodes = [n for n in self.client.get_children(self._lock_path) if LOCK_MARK in n]
+            first = min(nodes, key=lambda n: n.rsplit(LOCK_MARK, 1)[1]) if nodes else None
+            leading = (bytes(self.client.get(f"{self._lock_path}/{first}")[0] or b"").decode(
+                "utf-8", "replace") if first else None)
+        except KazooException:
+            return []
+        return sorted(((m, m == leading) for m in every), key=lambda found: not found[1])
 
     def depose(self, node: str, identity: str) -> bool:
         """Remove a dead leader's lock node, if it is still that leader's: the next contender

@@ -272,7 +272,13 @@ def test_with_ui_login_always_reading_needs_a_login_too(cluster: Cluster) -> Non
     assert status == 200 and 'id="status">ALIVE<' in page
     wait_for(lambda: 'id="alive-workers">1<' in browser.get("/"), 15, "the worker listed")
     on_worker = Browser(worker.ui)
-    assert 'id="token"' in on_worker.get("/")  # the worker's own login page
+
+    def worker_login_page() -> str | None:  # its UI starts once it has registered
+        try:
+            return on_worker.get("/")
+        except urllib.error.URLError:
+            return None
+    assert 'id="token"' in wait_for(worker_login_page, 15, "the worker's UI")  # its own login
     worker_login = on_worker.get("/login")
     status, page = on_worker.post("/login", {"csrf": field(worker_login, "csrf"), "next": "/",
                                              "token": token})

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.integration.runtime.test_drivers import alive, submit, wait_driver
-from tests.procs import Cluster, MasterProc, WorkerProc, ember, free_port, wait_for
+from tests.procs import Cluster, MasterProc, WorkerProc, free_port, wait_for
 
 JAR = Path("/usr/share/java/zookeeper.jar")
 RUNS = "echo $$ > pid; exec sleep 60"
@@ -200,70 +200,6 @@ def test_a_corrupt_record_in_zookeeper_is_named_and_skipped(
     assert ("Skipping the unreadable recovery record driver driver-20261201000000-0007 in "
             f"zookeeper 127.0.0.1:{port}/ember-test") in leader.proc.log()
     assert leader.json()["activedrivers"] == []
-
-
-def test_with_a_secret_the_lock_and_records_are_the_clusters_alone_through_a_rotation(
-        cluster: Cluster, zookeeper: tuple[int, subprocess.Popen[bytes]],
-        tmp_path: Path) -> None:
-    """With a cluster secret, Ember's znodes carry an ACL of that secret (a digest derived
-    from it): a ZooKeeper client without it can neither read the records (drivers' commands
-    and environment) nor take the leadership lock. A rotation (SIGHUP at each round) hands
-    every node to the new secret (as taking the lead does: 4 passes); the old one is refused at
-    the end, and the leader records on."""
-    from kazoo.client import KazooClient
-    from kazoo.exceptions import NoAuthError
-
-    from toolkit.runtime.master.zookeeper import ZK_USER, credential
-
-    port, _ = zookeeper
-    old, new = b"old-secret-0123456789abcdef", b"new-secret-0123456789abcdef"
-    key = tmp_path / "secret"
-    key.write_bytes(old + b"\n")
-    key.chmod(0o600)
-    master = cluster.master("--secret-file", str(key), "--recovery-mode", "zookeeper",
-                            "--zookeeper-url", f"127.0.0.1:{port}", "--zookeeper-dir",
-                            "/ember-acl")
-    wait_for(lambda: master.json()["status"] == "ALIVE", 15, "the leader")
-    env = {"EMBER_MASTER_URL": master.url, "EMBER_SECRET_FILE": str(key)}
-    first = ember("submit", "--memory", "64m", "--env", "TOKEN=sensitive", "--", "true",
-                  env=env).stdout.strip()  # no worker: it waits, recorded
-    assert first.startswith("driver-")
-
-    def client(secret: bytes | None) -> KazooClient:
-        auth = [("digest", f"{ZK_USER}:{credential(secret)}")] if secret else None
-        zk = KazooClient(hosts=f"127.0.0.1:{port}", auth_data=auth)
-        zk.start(timeout=10)
-        return zk
-
-    stranger = client(None)
-    try:
-        with pytest.raises(NoAuthError):
-            stranger.get_children("/ember-acl")
-        with pytest.raises(NoAuthError):
-            stranger.create("/ember-acl/leader/x__lock__0000000000", ephemeral=True)
-    finally:
-        stranger.stop()
-
-    for content in (old + b"\n" + new, new + b"\n" + old, new):
-        reloads = master.proc.log().count("reloaded the secrets")
-        key.write_bytes(content + b"\n")
-        master.proc.signal(signal.SIGHUP)
-        wait_for(lambda n=reloads: master.proc.log().count("reloaded the secrets") > n, 10,
-                 "the reload")
-    wait_for(lambda: master.proc.log().count("handed to the current secrets") >= 4, 15,
-             "every node handed to the new secret")
-    holder, former = client(new), client(old)
-    try:
-        drivers = holder.get_children("/ember-acl/driver")
-        assert first in drivers
-        with pytest.raises(NoAuthError):
-            former.get(f"/ember-acl/driver/{first}")
-    finally:
-        holder.stop()
-        former.stop()
-    second = ember("submit", "--memory", "64m", "--", "true", env=env)
-    assert second.returncode == 0, second.stderr  # the leader still records
-    assert master.json()["status"] == "ALIVE"
 
 
 def test_the_web_ui_shows_which_master_leads_and_which_stand_by(

@@ -16,7 +16,6 @@ from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 from toolkit.runtime.config import MasterConfig
 from toolkit.runtime.endpoint import Endpoint, Handler, Limits
-from toolkit.runtime.keys import Keys
 from toolkit.runtime.master import recovery, scopes
 from toolkit.runtime.master.modes import store_for
 from toolkit.runtime.master.store import NoStore
@@ -48,7 +47,7 @@ class Master(Endpoint):
         self.clock = clock
         self.monotonic = monotonic
         self.store = store_for(config.recovery_mode, config.recovery_dir,
-                               config.zookeeper_url, config.zookeeper_dir, config.keys.secrets)
+                               config.zookeeper_url, config.zookeeper_dir)
         # with a recovery mode, a master leads only once it holds the store: until then it
         # is a standby, which turns workers and clients away
         self.state = MasterState.ALIVE if isinstance(self.store, NoStore) else (
@@ -126,12 +125,6 @@ class Master(Endpoint):
         for conn in links:
             conn.close()
         await asyncio.gather(*(conn.wait_closed(1.0) for conn in links))
-
-    def reload_keys(self, keys: Keys) -> int:
-        rekey = getattr(self.store, "rekey", None)
-        if rekey is not None:  # ZooKeeper's nodes belong to the cluster's secrets
-            rekey(keys.secrets)
-        return super().reload_keys(keys)
 
     # Handlers ----------------------------------------------------------------------------
 

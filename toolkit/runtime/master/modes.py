@@ -12,7 +12,7 @@ MODES = ("none", "filesystem", "zookeeper")
 
 
 def store_for(mode: str, directory: Path | None, zookeeper_url: str | None = None,
-              zookeeper_dir: str = "/ember", secrets: tuple[bytes, ...] = ()) -> Any:
+              zookeeper_dir: str = "/ember") -> Any:
     """The store of a recovery mode; an unknown mode, or one without what it needs, is an
     error that names it."""
     if mode == "none":
@@ -28,5 +28,5 @@ def store_for(mode: str, directory: Path | None, zookeeper_url: str | None = Non
                               "--zookeeper-url HOST:PORT[,HOST:PORT...] (EMBER_ZOOKEEPER_URL)")
         from toolkit.runtime.master.zookeeper import ZooKeeperStore
 
-        return ZooKeeperStore(zookeeper_url, zookeeper_dir, secrets=secrets)
+        return ZooKeeperStore(zookeeper_url, zookeeper_dir)
     raise ConfigError(f"unknown recovery mode {mode!r}: use {' or '.join(MODES)}")

@@ -13,10 +13,7 @@ supervisor starts it again, as a standby (Spark's master exits 0 there, and
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import logging
 import socket
 import threading
@@ -37,28 +34,8 @@ LOCK_MARK = "__lock__"
 """kazoo's lock nodes are ``<uuid>__lock__<sequence>``: the lowest sequence holds the lock."""
 
 
-ZK_USER = "ember"
-
-
-def credential(secret: bytes) -> str:
-    """The ZooKeeper digest password of a cluster secret (derived: the secret never goes to
-    ZooKeeper, nor does a key that would prove it)."""
-    return base64.b64encode(hmac.new(secret, b"ember-zookeeper", hashlib.sha256).digest()
-                            ).decode()
-
-
-def acl_of(secrets: tuple[bytes, ...]) -> list[Any]:
-    """Every permission to the holders of these secrets (during a rotation, of either), none
-    to anyone else: the leadership lock and the records (drivers' commands and environment)
-    are the cluster's alone."""
-    from kazoo.security import make_digest_acl
-
-    return [make_digest_acl(ZK_USER, credential(s), all=True) for s in secrets]
-
-
 class ZooKeeperStore(RecordStore):
-    def __init__(self, url: str, root: str, session_timeout: float = SESSION_TIMEOUT,
-                 secrets: tuple[bytes, ...] = ()) -> None:
+    def __init__(self, url: str, root: str, session_timeout: float = SESSION_TIMEOUT) -> None:
         from kazoo.client import KazooClient
 
         if not root.startswith("/"):
@@ -67,11 +44,8 @@ class ZooKeeperStore(RecordStore):
         self.directory = f"zookeeper {url}{self.root}"
         # reconnect at once, then every second at most: a server of the ensemble going, or
         # ZooKeeper coming back after a while, is noticed within a second
-        self.client = KazooClient(
-            hosts=url, timeout=session_timeout, connection_retry={
-                "max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": 1.0},
-            auth_data=[("digest", f"{ZK_USER}:{credential(s)}") for s in secrets] or None,
-            default_acl=acl_of(secrets) or None)
+        self.client = KazooClient(hosts=url, timeout=session_timeout, connection_retry={
+            "max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": 1.0})
         self.grace = session_timeout
         """How long a suspended session may take to come back: when the ensemble's leader
         dies, the others first elect a new one (a second or two). The fenced writes make the
@@ -115,38 +89,6 @@ class ZooKeeperStore(RecordStore):
             self._leading = False
             self.on_lost(why)
 
-    def rekey(self, secrets: tuple[bytes, ...]) -> None:
-        """A rotation: prove the new secrets too (this session keeps what it proved before),
-        create nodes for them, and, leading, hand every node of the cluster to them (in a
-        thread of its own: it walks every record)."""
-        if not secrets:
-            return
-        for secret in secrets:
-            self.client.add_auth_async("digest", f"{ZK_USER}:{credential(secret)}")
-        acl = acl_of(secrets)
-        self.client.default_acl = acl
-        if self._leading:
-            threading.Thread(target=self._set_acls, args=(acl,), daemon=True,
-                             name="zookeeper acls").start()
-
-    def _set_acls(self, acl: list[Any]) -> None:
-        from kazoo.exceptions import KazooException
-
-        pending, done = [self.root], 0
-        try:
-            while pending:
-                path = pending.pop()
-                self.client.set_acls(path, acl)
-                done += 1
-                pending += [f"{path}/{child}" for child in self.client.get_children(path)]
-        except KazooException as exc:
-            logger.warning("ZooKeeper at %s: handing the nodes to the new secret stopped "
-                           "after %d: %r (the next reload tries again)", self.directory, done,
-                           exc)
-            return
-        logger.info("ZooKeeper at %s: %d nodes handed to the current secrets", self.directory,
-                    done)
-
     # Leadership ----------------------------------------------------------------------------
 
     @property
@@ -180,9 +122,6 @@ class ZooKeeperStore(RecordStore):
                 self.client.ensure_path(f"{self.root}/{kind}")
             self._held = f"{self._lock_path}/{self._lock.node}"
             self._leading = True
-            if self.client.default_acl:  # nodes of an older Ember, or of a rotation left
-                threading.Thread(target=self._set_acls, args=(self.client.default_acl,),
-                                 daemon=True, name="zookeeper acls").start()
             if self.client.exists(self._held, watch=self._on_lock_event) is None:
                 self._step_down(f"its lock {self._held} is gone")
         except KazooException as exc:  # the connection went meanwhile: try again later

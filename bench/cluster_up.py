@@ -126,7 +126,7 @@ def main() -> int:
     try:
         results: dict[str, list[dict[str, float]]] = {"ember": []}
         with Lab(workdir, 1 + WORKERS) as lab:
-            inventory = write_inventory(lab, workdir / "lab.yml")
+            inventory = write_inventory(lab, workdir / "lab.yml", run_user="root")
             print("deploying the toolkit to 5 hosts ...", file=sys.stderr, flush=True)
             subprocess.run([str(FAB), "-r", str(ROOT), "deploy", "--inventory", str(inventory),
                             "--python", str(Path(sys.base_prefix) / "bin" / "python3")],

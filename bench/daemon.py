@@ -61,8 +61,11 @@ class Daemon:
 def ember(backend: str) -> Daemon:
     home = tempfile.mkdtemp(prefix=f"bench-{backend}-")
     sup = tempfile.mkdtemp(prefix="bs-", dir="/tmp")
+    # as root, roles would run as the user `ember`, who may not reach this machine's Python
+    # (under /root with pyenv): the benchmark runs them as root, as Spark's scripts do
     return Daemon(f"ember {backend}", {"EMBER_HOME": home, "EMBER_DAEMON_BACKEND": backend,
-                                       "EMBER_IDENT_STRING": "bench", "EMBER_SUPERVISOR_DIR": sup})
+                                       "EMBER_IDENT_STRING": "bench", "EMBER_SUPERVISOR_DIR": sup,
+                                       "EMBER_RUN_USER": "root"})
 
 
 def spark(home: Path) -> Daemon:

@@ -73,7 +73,9 @@ class Deployed:
 
 
 def write_inventory(lab: Lab, path: Path, known_hosts: Path | None = None,
-                    workers: str | None = None) -> Path:
+                    workers: str | None = None, run_user: str | None = None) -> Path:
+    """``run_user``: None, the default (`ember`, which needs this machine's Python reachable:
+    the lab fixture sees to that)."""
     worker_lines = workers or "\n".join(f"    - {h.address}" for h in lab.hosts[1:])
     path.write_text(f"""
 cluster:
@@ -88,6 +90,7 @@ ssh:
 defaults:
   ember_home: {lab.common}/ember
   stop_timeout: 5
+{f"  run_user: {run_user}" if run_user else ""}
 masters:
   - host: {lab.hosts[0].address}
     worker_timeout: 2

@@ -160,32 +160,27 @@ class HttpServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def _closed(self, request: web.Request) -> web.Response | None:
-        """With --ui-login always and a secret: the login page for a reader not logged in."""
+    def _require_login(self, request: web.Request) -> None:
+        """With --ui-login always and a secret: a reader not logged in goes to the login page."""
         if not self.login_to_read or request.path == "/login":
-            return None
+            return
         from aiohttp import web
 
         from toolkit.runtime import session
 
-        if session.session(self.endpoint, request) is not None:
-            return None
-        secret = self.endpoint.keys.secret
-        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if bearer and secret is not None and session.token_error(secret, bearer) is None:
-            return None  # a program's token (`fab status` sends one)
-        raise web.HTTPSeeOther(f"/login?next={request.path_qs}")
+        if not session.allowed_to_read(self.endpoint, request):
+            raise web.HTTPSeeOther(f"/login?next={request.path_qs}")
 
     async def _json(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
-        self._closed(request)
+        self._require_login(request)
         return web.json_response(self._state(), dumps=_dumps)
 
     async def _json_field(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
-        self._closed(request)
+        self._require_login(request)
         field = request.match_info["field"]
         state = self._state()
         if field not in state:
@@ -206,7 +201,7 @@ class HttpServer:
 
         from toolkit.runtime import pages  # jinja2: loaded by the first page asked for
 
-        self._closed(request)
+        self._require_login(request)
         found = self.pages[request.path](pages, dict(request.query), request)
         if isinstance(found, web.StreamResponse):
             return found

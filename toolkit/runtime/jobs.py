@@ -32,6 +32,7 @@ class JobEnv:
         self.work_dir = work_dir
         self.master_url = master_url
         self.keys = keys
+        self._ca_copied = False
 
     @cached_property
     def _base(self) -> dict[str, str]:
@@ -60,7 +61,7 @@ class JobEnv:
     def reload(self, keys: Keys, running: list[str]) -> None:
         """New keys (a rotation): running drivers' credentials and the CA are rewritten."""
         self.keys = keys
-        self.__dict__.pop("_ca_ready", None)
+        self._ca_copied = False
         for driver_id in running:
             if (self.work_dir / driver_id / CREDENTIAL).exists() and keys.secret is not None:
                 self._write_credential(driver_id)
@@ -75,9 +76,9 @@ class JobEnv:
 
     def _ca_dir(self) -> Path:
         directory = self.work_dir / CA_DIR
-        if not self.__dict__.get("_ca_ready") and self.keys.tls is not None:
+        if not self._ca_copied and self.keys.tls is not None:
             directory.mkdir(parents=True, exist_ok=True, mode=0o755)
             shutil.copyfile(self.keys.tls.ca, directory / "ca.pem.tmp")
             os.replace(directory / "ca.pem.tmp", directory / "ca.pem")
-            self.__dict__["_ca_ready"] = True
+            self._ca_copied = True
         return directory

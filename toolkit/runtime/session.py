@@ -25,7 +25,14 @@ _PROCESS_KEY = secrets.token_bytes(32)
 """Keys CSRF tokens when the cluster has no secret (good while this process runs)."""
 
 
-token_error = rest_token_error
+def allowed_to_read(endpoint: Endpoint, request: web.Request) -> bool:
+    """Logged in (the cookie), or a program's token of the secret (`Authorization: Bearer`;
+    `fab status` sends one)."""
+    if session(endpoint, request) is not None:
+        return True
+    secret = endpoint.keys.secret
+    bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    return bool(bearer) and secret is not None and rest_token_error(secret, bearer) is None
 
 
 def session(master: Endpoint, request: web.Request) -> str | None:

@@ -96,9 +96,11 @@ async def test_an_applications_executors_show_in_its_metrics(cluster: Cluster) -
              "the application gone from the metrics")
 
 
-def test_the_grafana_dashboard_reads_only_metrics_the_roles_serve(cluster: Cluster) -> None:
+async def test_the_grafana_dashboard_reads_only_metrics_the_roles_serve(
+        cluster: Cluster) -> None:
     """docs/grafana-dashboard.json: every metric its queries name is one a real master or
-    worker serves (a renamed metric would leave a panel empty)."""
+    worker serves, with an application running (a renamed metric would leave a panel
+    empty)."""
     import json
     import re
     from pathlib import Path
@@ -108,11 +110,15 @@ def test_the_grafana_dashboard_reads_only_metrics_the_roles_serve(cluster: Clust
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     named = {n for e in exprs for n in re.findall(r"\bember_[a-z_]+", e)}
     master = cluster.master()
-    worker = cluster.worker(master.url, cores=1, memory="512m")
+    worker = cluster.worker(master.url, cores=2, memory="1g")
     master.wait_joined(worker)
-    served = {name for port, path in ((master.webui, "/metrics"), (worker.webui, "/metrics"),
-                                      (master.webui, "/metrics/applications/prometheus"))
-              for name, _ in scrape(port, path)}
-    served |= {"ember_application_executors"}  # present once an application runs
+    app, _ = await two_running_executors(master.url, worker.work_dir)
+    try:
+        served = {name for port, path in ((master.webui, "/metrics"),
+                                          (worker.webui, "/metrics"),
+                                          (master.webui, "/metrics/applications/prometheus"))
+                  for name, _ in scrape(port, path)}
+    finally:
+        await app.stop()
     assert named and named <= served, named - served
     assert len(dashboard["panels"]) >= 10

@@ -79,8 +79,11 @@ class Authority:
     def create(cls, cluster: str) -> Authority:
         key = ec.generate_private_key(ec.SECP256R1())
         stamp = _now().strftime("%Y%m%d%H%M%S")
+        key_id = x509.SubjectKeyIdentifier.from_public_key(key.public_key()).digest.hex()[:16]
+        # The key's id in the name: a successor made within the same second (a rotation
+        # right after start-all) must not share its predecessor's subject.
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
-                                             f"Ember cluster CA {cluster} {stamp}")])
+                                             f"Ember cluster CA {cluster} {stamp} {key_id}")])
         now = _now()
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())

@@ -6,6 +6,7 @@ import datetime
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from tests.unit.runtime.fakes import FakeConn
 from toolkit.errors import ConfigError
@@ -115,3 +116,11 @@ def test_host_certificates_are_reissued_before_they_expire_or_when_names_or_ca_c
     ageing = ca.issue(["10.0.0.2"], days=90, now=now - datetime.timedelta(days=70))
     assert str(needs_reissue(ageing.cert, ["10.0.0.2"], ca)).startswith("it expires on")
     assert ca.signed(fresh.cert) and not Authority.create("x").signed(fresh.cert)
+
+
+def test_a_successor_ca_made_in_the_same_second_has_its_own_name() -> None:
+    # a rotation right after start-all: the trusted bundle holds both, told apart by name
+    first, second = Authority.create("c"), Authority.create("c")
+    assert first.cert.subject != second.cert.subject
+    issued = second.issue(["10.0.0.2"])
+    assert x509.load_pem_x509_certificate(issued.cert).issuer == second.cert.subject

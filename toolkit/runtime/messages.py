@@ -1,4 +1,4 @@
-"""Every message of the runtime, grouped by direction.
+"""Every message of the runtime after the handshake (handshake.py), grouped by direction.
 
 Wire messages are msgspec structs tagged by their class name (the JSON field ``type``), so a
 frame decodes straight into the right class and an unknown type is refused at decode time.
@@ -63,34 +63,6 @@ class ApplicationDescription(msgspec.Struct, forbid_unknown_fields=True):
 class ExecutorRef(msgspec.Struct):
     app_id: str
     exec_id: int
-
-
-# Handshake (before any other message; see wire.py) ------------------------------------------
-
-
-class Hello(Message):
-    version: int
-    nonce: str
-    scope: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    """A job's scope (keys.py): it proves a key derived for that scope, not the secret."""
-
-
-class Challenge(Message):
-    version: int
-    nonce: str
-    auth: bool
-
-
-class Proof(Message):
-    proof: str | None = None
-
-
-class Welcome(Message):
-    proof: str | None = None
-
-
-class HandshakeFailed(Message):
-    reason: str
 
 
 # Worker -> Master ---------------------------------------------------------------------------
@@ -304,6 +276,21 @@ class DriverListResponse(Message):
     """The request's request_id; 0 for a watch update, which answers no request."""
 
 
+class RequestKillApplication(Message):
+    """The web UI's kill of an application: asked inside the master (Endpoint.ask), never
+    decoded from a connection."""
+
+    app_id: str
+    request_id: int = 0
+
+
+class KillApplicationResponse(Message):
+    app_id: str
+    success: bool
+    message: str
+    in_reply_to: int = 0
+
+
 # Application client (driver program) <-> Master --------------------------------------------
 
 
@@ -376,21 +363,6 @@ class ApplicationRemoved(Message):
 # Master to itself (timers post these; they never cross the wire) ----------------------------
 
 
-class RequestKillApplication(Message):
-    """The web UI's kill of an application: asked inside the master (Endpoint.ask), never
-    decoded from a connection."""
-
-    app_id: str
-    request_id: int = 0
-
-
-class KillApplicationResponse(Message):
-    app_id: str
-    success: bool
-    message: str
-    in_reply_to: int = 0
-
-
 class CheckForWorkerTimeOut(Message):
     pass
 
@@ -437,8 +409,6 @@ class ConnectionClosed(Message):
     """The link was reset or aborted (a blip on the way), not closed by the peer (a process
     that closed it, or ended: its kernel closes its sockets)."""
 
-
-HANDSHAKE = Hello | Challenge | Proof | Welcome | HandshakeFailed
 
 TO_MASTER = (
     # from workers

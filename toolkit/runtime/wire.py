@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from toolkit.errors import AuthError, WireError
+from toolkit.runtime import handshake as hs
 from toolkit.runtime import messages as m
 from toolkit.runtime.keys import Keys, as_keys, key_id, peer_identity
 
@@ -53,7 +54,7 @@ sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 _HEADER = 4
 _encoder = msgspec.json.Encoder()
-_handshake_decoder = msgspec.json.Decoder(m.HANDSHAKE)
+_handshake_decoder = msgspec.json.Decoder(hs.HANDSHAKE)
 _KNOWN = frozenset(t.__name__ for union in (m.TO_MASTER, m.TO_WORKER, m.TO_CLIENT)
                    for t in union.__args__)
 
@@ -306,7 +307,7 @@ async def _expect(reader: asyncio.StreamReader, kind: type[T]) -> T:
         message = _handshake_decoder.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError):
         message = None
-    if isinstance(message, m.HandshakeFailed):
+    if isinstance(message, hs.HandshakeFailed):
         raise AuthError(f"peer refused the handshake: {message.reason}")
     if not isinstance(message, kind):
         raise BadMessage(f"expected {kind.__name__} during the handshake, got "
@@ -327,19 +328,19 @@ async def server_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamW
     """Run the server side of the handshake; raise WireError/AuthError to refuse the peer.
     Return what the peer proved: its scope (a job's) and the key it used."""
     keys = as_keys(keys)
-    hello = await _expect(reader, m.Hello)
+    hello = await _expect(reader, hs.Hello)
     if hello.version != PROTOCOL_VERSION:
         reason = f"protocol version {hello.version} is not supported (this is {PROTOCOL_VERSION})"
         await _refuse(writer, reason)
         raise AuthError(reason)
     nonce = secrets.token_hex(32)
-    await _send_raw(writer, m.Challenge(PROTOCOL_VERSION, nonce, keys.secret is not None))
-    answer = await _expect(reader, m.Proof)
+    await _send_raw(writer, hs.Challenge(PROTOCOL_VERSION, nonce, keys.secret is not None))
+    answer = await _expect(reader, hs.Proof)
     if keys.secret is None:
         if hello.scope:
             await _refuse(writer, "this cluster has no secret, hence no job credentials")
             raise AuthError("authentication failed: a job credential, and no cluster secret")
-        await _send_raw(writer, m.Welcome())
+        await _send_raw(writer, hs.Welcome())
         return Proven()
     if answer.proof is None:
         await _refuse(writer, "this cluster requires a secret")
@@ -351,7 +352,7 @@ async def server_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamW
         what = "job credential" if hello.scope else "cluster secret"
         await _refuse(writer, f"authentication failed: wrong {what}")
         raise AuthError(f"authentication failed: wrong {what}")
-    await _send_raw(writer, m.Welcome(proof(key, _SERVER, hello.nonce, nonce)))
+    await _send_raw(writer, hs.Welcome(proof(key, _SERVER, hello.nonce, nonce)))
     return Proven(hello.scope or None, key_id(key))
 
 
@@ -362,8 +363,8 @@ async def client_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamW
     keys = as_keys(keys)
     secret = keys.secret
     nonce = secrets.token_hex(32)
-    await _send_raw(writer, m.Hello(PROTOCOL_VERSION, nonce, keys.scope))
-    challenge = await _expect(reader, m.Challenge)
+    await _send_raw(writer, hs.Hello(PROTOCOL_VERSION, nonce, keys.scope))
+    challenge = await _expect(reader, hs.Challenge)
     if challenge.auth and secret is None:
         secret = keys.fallback_secret()
     if challenge.auth and secret is None:
@@ -375,8 +376,8 @@ async def client_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamW
         await _refuse(writer, "a secret is required")
         raise AuthError("the peer has no cluster secret; refusing an unauthenticated peer")
     my_proof = proof(secret, _CLIENT, nonce, challenge.nonce) if secret else None
-    await _send_raw(writer, m.Proof(my_proof))
-    welcome = await _expect(reader, m.Welcome)
+    await _send_raw(writer, hs.Proof(my_proof))
+    welcome = await _expect(reader, hs.Welcome)
     if secret is not None and not proof_matches(proof(secret, _SERVER, nonce, challenge.nonce),
                                                 welcome.proof):
         raise AuthError("authentication failed: the peer does not know the cluster secret")
@@ -385,7 +386,7 @@ async def client_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamW
 
 async def _refuse(writer: asyncio.StreamWriter, reason: str) -> None:
     with contextlib.suppress(ConnectionError, OSError):
-        await _send_raw(writer, m.HandshakeFailed(reason))
+        await _send_raw(writer, hs.HandshakeFailed(reason))
 
 
 def peer_name(writer: asyncio.StreamWriter) -> str:

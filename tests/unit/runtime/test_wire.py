@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from toolkit.errors import AuthError
+from toolkit.runtime import handshake as hs
 from toolkit.runtime import messages as m
 from toolkit.runtime import wire
 
@@ -70,7 +71,7 @@ def test_every_message_on_the_wire_has_exactly_one_receiving_role() -> None:
         for kind in union.__args__:
             owners.setdefault(kind.__name__, []).append(role)
     internal = {t.__name__ for t in (*m.MASTER_INTERNAL.__args__, *m.WORKER_INTERNAL.__args__)}
-    handshake = {t.__name__ for t in m.HANDSHAKE.__args__}
+    handshake = {t.__name__ for t in hs.HANDSHAKE.__args__}
     every = {t.__name__ for t in m.Message.__subclasses__()}
     assert every == set(owners) | internal | handshake  # none is left without a direction
     assert {name: roles for name, roles in owners.items() if len(roles) > 1} == {}
@@ -144,11 +145,11 @@ async def test_stranger_gets_nothing_derived_from_the_secret() -> None:
     server = await asyncio.start_server(on_accept, "127.0.0.1", 0)
     reader, writer = await asyncio.open_connection("127.0.0.1",
                                                    server.sockets[0].getsockname()[1])
-    writer.write(wire.encode_frame(m.Hello(wire.PROTOCOL_VERSION, "chosen-nonce")))
+    writer.write(wire.encode_frame(hs.Hello(wire.PROTOCOL_VERSION, "chosen-nonce")))
     await writer.drain()
     challenge = msgspec.json.decode(await wire.read_frame(reader, 4096))
     assert set(challenge) == {"type", "version", "nonce", "auth"} and challenge["auth"]
-    writer.write(wire.encode_frame(m.Proof("f" * 64)))
+    writer.write(wire.encode_frame(hs.Proof("f" * 64)))
     await writer.drain()
     refusal = msgspec.json.decode(await wire.read_frame(reader, 4096))
     assert refusal == {"type": "HandshakeFailed",
@@ -161,9 +162,9 @@ async def test_client_detects_a_server_that_fakes_its_welcome() -> None:
     """Mutual: a server that accepts any proof but cannot prove the secret is refused."""
     async def impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await wire.read_frame(reader, 4096)
-        writer.write(wire.encode_frame(m.Challenge(wire.PROTOCOL_VERSION, "n", True)))
+        writer.write(wire.encode_frame(hs.Challenge(wire.PROTOCOL_VERSION, "n", True)))
         await wire.read_frame(reader, 4096)
-        writer.write(wire.encode_frame(m.Welcome("0" * 64)))
+        writer.write(wire.encode_frame(hs.Welcome("0" * 64)))
         await writer.drain()
 
     server = await asyncio.start_server(impostor, "127.0.0.1", 0)
@@ -196,7 +197,7 @@ async def test_version_mismatch_is_refused_with_a_reason() -> None:
     server = await asyncio.start_server(on_accept, "127.0.0.1", 0)
     reader, writer = await asyncio.open_connection("127.0.0.1",
                                                    server.sockets[0].getsockname()[1])
-    writer.write(wire.encode_frame(m.Hello(99, "n")))
+    writer.write(wire.encode_frame(hs.Hello(99, "n")))
     await writer.drain()
     body = await wire.read_frame(reader, 4096)
     assert msgspec.json.decode(body)["type"] == "HandshakeFailed"

@@ -268,6 +268,9 @@ class ClearCompletedDriversAndAppsResponse(Message):
 class RequestDriverList(Message):
     request_id: int = 0
     """Echoed in the reply's in_reply_to: replies are matched by it, never by type."""
+    scope: str | None = None
+    """Only that job's driver and the drivers it submitted (set by the master on a job's
+    connection, master/scopes.py)."""
 
 
 class DriverListResponse(Message):

@@ -118,6 +118,11 @@ class DriverInfo:
     def main_class(self) -> str:
         return self.desc.main_class or self.desc.name or self.desc.command[0]
 
+    def seen_by(self, scope: str) -> bool:
+        """Whether a job's scope (``driver:<id>``, keys.py) may see this driver: itself, or a
+        driver it submitted."""
+        return scope in (f"driver:{self.id}", self.desc.owner)
+
     def launch(self, worker: WorkerInfo, now: float) -> None:
         """SUBMITTED -> RUNNING on ``worker`` (launched once: RUNNING again is a bug)."""
         if not _move(f"driver {self.id}", self.state, DriverState.RUNNING, DRIVER_MOVES):

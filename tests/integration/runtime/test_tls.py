@@ -227,7 +227,7 @@ async def register_as_worker():
     conn.send(m.RegisterWorker("worker-20990101000000-127.0.0.1-1", "127.0.0.1", 1, 1, 64,
                                "http://x", os.environ["EMBER_MASTER_URL"]))
     async for reply in conn.messages():
-        return f"answered {type(reply).__name__}"
+        return f"answered {type(reply).__name__}: {getattr(reply, 'message', '')}"
     return "closed"
 
 found["worker"] = asyncio.run(take_over_worker())
@@ -239,9 +239,12 @@ def ember(*args):
     return done.returncode, done.stdout + done.stderr
 
 found["kill_other"] = ember("driver", "kill", victim)
-found["own_status"] = ember("driver", "status", os.environ["EMBER_DRIVER_ID"])
+found["me"] = os.environ["EMBER_DRIVER_ID"]
+found["own_status"] = ember("driver", "status", found["me"])
 code, child = ember("submit", "--memory", "16m", "--", "sleep", "60")
 found["child"] = (code, child.strip())
+found["listed"] = ember("driver", "list")
+found["kill_all"] = ember("driver", "kill-all")
 found["kill_child"] = ember("driver", "kill", child.strip())
 subprocess.run(["cp", "-p", os.environ["EMBER_CREDENTIAL_FILE"], out + ".credential"])
 open(out, "w").write(json.dumps(found))
@@ -269,13 +272,19 @@ def test_a_job_holds_only_its_own_credential_and_cannot_take_over_a_worker(
     assert found["credential_mode"] == "0o600"
     assert found["worker"].startswith("refused") or found["worker"] == "closed", found
     assert "a job's credential" in worker.proc.log()
-    assert found["register"] == "closed"
+    assert found["register"].startswith("answered RegisterWorkerFailed: RegisterWorker is "
+                                        "not allowed with a job's credential"), found
     assert "RegisterWorker is not allowed with a job's credential" in master.proc.log()
     assert found["kill_other"][0] != 0
     assert "may act only on itself and the drivers it submitted" in found["kill_other"][1]
     assert found["own_status"][0] == 0 and "state=RUNNING" in found["own_status"][1]
     assert found["child"][0] == 0
     assert found["kill_child"][0] == 0, found
+    # its list holds itself and what it submitted, not the other user's driver
+    listed = {line.split()[0] for line in found["listed"][1].splitlines()}
+    assert found["listed"][0] == 0 and listed == {found["me"], found["child"][1]}, found
+    assert found["kill_all"][0] != 0
+    assert "RequestKillAllDrivers is not allowed with a job's credential" in found["kill_all"][1]
     status = ember("driver", "status", victim, env=env)
     assert "state=RUNNING" in status.stdout  # the other user's driver still runs
     assert [w["id"] for w in master.json()["workers"]] == [worker.id]

@@ -15,6 +15,7 @@ from toolkit.runtime import messages as m
 from toolkit.runtime.config import MasterConfig, read_secrets
 from toolkit.runtime.keys import Keys, key_id, read_credential_file, scoped_key
 from toolkit.runtime.master import Master, scopes
+from toolkit.runtime.states import DriverState
 from toolkit.runtime.wire import Proven
 
 OLD, NEW = b"o" * 32, b"n" * 32
@@ -82,11 +83,22 @@ def test_a_jobs_connection_gets_only_its_own_work() -> None:
     refused = job.sent[-1]
     assert isinstance(refused, m.KillDriverResponse) and not refused.success
     assert "may act only on itself" in refused.message
-    master.handle(m.RequestKillAllDrivers(request_id=5), job)
-    assert job.closed
+    master.handle(m.RequestDriverList(request_id=5), job)
+    listed = job.sent[-1]
+    assert isinstance(listed, m.DriverListResponse)
+    assert {d.driver_id for d in listed.drivers} == {own, child.driver_id}  # not `other`
+    master.handle(m.RequestKillAllDrivers(request_id=6), job)
+    every = job.sent[-1]
+    assert isinstance(every, m.KillAllDriversResponse) and not every.success
+    assert "not allowed with a job's credential" in every.message
+    master.handle(m.RequestClearCompletedDriversAndApps(request_id=7), job)
+    assert isinstance(job.sent[-1], m.ClearCompletedDriversAndAppsResponse)
+    assert not job.sent[-1].success
     worker = FakeConn(proven=Proven(scope=f"driver:{own}"))
     master.handle(m.RegisterWorker("worker-x", "127.0.0.1", 1, 1, 64, "http://x", "u"), worker)
-    assert worker.closed and not master.workers.values()
+    assert isinstance(worker.sent[-1], m.RegisterWorkerFailed) and not master.workers.values()
+    assert all(d.state == DriverState.SUBMITTED for d in master.work.drivers.values()
+               if d.id != child.driver_id)  # nothing else was killed
 
 
 def test_an_ended_drivers_credential_is_refused() -> None:

@@ -3,9 +3,9 @@
 A job never holds the cluster secret: its worker gives it a credential for the scope
 ``driver:<its id>`` (keys.py). Over a connection that proved a scope, the master takes only:
 leadership checks, the job's own application (registered, reconnected, unregistered), drivers
-it submits (owned by its scope) and kills and status of itself and what it owns. A scope whose
-driver has ended is refused altogether. Anything else is answered with a refusal the client
-can read, and logged.
+it submits (owned by its scope), kills and status of itself and what it owns, and a list of
+those. A scope whose driver has ended is refused altogether. Anything else is answered with a
+refusal the client can read (a registration with RegisterWorkerFailed), and logged.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ def admit(work: Work, message: m.Message, scope: str) -> m.Message | str:
     if isinstance(message, m.RequestSubmitDriver):
         desc = msgspec.structs.replace(message.desc, owner=scope)
         return msgspec.structs.replace(message, desc=desc)
+    if isinstance(message, m.RequestDriverList):
+        return msgspec.structs.replace(message, scope=scope)
     if isinstance(message, m.RegisterApplication):
         desc_app = msgspec.structs.replace(message.desc, owner=scope)
         return msgspec.structs.replace(message, desc=desc_app)
@@ -79,6 +81,12 @@ def refuse(message: m.Message, conn: Connection, reason: str) -> None:
     elif isinstance(message, m.RequestDriverStatus):
         conn.send(m.DriverStatusResponse(message.driver_id, False, message=reason,
                                          in_reply_to=request_id))
+    elif isinstance(message, m.RequestKillAllDrivers):
+        conn.send(m.KillAllDriversResponse(False, reason, in_reply_to=request_id))
+    elif isinstance(message, m.RequestClearCompletedDriversAndApps):
+        conn.send(m.ClearCompletedDriversAndAppsResponse(False, reason, in_reply_to=request_id))
+    elif isinstance(message, m.RegisterWorker):
+        conn.send(m.RegisterWorkerFailed(reason))
     else:
         conn.close()
 

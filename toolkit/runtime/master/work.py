@@ -172,7 +172,8 @@ class Work:
         if self._not_leading(msg, conn):
             return
         if conn is not None:
-            every = [*self.drivers.completed, *self.drivers.values()]
+            every = [d for d in (*self.drivers.completed, *self.drivers.values())
+                     if msg.scope is None or d.seen_by(msg.scope)]
             conn.send(m.DriverListResponse([d.status() for d in every],
                                            in_reply_to=msg.request_id))
 

@@ -22,6 +22,8 @@ import secrets
 import socket
 import ssl
 import struct
+import sys
+import threading
 import time
 from asyncio import sslproto
 from collections.abc import AsyncIterator
@@ -51,6 +53,39 @@ TLS_READ_BUFFER = 32 * 1024
 master with 5,000 workers held 1.3 GB in them alone (bench/scale.py --tls). A TLS record
 carries at most 16 KiB, so a smaller buffer costs no extra reads of the socket."""
 sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+_read_buffers = threading.local()
+
+
+def _shared_read_buffer(self: Any, n: int) -> memoryview:
+    """One read buffer per thread for all its TLS connections, not one per connection (32 KiB
+    each: 160 MB at 5,000 workers). asyncio copies what the socket gave into the connection's
+    own BIO (buffer_updated) right after reading into it, in the same thread, so connections
+    never see each other's bytes."""
+    view: memoryview | None = getattr(_read_buffers, "view", None)
+    if view is None:
+        view = _read_buffers.view = memoryview(bytearray(TLS_READ_BUFFER))
+    self._ssl_buffer_view = view
+    return view
+
+
+def _share_read_buffers() -> None:
+    """Python 3.11's SSLProtocol reads the socket into the view get_buffer() returns, kept in
+    _ssl_buffer_view, which buffer_updated() copies into the connection's BIO at once."""
+    proto = sslproto.SSLProtocol
+    if sys.version_info[:2] != (3, 11) or not hasattr(proto, "get_buffer"):
+        return  # another asyncio: its own buffers, unchanged
+    original_init = proto.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self._ssl_buffer = b""  # its own buffer, made by __init__, goes
+        self._ssl_buffer_view = memoryview(b"")
+
+    proto.__init__ = init  # type: ignore[method-assign]
+    proto.get_buffer = _shared_read_buffer  # type: ignore[method-assign]
+
+
+_share_read_buffers()
 
 _HEADER = 4
 _encoder = msgspec.json.Encoder()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.lab.netlab import Lab, missing_requirements  # noqa: E402
 from tests.lab.test_playbook_lab import write_inventory  # noqa: E402
+from tests.procs import cluster_ca  # noqa: E402
 
 FAB = Path(sys.executable).parent / "fab"
 WORKERS = 4
@@ -47,14 +49,17 @@ def fab(inventory: Path, *args: str) -> float:
     return elapsed
 
 
-def alive_workers(address: str) -> int:
-    with urllib.request.urlopen(f"http://{address}:8080/json", timeout=1) as response:
+def alive_workers(url: str, context: ssl.SSLContext | None = None) -> int:
+    with urllib.request.urlopen(f"{url}/json", timeout=1, context=context) as response:
         return int(json.load(response)["aliveworkers"])
 
 
 def ember_cycle(lab: Lab, inventory: Path) -> dict[str, float]:
+    """Across hosts the playbook turns TLS on (`tls: auto`): the UI is HTTPS, verified with
+    the cluster CA it made beside the inventory's secret."""
     up = fab(inventory, "start-all")
-    assert alive_workers(lab.hosts[0].address) == WORKERS
+    context = cluster_ca(lab.workdir / "secret")
+    assert alive_workers(f"https://{lab.hosts[0].address}:8080", context) == WORKERS
     return {"up: all workers ALIVE (s)": up, "status (s)": fab(inventory, "status"),
             "down: nothing left (s)": fab(inventory, "stop-all")}
 
@@ -90,7 +95,7 @@ class Spark:
         start = time.monotonic()
         self.daemon(self.master, "start", "master.Master", "--host", self.master)  # start-master
         self.workers("start", "--cores", "1", "--memory", "512m", url)           # start-slaves
-        up = until(lambda: alive_workers(self.master) == WORKERS, 120,
+        up = until(lambda: alive_workers(f"http://{self.master}:8080") == WORKERS, 120,
                    "Spark workers ALIVE") - start
         start = time.monotonic()
         self.workers("status")

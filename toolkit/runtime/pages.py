@@ -74,8 +74,7 @@ def master_page(master: Master) -> str:
     contenders = getattr(master.store, "masters", None)
     return page(
         "master.html.j2", master=master, url=master.url, status=master.state.value,
-        masters=contenders() if contenders is not None and master.store.client.connected
-        else [],
+        masters=contenders() if contenders is not None else [],
         standby=master.state != MasterState.ALIVE,
         recovery=master.config.recovery_mode, by_state=by_state, workers=workers,
         cores=sum(w["cores"] for w in alive), cores_used=sum(w["coresused"] for w in alive),

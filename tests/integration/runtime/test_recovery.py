@@ -144,3 +144,23 @@ def test_an_application_and_its_executors_come_back_to_a_restarted_master(
     assert all(alive(pid) for pid in pids.values())  # the same executors, never restarted
     executors = sorted(p.name for p in (worker.work_dir / app_id).iterdir())
     assert executors == ["0", "1"]
+
+
+def test_the_web_ui_lists_the_masters_on_the_directory_and_which_leads(
+        cluster: Cluster, tmp_path: Path) -> None:
+    import urllib.request
+
+    def page(master: MasterProc) -> str:
+        with urllib.request.urlopen(master.ui + "/", timeout=5) as response:
+            return str(response.read().decode())
+
+    leader, standby = leader_and_standby(cluster, tmp_path)
+    both = f"127.0.0.1:{leader.port} (leading), 127.0.0.1:{standby.port} (standby)"
+    for master, state in ((leader, "ALIVE"), (standby, "STANDBY")):
+        found = wait_for(lambda m=master: page(m) if both in page(m) else None, 10,
+                         "both masters listed")
+        assert f'id="status">{state}<' in found
+    leader.proc.signal(signal.SIGKILL)  # its file stays behind, its lock goes with it
+    wait_for(lambda: standby.json()["status"] == "ALIVE", 20, "the standby leading")
+    alone = f'id="masters">127.0.0.1:{standby.port} (leading)</span>'
+    wait_for(lambda: alone in page(standby), 10, "only the living master listed")

@@ -219,11 +219,19 @@ class RecordStore:
 
 
 class FileStore(RecordStore):
-    """Recovery mode ``filesystem``: one file per record in ``directory``."""
+    """Recovery mode ``filesystem``: one file per record in ``directory``.
+
+    Leadership is an exclusive lock on ``leader.lock``, which the leader fills with its
+    ``host:port``. Every master also locks a file of its own, ``masters/<host:port>``, while it
+    runs: the web UI lists the masters whose file is locked (the kernel drops a lock however
+    its process ends, so a dead master's file is left behind but never listed)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory: Path = directory
+        self.identity = ""
+        """This master's ``host:port``, set when it starts listening."""
         self._lock: int | None = None
+        self._announced: int | None = None
 
     # Leadership ----------------------------------------------------------------------------
 
@@ -234,6 +242,7 @@ class FileStore(RecordStore):
             return True
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._announce()
             fd = os.open(self.directory / "leader.lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:  # a master that can never lead says why, and ends
             raise FatalError(f"recovery directory {self.directory}: "
@@ -244,7 +253,48 @@ class FileStore(RecordStore):
             os.close(fd)
             return False
         self._lock = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, self.identity.encode(), 0)
         return True
+
+    def _announce(self) -> None:
+        if self._announced is not None or ":" not in self.identity:
+            return
+        (self.directory / "masters").mkdir(exist_ok=True, mode=0o700)
+        fd = os.open(self.directory / "masters" / self.identity, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a master on this very address still runs: it is listed
+            os.close(fd)
+            return
+        self._announced = fd
+
+    def masters(self) -> list[tuple[str, bool]]:
+        """Every running master on this directory (its ``host:port``), and whether it leads;
+        the leader first. For the web UI."""
+        try:
+            names = sorted(p.name for p in (self.directory / "masters").iterdir())
+            leader = (self.directory / "leader.lock").read_text(errors="replace")
+        except OSError:
+            return []
+        running = [name for name in names if self._held(self.directory / "masters" / name)]
+        return sorted(((name, name == leader) for name in running), key=lambda m: not m[1])
+
+    @staticmethod
+    def _held(path: Path) -> bool:
+        """Whether a running process holds ``path``'s lock (this one included: a lock taken
+        through another open file conflicts with it too)."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     # Records: <directory>/<kind>-<id>.json ---------------------------------------------------
 

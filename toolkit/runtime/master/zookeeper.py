@@ -171,6 +171,8 @@ class ZooKeeperStore(RecordStore):
         first. For the web UI: empty when ZooKeeper does not answer."""
         from kazoo.exceptions import KazooException
 
+        if not self.client.connected:
+            return []
         try:
             every = self.client.get_children(f"{self.root}/masters")
             nodes = [n for n in self.client.get_children(self._lock_path) if LOCK_MARK in n]

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from toolkit.runtime import messages as m
-from toolkit.runtime.session import COOKIE, csrf, session
+from toolkit.runtime.session import COOKIE, csrf, own_host, session
 from toolkit.runtime.wire import rest_token_error
 
 if TYPE_CHECKING:
@@ -30,7 +30,12 @@ def _refusal(master: Endpoint, request: web.Request, form: Any) -> str | None:
     origin = request.headers.get("Origin")
     if origin is not None and urlsplit(origin).netloc != request.host:
         return f"a form from another site ({origin}) is refused"
-    if not hmac.compare_digest(str(form.get("csrf", "")), csrf(master, request)):
+    if master.keys.secret is None and not own_host(request.host, master.config.host):
+        # no login guards the form: a name that is not this host's is a page of another site
+        # rebound to this address (DNS rebinding), whose origin then looks like this one
+        return f"{request.host!r} is not this host's name: open the UI by its address"
+    given = str(form.get("csrf", "")).encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(given, csrf(master, request).encode()):
         return "the form's CSRF token is missing or wrong: reload the page and try again"
     return None
 
@@ -44,9 +49,7 @@ def _page(status: int, title: str, message: str) -> web.Response:
 
 def _back(to: str) -> web.Response:
     """303 to a page of this UI (a relative path: never another site)."""
-    if not to.startswith("/") or to.startswith("//"):
-        to = "/"
-    raise web.HTTPSeeOther(to)
+    raise web.HTTPSeeOther(_safe(to))
 
 
 async def kill_driver(master: Master, request: web.Request) -> web.Response:
@@ -81,11 +84,10 @@ async def log_in(master: Endpoint, request: web.Request) -> web.Response:
     refused = _refusal(master, request, form)
     if refused:
         return _page(403, "Refused", refused)
-    secret = master.keys.secret
-    if secret is None:
+    if master.keys.secret is None:
         return _back(str(form.get("next", "/")))
     token = str(form.get("token", "")).strip()
-    problem = rest_token_error(secret, token)
+    problem = rest_token_error(master.keys.secrets, token)
     if problem is not None:
         return _page(401, "Not logged in", problem)
     expires = int(token.split(".")[1])
@@ -107,4 +109,11 @@ async def log_out(master: Endpoint, request: web.Request) -> web.Response:
 
 
 def _safe(to: str) -> str:
-    return to if to.startswith("/") and not to.startswith("//") else "/"
+    """``to`` if it is a path of this UI, else "/". Browsers and yarl drop tabs and line
+    breaks, and browsers read a backslash as a slash: a slash, a tab and ``/evil`` would
+    become ``//evil``, another site. A path with a backslash or any control character is
+    refused."""
+    if not to.startswith("/") or to.startswith("//") or "\\" in to or any(
+            ord(c) < 0x20 or ord(c) == 0x7F for c in to):
+        return "/"
+    return to

@@ -114,6 +114,7 @@ class Endpoint:
     role = "endpoint"
     webui_port = 0
     accepts: wire.Inbound  # what inbound connections may send
+    config: Any  # the role's config (MasterConfig, WorkerConfig): its host, ports, limits
     takes_jobs = False
     """Whether a job's scoped credential may connect (the master's does; a worker takes
     orders from its master only)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from toolkit.errors import ConfigError
 from toolkit.runtime.records import DEFAULT_CORES
@@ -169,7 +170,7 @@ class HttpServer:
         from toolkit.runtime import session
 
         if not session.allowed_to_read(self.endpoint, request):
-            raise web.HTTPSeeOther(f"/login?next={request.path_qs}")
+            raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='/')}")
 
     async def _json(self, request: web.Request) -> web.Response:
         from aiohttp import web

@@ -34,8 +34,10 @@ REFRESH = 5
 LOG_PAGE = 100 * 1024
 """Bytes a log page shows (Spark's default byteLength)."""
 MAX_LOG_PAGE = 1024 * 1024
-_DRIVER = re.compile(r"driver-\d{14}-\d{4,}")
-_APP = re.compile(r"app-\d{14}-\d{4,}")
+_DRIVER = re.compile(r"driver-\d{14}-\d{4,}", re.ASCII)
+_APP = re.compile(r"app-\d{14}-\d{4,}", re.ASCII)
+_NUMBER = re.compile(r"[0-9]{1,15}")
+"""A number in a query (an executor id, a byte offset): ASCII digits, not too many."""
 LOG_TYPES = ("stdout", "stderr")
 
 
@@ -97,6 +99,7 @@ def app_page(master: Master, app_id: str, request: Any) -> str | None:
         return None
     webui = {w.id: w.webui_url for w in master.workers.values()}
     return page("app.html.j2", app=app_json(app, master.clock()), desc=app.desc,
+                command=_command_for(master, request),
                 executors=sorted(app.executors.values(), key=lambda e: e.exec_id),
                 removed=list(reversed(app.removed)),
                 webui=webui, mib=_mib, duration=_duration, url=master.url,
@@ -114,8 +117,21 @@ def driver_page(master: Master, driver_id: str, request: Any) -> str | None:
     webui = {w.id: w.webui_url for w in master.workers.values()}
     logged_in = session.session(master, request) is not None
     return page("driver.html.j2", driver=driver, entry=driver_json(driver), webui=webui,
+                command=_command_for(master, request),
                 mib=_mib, url=master.url, active=master.work.drivers.get(driver_id) is not None,
                 logged_in=logged_in, csrf=session.csrf(master, request))
+
+
+def _command_for(master: Master, request: Any) -> Any:
+    """How a page shows a command: whole to whoever is logged in (anyone, without a secret);
+    else the program only, as the worker's /json does, since an argument may be a
+    credential and reading needs no login."""
+    from toolkit.runtime import session
+
+    if session.session(master, request) is not None:
+        return " ".join
+    return lambda argv: (f"{argv[0]} (arguments not shown: log in to see them)"
+                         if len(argv) > 1 else argv[0])
 
 
 def login_page(master: Endpoint, next_page: str, request: Any) -> str:
@@ -150,7 +166,7 @@ def log_file(worker: Worker, query: dict[str, str]) -> tuple[Path, str, bool] | 
         running = driver_id in worker.drivers
         name = f"driver {driver_id}"
     elif app_id is not None and exec_id is not None:
-        if not _APP.fullmatch(app_id) or not exec_id.isdigit():
+        if not _APP.fullmatch(app_id) or not _NUMBER.fullmatch(exec_id):
             return "not an application and executor id"
         path = worker.config.work_dir / app_id / exec_id / kind
         running = (app_id, int(exec_id)) in worker.executors
@@ -179,8 +195,9 @@ def log_page(worker: Worker, query: dict[str, str]) -> tuple[int, str]:
     if isinstance(found, str):
         return 404, page("error.html.j2", title="No such log", message=found)
     path, name, running = found
-    length = int(query["byteLength"]) if query.get("byteLength", "").isdigit() else LOG_PAGE
-    offset = int(query["offset"]) if query.get("offset", "").isdigit() else None
+    length = int(query["byteLength"]) if _NUMBER.fullmatch(query.get("byteLength", "")) \
+        else LOG_PAGE
+    offset = int(query["offset"]) if _NUMBER.fullmatch(query.get("offset", "")) else None
     data, start, end, size = read_range(path, offset, length)
     keep = {k: v for k, v in query.items() if k in ("driverId", "appId", "executorId",
                                                      "logType")}

@@ -47,11 +47,11 @@ Other spark properties are ignored; unknown top-level fields are listed in the a
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import posixpath
 import shlex
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -61,11 +61,15 @@ import toolkit
 from toolkit.errors import ConfigError, EmberError, NotLeaderError
 from toolkit.runtime import messages as m
 from toolkit.runtime.keys import Keys, as_keys
+from toolkit.runtime.session import own_host
 from toolkit.runtime.wire import rest_token_error
 
 if TYPE_CHECKING:
     from toolkit.runtime.httpguard import TlsSource
 from toolkit.settings import parse_memory_mb, positive_int
+
+Secrets = tuple[bytes, ...] | bytes | None | Callable[[], tuple[bytes, ...]]
+"""What a REST port accepts tokens of (rest_token_error), or what gives the current ones."""
 
 log = logging.getLogger(__name__)
 
@@ -233,21 +237,26 @@ def _error(status: int, message: str, **fields: Any) -> web.Response:
 
 
 class _RestApi:
-    def __init__(self, service: DriverService, secret: bytes | None,
+    def __init__(self, service: DriverService, secrets: Secrets,
                  host: str | None = None) -> None:
         self.service = service
-        self.secret = secret
+        self._secrets = secrets
         self.host = host
+
+    @property
+    def secrets(self) -> tuple[bytes, ...]:
+        """The secrets accepted now: a rotation (a reload) changes them while the port runs."""
+        found = self._secrets() if callable(self._secrets) else self._secrets
+        return found if isinstance(found, tuple) else (found,) if found else ()
 
     def _cross_site(self, request: web.Request) -> web.Response | None:
         """Without a secret, nothing but the network guards the port, and a web page in a
         browser on it can reach it: a cross-site POST (Origin elsewhere) is refused, and so
         is a name this master does not answer to (DNS rebinding). With a secret, the bearer
         token, which no browser adds by itself, is the guard."""
-        if self.secret is not None:
+        if self.secrets:
             return None
-        host = _host_name(request.host)
-        if not _literal_ip(host) and host not in ("localhost", self.host):
+        if not own_host(request.host, self.host):
             log.warning("REST request %s %s refused: Host %r is not this master's",
                         request.method, request.path, request.host)
             return _error(421, f"Host {request.host!r} is not this master: use its address")
@@ -259,7 +268,8 @@ class _RestApi:
         return None
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
-        if self.secret is None:
+        secrets = self.secrets
+        if not secrets:
             return None
         header = request.headers.get("Authorization")
         if header is None:
@@ -268,7 +278,7 @@ class _RestApi:
             answer.headers["WWW-Authenticate"] = "Bearer"
         else:
             scheme, _, given = header.strip().partition(" ")
-            problem = (rest_token_error(self.secret, given.strip())
+            problem = (rest_token_error(secrets, given.strip())
                        if scheme.lower() == "bearer" else
                        "the Authorization header must be 'Bearer <token>'")
             if problem is None:
@@ -367,27 +377,13 @@ class _RestApi:
                        success=killed.success, message=killed.message)
 
 
-def _host_name(header: str) -> str:
-    """The name in a Host header: ``[::1]:6066`` -> ``::1``, ``m1:6066`` -> ``m1``."""
-    if header.startswith("["):
-        return header[1:].partition("]")[0]
-    return header.rpartition(":")[0] if header.count(":") == 1 else header
-
-
-def _literal_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def build_app(service: DriverService, secret: bytes | None, host: str | None = None
+def build_app(service: DriverService, secrets: Secrets, host: str | None = None
               ) -> web.Application:
-    """The aiohttp application of the REST port; ``secret`` None turns authentication off
-    (and the cross-site checks on); ``host``: the name it answers to beside addresses."""
+    """The aiohttp application of the REST port. ``secrets``: the secrets a token may be of
+    (or what gives the current ones); none turns authentication off (and the cross-site
+    checks on). ``host``: the name it answers to beside addresses."""
     app = web.Application()
-    app.router.add_route("*", "/{path:.*}", _RestApi(service, secret, host).handle)
+    app.router.add_route("*", "/{path:.*}", _RestApi(service, secrets, host).handle)
     return app
 
 
@@ -404,13 +400,16 @@ class RestServer:
 
 async def start_server(service: DriverService, host: str, port: int,
                        keys: Keys | bytes | None, connections: int = 256,
-                       tls: TlsSource = None) -> RestServer:
-    """Serve the REST API on ``host:port``; ConfigError names the port when it is taken."""
+                       tls: TlsSource = None,
+                       current: Callable[[], Keys] | None = None) -> RestServer:
+    """Serve the REST API on ``host:port``; ConfigError names the port when it is taken.
+    ``current``: the keys now, after any reload (default: ``keys``, for good)."""
     from toolkit.runtime import httpguard
 
     keys = as_keys(keys)
     secret = keys.secret
-    runner = web.AppRunner(build_app(service, secret, host), access_log=None,
+    now = current or (lambda: keys)
+    runner = web.AppRunner(build_app(service, lambda: now().secrets, host), access_log=None,
                            handle_signals=False,
                            **httpguard.RUNNER_LIMITS)
     await runner.setup()

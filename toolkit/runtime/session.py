@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from typing import TYPE_CHECKING
 
@@ -25,23 +26,37 @@ _PROCESS_KEY = secrets.token_bytes(32)
 """Keys CSRF tokens when the cluster has no secret (good while this process runs)."""
 
 
+def own_host(header: str, configured: str | None) -> bool:
+    """Whether a Host header names this host: an address, ``localhost`` or the host it was
+    configured with. Any other name may be another site's, rebound to this address (DNS
+    rebinding); without a secret, nothing else tells such a request apart."""
+    if header.startswith("["):
+        name = header[1:].partition("]")[0]
+    else:
+        name = header.rpartition(":")[0] if header.count(":") == 1 else header
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name in ("localhost", configured)
+    return True
+
+
 def allowed_to_read(endpoint: Endpoint, request: web.Request) -> bool:
     """Logged in (the cookie), or a program's token of the secret (`Authorization: Bearer`;
     `fab status` sends one)."""
     if session(endpoint, request) is not None:
         return True
-    secret = endpoint.keys.secret
+    secrets = endpoint.keys.secrets
     bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    return bool(bearer) and secret is not None and rest_token_error(secret, bearer) is None
+    return bool(bearer) and bool(secrets) and rest_token_error(secrets, bearer) is None
 
 
 def session(master: Endpoint, request: web.Request) -> str | None:
     """The request's valid session token, "" for a cluster without a secret, None if none."""
-    secret = master.keys.secret
-    if secret is None:
+    if master.keys.secret is None:
         return ""
     token = request.cookies.get(COOKIE)
-    if token and rest_token_error(secret, token) is None:
+    if token and rest_token_error(master.keys.secrets, token) is None:
         return token
     return None
 

@@ -193,14 +193,18 @@ def _rest_mac(secret: bytes, expires: int) -> str:
                     hashlib.sha256).hexdigest()
 
 
-def rest_token_error(secret: bytes, token: str, now: float | None = None) -> str | None:
-    """Why ``token`` is not a valid REST token for ``secret`` now, or None if it is."""
+def rest_token_error(secrets: bytes | tuple[bytes, ...], token: str,
+                     now: float | None = None) -> str | None:
+    """Why ``token`` is not a valid REST token now for any of ``secrets`` (while a rotation
+    runs, a token of either secret is good), or None if it is."""
     version, _, rest = token.partition(".")
     expiry, _, mac = rest.partition(".")
-    if version != "v2" or not expiry.isdigit() or not mac:
+    if version != "v2" or not (expiry.isascii() and expiry.isdigit() and len(expiry) <= 12) \
+            or not mac:
         return "not a token of this cluster (mint one with `ember rest-token`)"
-    if not hmac.compare_digest(mac.encode("utf-8", "surrogateescape"),
-                               _rest_mac(secret, int(expiry)).encode()):
+    given = mac.encode("utf-8", "surrogateescape")
+    keys = (secrets,) if isinstance(secrets, bytes) else secrets
+    if not any(hmac.compare_digest(given, _rest_mac(s, int(expiry)).encode()) for s in keys):
         return "wrong token"
     if int(expiry) <= (time.time() if now is None else now):
         return "expired token (mint another with `ember rest-token`)"

@@ -113,7 +113,7 @@ class Master(Endpoint):
 
             self._rest = await rest.start_server(self, self.config.host, self.config.rest_port,
                                                  self.keys, self.limits.http_connections,
-                                                 lambda: self.keys.web)
+                                                 lambda: self.keys.web, lambda: self.keys)
 
     async def shutdown(self, reason: str) -> None:
         if self._rest is not None:

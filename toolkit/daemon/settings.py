@@ -7,6 +7,8 @@ file names are decided here and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import getpass
 import grp
 import hashlib
@@ -223,22 +225,66 @@ def hand_over(settings: DaemonSettings, files: Sequence[Path] = (), create: bool
         pwd.getpwnam(user)
     except KeyError:
         return  # status, stop, logs of a host where nothing was ever started as that user
-    group = settings.run_group
+    entry = pwd.getpwnam(user)
+    uid, gid = entry.pw_uid, grp.getgrnam(settings.run_group).gr_gid if (
+        settings.run_group) else entry.pw_gid
     recovery = settings.env.get("EMBER_RECOVERY_DIR")  # the masters' records, when on files
     for folder in (settings.home, settings.log_dir, settings.pid_dir, settings.conf_dir,
                    settings.supervisor_dir, settings.work_dir,
                    *([Path(recovery)] if recovery else [])):
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.chown(folder, user, group)
-        if folder not in (settings.work_dir, settings.home):  # records, logs, pid files
-            for path in folder.iterdir():
-                if path.is_file() and not path.is_symlink():
-                    shutil.chown(path, user, group)
+        fd = open_trusted(folder)
+        try:
+            os.fchown(fd, uid, gid)
+            if folder not in (settings.work_dir, settings.home):  # records, logs, pid files
+                for found in os.scandir(fd):
+                    if found.is_file(follow_symlinks=False):
+                        os.chown(found.name, uid, gid, dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
     for path in files:
-        if path.exists():
-            shutil.chown(path, user, group)
+        fd = open_trusted(path.parent)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(path.name, uid, gid, dir_fd=fd, follow_symlinks=False)
             if path.parent.name == "tls":
-                shutil.chown(path.parent, user, group)
+                os.fchown(fd, uid, gid)
+        finally:
+            os.close(fd)
+
+
+def open_trusted(folder: Path) -> int:
+    """``folder`` opened (made when missing) for root to hand over to the run user, through
+    no symbolic link that user could have made. The run user owns the role's directories, so
+    it could replace ``logs`` with a link to ``/etc``: below the first directory that someone
+    other than root may write to, every part of the path must be a real directory, or this
+    refuses, naming it."""
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    trusted = True
+    try:
+        for part in folder.absolute().parts[1:]:
+            flags = os.O_RDONLY | os.O_DIRECTORY | (0 if trusted else os.O_NOFOLLOW)
+            try:
+                inner = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                inner = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                raise ConfigError(
+                    f"{folder}: {part} is a symbolic link or not a directory, inside a "
+                    f"directory the run user owns; root will not hand over what it points "
+                    f"at. Make it a real directory, or point the setting at the real one"
+                ) from None
+            os.close(fd)
+            fd = inner
+            stat = os.fstat(fd)  # only root may change what is in it
+            trusted = trusted and stat.st_uid == 0 and not stat.st_mode & 0o022
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def ensure_user(name: str, home: Path) -> bool:

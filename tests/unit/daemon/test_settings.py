@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,29 @@ def test_a_user_managers_units_switch_no_user(tmp_path: Path) -> None:
     assert user_scope.user is None
     expected = "ember" if os.geteuid() == 0 else None
     assert dataclasses.replace(settings, run_user=None).user == expected
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing files over to another user needs root")
+def test_handing_over_never_follows_a_link_the_run_user_could_have_made(tmp_path: Path) -> None:
+    from toolkit.daemon.settings import hand_over
+
+    nobody = pwd.getpwnam("nobody")
+    home, outside = tmp_path / "home", tmp_path / "etc"
+    home.mkdir()
+    outside.mkdir()
+    (outside / "shadow").write_text("root's\n")
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)  # the run user owns its home
+    (home / "logs").symlink_to(outside)  # what that user could do
+    settings = load_settings(env(home, EMBER_RUN_USER="nobody"))
+    with pytest.raises(ConfigError, match="logs is a symbolic link"):
+        hand_over(settings)
+    assert (outside.stat().st_uid, (outside / "shadow").stat().st_uid) == (0, 0)
+
+    (home / "logs").unlink()
+    (home / "logs").mkdir()
+    (home / "logs" / "ember.out").write_text("a log\n")
+    (home / "logs" / "link").symlink_to(outside / "shadow")
+    hand_over(settings)
+    assert (home / "logs").stat().st_uid == nobody.pw_uid
+    assert (home / "logs" / "ember.out").stat().st_uid == nobody.pw_uid
+    assert (outside / "shadow").stat().st_uid == 0  # a link in it is not followed either

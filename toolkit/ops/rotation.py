@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 
-from toolkit.errors import EmberError
 from toolkit.ops.certs import Authority
 from toolkit.ops.cluster import Cluster, Target
 from toolkit.ops.credentials import new_secret, write_private
@@ -36,17 +35,18 @@ def rotate(cluster: Cluster) -> list[Outcome]:
     current = [line for line in creds.secret().splitlines() if line.strip()]
     if not (nxt / "secret").exists():
         write_private(nxt / "secret", new_secret())
-        if tls:
-            creds.authority()  # the CA being replaced exists before its successor
-            Authority.create(cluster.inventory.name).save(nxt)
+    if tls and not (nxt / "ca.pem").exists():  # also when a run stopped before making it
+        creds.authority()  # the CA being replaced exists before its successor
+        Authority.create(cluster.inventory.name).save(nxt)
     new = (nxt / "secret").read_bytes().strip()
     old = next((s for s in current if s != new), None)
-    if old is None:
-        raise EmberError(f"{cluster.inventory.secret_file} holds only the next secret: the "
-                         f"previous rotation finished its local part; nothing to rotate from")
+    # The secret file holds only the next secret once the retire round has begun: a run that
+    # stopped there (a host down) has only that round left
+    steps = ROUNDS if old is not None else ("retire",)
     outcomes: list[Outcome] = []
-    for step in ROUNDS:
-        secrets = {"accept": [old, new], "prove": [new, old], "retire": [new]}[step]
+    for step in steps:
+        secrets = [new] if old is None or step == "retire" else (
+            [old, new] if step == "accept" else [new, old])
         if tls:
             _trust(cluster, step)
         content = b"".join(s + b"\n" for s in secrets)
@@ -64,20 +64,24 @@ def rotate(cluster: Cluster) -> list[Outcome]:
 
 
 def _trust(cluster: Cluster, step: str) -> None:
-    """The CA files for a round: which CA signs, which ones hosts trust."""
+    """The CA files for a round: which CA signs, which ones hosts trust. Decided from what
+    the files hold, so that a run stopped anywhere (even between two of these writes) and run
+    again trusts both CAs until the retire round."""
     creds = cluster.credentials
     nxt, previous = creds.directory / "next", creds.directory / "previous-ca.pem"
-    if step == "accept" and (nxt / "ca-key.pem").exists():
-        creds.set_trusted([creds.authority().pem, (nxt / "ca.pem").read_bytes()])
-        return
-    if (nxt / "ca-key.pem").exists():  # the new CA signs from now on
-        if not previous.exists():
+    if step != "accept" and (nxt / "ca-key.pem").exists():  # the new CA signs from now on
+        upcoming = Authority.load(nxt)
+        if creds.authority().pem != upcoming.pem:  # not switched yet by a stopped run
             write_private(previous, creds.authority().pem)
-        Authority.load(nxt).save(creds.directory)
+            upcoming.save(creds.directory)
         (nxt / "ca-key.pem").unlink()
         creds._authority = None
-    current = creds.authority().pem
-    creds.set_trusted([current, previous.read_bytes()] if step != "retire" else [current])
+    bundle = [creds.authority().pem]
+    if step != "retire":
+        for other in (nxt / "ca.pem", previous):
+            if other.exists() and other.read_bytes() not in bundle:
+                bundle.append(other.read_bytes())
+    creds.set_trusted(bundle)
 
 
 def _round(cluster: Cluster, step: str, secret: bytes) -> list[Outcome]:

@@ -238,7 +238,11 @@ def reload(settings: DaemonSettings, role: str, instance: int, say: Say = print)
             return None
         return info.st_ino, info.st_mtime_ns
     before = stamp()
-    os.kill(state.pid, signal.SIGHUP)
+    try:
+        os.kill(state.pid, signal.SIGHUP)
+    except OSError as exc:  # it ended meanwhile, or it is another user's
+        say(f"{what} (process {state.pid}) could not be told to reload: {exc.strerror}")
+        return 0 if isinstance(exc, ProcessLookupError) else 1
     deadline = time.monotonic() + RELOAD_TIMEOUT
     while time.monotonic() < deadline:
         if stamp() != before:

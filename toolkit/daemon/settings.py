@@ -300,6 +300,11 @@ def ensure_user(name: str, home: Path) -> bool:
                            "--home-dir", str(home), "--shell", "/usr/sbin/nologin", name],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
+        try:  # made meanwhile by another `ember daemon` on this host (a master and a worker)
+            pwd.getpwnam(name)
+            return False
+        except KeyError:
+            pass
         raise ConfigError(f"cannot create the run user {name!r} ({useradd} exited "
                           f"{done.returncode}: {done.stderr.strip()}); create it, or set "
                           f"run_user to an existing user")

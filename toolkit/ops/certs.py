@@ -57,6 +57,12 @@ def _san(name: str) -> x509.GeneralName:
         return x509.DNSName(name)
 
 
+BACKDATE = datetime.timedelta(hours=1)
+"""Certificates are valid from an hour before they are made: a host whose clock is behind the
+control machine's (by less than that) takes them at once, where a reload would otherwise load
+a certificate its peers call "not yet valid" and drop every link at the retire round."""
+
+
 @dataclass(frozen=True)
 class Issued:
     """A host's files: its certificate and key (PEM)."""
@@ -87,7 +93,7 @@ class Authority:
         now = _now()
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_before(now - BACKDATE)
                 .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
                 .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                 .add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
@@ -126,7 +132,7 @@ class Authority:
                 .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
                 .issuer_name(self.cert.subject).public_key(key.public_key())
                 .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_before(now - BACKDATE)
                 .not_valid_after(now + datetime.timedelta(days=days))
                 .add_extension(x509.SubjectAlternativeName([_san(n) for n in names]),
                                critical=False)

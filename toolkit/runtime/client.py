@@ -64,10 +64,13 @@ class _Client:
     ``inbox`` for whoever reads it."""
 
     def __init__(self, conn: wire.Connection, master_url: str | None = None,
-                 secret: Keys | bytes | None = None) -> None:
+                 secret: Keys | bytes | None = None, from_env: bool = False) -> None:
         self.conn = conn
         self._masters = parse_master_url(master_url) if master_url else []
         self._secret = secret
+        self._from_env = from_env
+        """The keys came from the environment's files: read them again to reconnect (a
+        rotation rewrites a job's credential file and the CA its worker copied for it)."""
         self.inbox: asyncio.Queue[m.Message | None] = asyncio.Queue()
         self._pending: dict[int, asyncio.Future[m.Message]] = {}
         self._ids = itertools.count(1)
@@ -175,7 +178,7 @@ class _Client:
                 if f"{host}:{port}" == here and len(order) > 1:
                     continue
                 try:
-                    conn = await wire.connect(host, port, self._secret, wire.TO_CLIENT,
+                    conn = await wire.connect(host, port, self._keys(), wire.TO_CLIENT,
                                               timeout=connect_timeout)
                 except (OSError, WireError):
                     continue
@@ -187,6 +190,15 @@ class _Client:
             here = ""
             connect_timeout = min(connect_timeout * 2, FOLLOW_CONNECT_TIMEOUT[1])
             await asyncio.sleep(FOLLOW_PAUSE)
+
+    def _keys(self) -> Keys | bytes | None:
+        if self._from_env:
+            try:
+                self._secret = keys_from_env()
+            except (ConfigError, OSError) as exc:  # mid-rewrite, or gone: the last ones
+                logger.warning("Cannot read the credentials again (%s); using the last ones",
+                               exc)
+        return self._secret
 
     async def unsolicited(self, kind: type[T], timeout: float | None = None) -> T:
         """The next message that answers no request, of ``kind`` (others are dropped)."""
@@ -295,8 +307,8 @@ class ApplicationClient(_Client):
 
     def __init__(self, conn: wire.Connection, app_id: str,
                  desc: m.ApplicationDescription | None = None, master_url: str | None = None,
-                 secret: Keys | bytes | None = None) -> None:
-        super().__init__(conn, master_url, secret)
+                 secret: Keys | bytes | None = None, from_env: bool = False) -> None:
+        super().__init__(conn, master_url, secret, from_env)
         self.app_id = app_id
         self.desc = desc
 
@@ -308,8 +320,9 @@ class ApplicationClient(_Client):
             raise ConfigError("no master URL: pass one or set EMBER_MASTER_URL")
         if not desc.user:
             desc = msgspec.structs.replace(desc, user=getpass.getuser())
+        from_env = secret is None
         secret = secret if secret is not None else keys_from_env()
-        client = cls(await connect_master(url, secret), "", desc, url, secret)
+        client = cls(await connect_master(url, secret), "", desc, url, secret, from_env)
         registered = await client._to_leader(m.RegisterApplication(desc),
                                              m.RegisteredApplication)
         client.app_id = registered.app_id

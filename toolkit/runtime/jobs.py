@@ -59,9 +59,12 @@ class JobEnv:
         (self.work_dir / driver_id / CREDENTIAL).unlink(missing_ok=True)
 
     def reload(self, keys: Keys, running: list[str]) -> None:
-        """New keys (a rotation): running drivers' credentials and the CA are rewritten."""
+        """New keys (a rotation): running drivers' credentials and the CA are rewritten, now:
+        a running job reads them again to reconnect (client.py)."""
         self.keys = keys
         self._ca_copied = False
+        if keys.tls is not None and (self.work_dir / CA_DIR).exists():
+            self._ca_dir()
         for driver_id in running:
             if (self.work_dir / driver_id / CREDENTIAL).exists() and keys.secret is not None:
                 self._write_credential(driver_id)

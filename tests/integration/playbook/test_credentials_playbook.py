@@ -7,6 +7,7 @@ import datetime
 import json
 import ssl
 import subprocess
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -99,6 +100,27 @@ def test_an_expiring_certificate_is_reissued_and_running_roles_reload_it(
     assert https_json(secured, creds(secured) / "ca.pem")["aliveworkers"] == 2
 
 
+APP = r'''
+import asyncio, sys
+from toolkit.runtime import messages as m
+from toolkit.runtime.client import ApplicationClient
+
+async def main(out):
+    desc = m.ApplicationDescription(name="rotating", command=["sleep", "300"],
+                                    memory_per_executor=64, max_cores=1)
+    async with await ApplicationClient.register(desc) as app:  # the job's own credential
+        open(out, "w").write(app.app_id)
+        while True:
+            try:
+                await app.event()
+            except ConnectionError as exc:
+                open(out + ".lost", "w").write(str(exc))
+                raise
+
+asyncio.run(main(sys.argv[1]))
+'''
+
+
 def test_rotate_credentials_keeps_running_work(secured: Local, tmp_path: Path) -> None:
     assert secured.fab("start-all").returncode == 0
     old_secret = (secured.inventory.parent / "secret").read_text()
@@ -114,6 +136,13 @@ def test_rotate_credentials_keeps_running_work(secured: Local, tmp_path: Path) -
     assert submitted.returncode == 0, submitted.stderr
     driver = submitted.stdout.strip()
     pid = wait_for(lambda: marker.exists() and marker.read_text().strip(), 20, "driver pid")
+    # a driver whose application talks to the master with the job's credential over TLS
+    script, app_file = tmp_path / "app.py", tmp_path / "app"
+    script.write_text(APP)
+    repo = Path(__file__).resolve().parents[3]
+    assert client(secured, "submit", "--memory", "128m", "--env", f"PYTHONPATH={repo}", "--",
+                  sys.executable, str(script), str(app_file)).returncode == 0
+    app_id = wait_for(lambda: app_file.exists() and app_file.read_text(), 20, "the app")
     workers = {w["id"] for w in https_json(secured, creds(secured) / "ca.pem")["workers"]}
 
     rotated = secured.fab("rotate-credentials")
@@ -138,6 +167,10 @@ def test_rotate_credentials_keeps_running_work(secured: Local, tmp_path: Path) -
     assert running and running[0]["state"] == "RUNNING"
     assert marker.read_text().strip() == pid  # the very same process: nothing relaunched
     assert Path(f"/proc/{pid}").exists()
+    # the application reconnected with its rewritten credential and CA, and lives on
+    apps = {a["id"]: a["state"] for a in view["activeapps"]}
+    assert apps.get(app_id) in ("RUNNING", "WAITING"), (view["activeapps"], view["completedapps"])
+    assert not Path(f"{app_file}.lost").exists(), Path(f"{app_file}.lost").read_text()
     status = client(secured, "driver", "status", driver)
     assert status.returncode == 0 and "state=RUNNING" in status.stdout
 

@@ -136,3 +136,11 @@ def test_a_successor_ca_made_in_the_same_second_has_its_own_name() -> None:
     assert first.cert.subject != second.cert.subject
     issued = second.issue(["10.0.0.2"])
     assert x509.load_pem_x509_certificate(issued.cert).issuer == second.cert.subject
+
+
+def test_certificates_are_valid_already_for_a_host_whose_clock_is_behind() -> None:
+    ca = Authority.create("c")
+    issued = x509.load_pem_x509_certificate(ca.issue(["10.0.0.2"]).cert)
+    behind = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=30)
+    assert issued.not_valid_before_utc <= behind
+    assert ca.cert.not_valid_before_utc <= behind

@@ -151,20 +151,29 @@ class Endpoint:
         accepted = {
             scope: {key_id(k) for k in keys.accepted(scope)}
             for scope in {c.proven.scope for c in self._live}}
-        authorities = keys.tls.authorities if keys.tls is not None else None
         dropped = 0
         for conn in list(self._live):
-            proven = conn.proven
-            stale_key = proven.key is not None and proven.key not in accepted[proven.scope]
-            stale_ca = (proven.issuer is not None and authorities is not None
-                        and proven.issuer not in authorities)
-            if stale_key or stale_ca:
-                logger.info("%s: dropping the connection with %s: its %s was retired",
-                            self.role, conn.peer, "key" if stale_key else "CA")
-                conn.reset = True  # a blip to both sides: the peer reconnects, work is kept
-                conn.abort()
+            if self._drop_retired(conn, accepted):
                 dropped += 1
         return dropped
+
+    def _drop_retired(self, conn: wire.Connection,
+                      accepted: dict[str | None, set[str]] | None = None) -> bool:
+        """Drop ``conn`` if it proved a key or a CA the current keys no longer accept."""
+        proven, keys = conn.proven, self.keys
+        if accepted is None:
+            accepted = {proven.scope: {key_id(k) for k in keys.accepted(proven.scope)}}
+        authorities = keys.tls.authorities if keys.tls is not None else None
+        stale_key = proven.key is not None and proven.key not in accepted[proven.scope]
+        stale_ca = (proven.issuer is not None and authorities is not None
+                    and proven.issuer not in authorities)
+        if not (stale_key or stale_ca):
+            return False
+        logger.info("%s: dropping the connection with %s: its %s was retired",
+                    self.role, conn.peer, "key" if stale_key else "CA")
+        conn.reset = True  # a blip to both sides: the peer reconnects, work is kept
+        conn.abort()
+        return True
 
     # Dispatch ----------------------------------------------------------------------------
 
@@ -330,6 +339,8 @@ class Endpoint:
                                     f"a job's credential ({conn.proven.scope}) is not "
                                     f"accepted by a {self.role}")
             conn.abort()
+            return
+        if self._drop_retired(conn):  # its handshake began with keys reloaded since
             return
         self._connections += 1
         try:

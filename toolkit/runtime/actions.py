@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from toolkit.runtime import messages as m
+from toolkit.runtime.httpguard import within_body_timeout
 from toolkit.runtime.session import COOKIE, csrf, own_host, session
 from toolkit.runtime.wire import rest_token_error
 
@@ -65,7 +66,7 @@ async def kill_app(master: Master, request: web.Request) -> web.Response:
 async def _kill(master: Master, request: web.Request, what: str,
                 ask: Callable[[str], Awaitable[Any]], page: str) -> web.Response:
     """A kill form's POST: the form's own, and logged in when the cluster has a secret."""
-    form = await request.post()
+    form = await within_body_timeout(request.post())
     refused = _refusal(master, request, form)
     if refused:
         return _page(403, "Refused", refused)
@@ -80,7 +81,7 @@ async def _kill(master: Master, request: web.Request, what: str,
 
 
 async def log_in(master: Endpoint, request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await within_body_timeout(request.post())
     refused = _refusal(master, request, form)
     if refused:
         return _page(403, "Refused", refused)
@@ -99,7 +100,7 @@ async def log_in(master: Endpoint, request: web.Request) -> web.Response:
 
 
 async def log_out(master: Endpoint, request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await within_body_timeout(request.post())
     refused = _refusal(master, request, form)
     if refused:
         return _page(403, "Refused", refused)

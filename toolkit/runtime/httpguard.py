@@ -17,21 +17,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from toolkit.runtime.admission import RefusalLog, source_of
 
+T = TypeVar("T")
 KEEPALIVE = 15.0
 """Seconds aiohttp keeps an idle connection between requests (its default is an hour)."""
 HEADER_TIMEOUT = 10.0
+BODY_TIMEOUT = 10.0
+"""Seconds a request's body may take to arrive (within_body_timeout): aiohttp waits as long as
+the sender likes, so a body sent a byte at a time would hold its connection for good."""
 CONNECTIONS = 256
 PER_SOURCE = 32
 TlsSource = ssl.SSLContext | Callable[[], ssl.SSLContext | None] | None
 """HTTPS: a server context, or what returns the current one (None: plain HTTP)."""
+LINGER = 2.0
+"""Seconds aiohttp goes on reading a body its handler left unread before it closes the
+connection (10 by default): enough for a client to finish sending a small request and read
+the answer, not for a drip to hold the connection much past BODY_TIMEOUT."""
 RUNNER_LIMITS: dict[str, Any] = {"keepalive_timeout": KEEPALIVE, "max_line_size": 8190,
-                                 "max_field_size": 8190, "max_headers": 64}
-"""aiohttp's own limits for every HTTP port: keep-alive, request line and header sizes."""
+                                 "max_field_size": 8190, "max_headers": 64,
+                                 "lingering_time": LINGER}
+"""aiohttp's own limits for every HTTP port: keep-alive, request line and header sizes,
+lingering."""
+
+
+async def within_body_timeout(read: Awaitable[T]) -> T:
+    """A request's body, or 408 when it does not arrive within BODY_TIMEOUT; the connection
+    is closed LINGER seconds after the answer."""
+    from aiohttp import web
+
+    try:
+        return await asyncio.wait_for(read, BODY_TIMEOUT)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            text=f"the request body did not arrive within {BODY_TIMEOUT:g} s") from None
 
 
 class Guard:

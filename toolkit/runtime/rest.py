@@ -60,6 +60,7 @@ from aiohttp import web
 import toolkit
 from toolkit.errors import ConfigError, EmberError, NotLeaderError
 from toolkit.runtime import messages as m
+from toolkit.runtime.httpguard import within_body_timeout
 from toolkit.runtime.keys import Keys, as_keys
 from toolkit.runtime.session import own_host
 from toolkit.runtime.wire import rest_token_error
@@ -346,7 +347,7 @@ class _RestApi:
         if request.content_type != "application/json":
             return _error(415, f"a submission is JSON: Content-Type: application/json, not "
                           f"{request.content_type!r}")
-        raw = await request.read()
+        raw = await within_body_timeout(request.read())
         if not raw.strip():
             raise BadRequest("the request body is empty: expected a CreateSubmissionRequest")
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import signal
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
@@ -132,3 +133,21 @@ def test_rest_tokens_follow_a_rotation_of_the_secret(cluster: Cluster) -> None:
     assert readyz(tokens["old"]) == 200 and readyz(tokens["new"]) == 200
     reload(new)  # the old one retired
     assert readyz(tokens["old"]) == 401 and readyz(tokens["new"]) == 200
+
+
+def test_a_body_sent_a_byte_at_a_time_does_not_hold_its_connection(cluster: Cluster) -> None:
+    import socket
+
+    from toolkit.runtime.httpguard import BODY_TIMEOUT
+
+    port = free_port()
+    cluster.master("--rest-port", str(port))  # --insecure: no token needed to send a body
+    with socket.create_connection(("127.0.0.1", port), timeout=BODY_TIMEOUT + 10) as sock:
+        sock.sendall(b"POST /v1/submissions/create HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+        started = time.monotonic()
+        answer = b""
+        while chunk := sock.recv(4096):  # the master closes it after its answer
+            answer += chunk
+        assert time.monotonic() - started < BODY_TIMEOUT + 5
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]

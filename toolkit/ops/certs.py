@@ -57,6 +57,7 @@ def _san(name: str) -> x509.GeneralName:
         return x509.DNSName(name)
 
 
+_PUBLIC = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 BACKDATE = datetime.timedelta(hours=1)
 """Certificates are valid from an hour before they are made: a host whose clock is behind the
 control machine's (by less than that) takes them at once, where a reload would otherwise load
@@ -155,12 +156,21 @@ class Authority:
         return True
 
 
-def needs_reissue(cert_pem: bytes, names: list[str], authority: Authority) -> str | None:
-    """Why a host certificate must be reissued, or None while it is good."""
+def needs_reissue(cert_pem: bytes, names: list[str], authority: Authority,
+                  key_pem: bytes | None = None) -> str | None:
+    """Why a host certificate (and its key, when given) must be reissued, or None while it is
+    good."""
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError:
         return "it is not a certificate"
+    if key_pem is not None:
+        try:
+            key = serialization.load_pem_private_key(key_pem, None)
+        except ValueError:
+            return "its key is not a key"
+        if key.public_key().public_bytes(*_PUBLIC) != cert.public_key().public_bytes(*_PUBLIC):
+            return "its key is not the certificate's"
     if not authority.signed(cert_pem):
         return "the cluster CA changed"
     try:

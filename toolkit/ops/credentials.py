@@ -85,6 +85,9 @@ class Credentials:
             else:
                 self._authority = Authority.create(self.inventory.name)
                 self._authority.save(self.directory)
+                # a bundle of an earlier CA (its key lost) would have hosts trust none of the
+                # certificates this one issues
+                (self.directory / "trusted.pem").unlink(missing_ok=True)
                 self.events.note(f"made the cluster CA in {self.directory} (its key: mode 0600)")
         return self._authority
 
@@ -106,8 +109,8 @@ class Credentials:
         authority = self.authority()
         folder = self.directory / "hosts" / name.replace("/", "_")
         cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-        why = "it has none" if not cert_path.exists() else needs_reissue(
-            cert_path.read_bytes(), names, authority)
+        why = "it has none" if not (cert_path.exists() and key_path.exists()) else (
+            needs_reissue(cert_path.read_bytes(), names, authority, key_path.read_bytes()))
         if why is not None:
             issued = authority.issue(names)
             write_private(key_path, issued.key)

@@ -144,3 +144,25 @@ def test_certificates_are_valid_already_for_a_host_whose_clock_is_behind() -> No
     behind = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=30)
     assert issued.not_valid_before_utc <= behind
     assert ca.cert.not_valid_before_utc <= behind
+
+
+def test_a_host_key_that_is_not_its_certificates_is_reissued() -> None:
+    ca = Authority.create("c")
+    first, second = ca.issue(["10.0.0.2"]), ca.issue(["10.0.0.2"])
+    assert needs_reissue(first.cert, ["10.0.0.2"], ca, first.key) is None
+    assert needs_reissue(first.cert, ["10.0.0.2"], ca, second.key) == (
+        "its key is not the certificate's")  # a run stopped between the two writes
+
+
+def test_a_ca_made_anew_does_not_leave_hosts_trusting_an_earlier_one(tmp_path: Path) -> None:
+    from toolkit.inventory import load
+    from toolkit.ops.credentials import Credentials
+    from toolkit.ops.group import Silent
+
+    path = tmp_path / "c.yml"
+    path.write_text(f"cluster: {{secret_file: {tmp_path}/secret, tls: on}}\nmasters: [m1]\n"
+                    "workers: [w1]\n")
+    creds = Credentials(load(path), Silent())
+    creds.set_trusted([Authority.create("lost").pem])  # its key is gone
+    made = creds.authority()
+    assert creds.trusted() == made.pem

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,13 +28,24 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool = Tru
     returns, so a power loss leaves the old file or the new one, never an empty one (a secret,
     a unit, a recovery record).
     """
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        if path.read_bytes() == data and (path.stat().st_mode & 0o777) == mode:
-            return False
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = open_dir(path.parent)
+    try:
+        return _write_in(folder, path.name, data, mode, durable)
+    finally:
+        os.close(folder)
+
+
+def _write_in(folder: int, name: str, data: bytes, mode: int, durable: bool) -> bool:
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError, OSError):
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+        with os.fdopen(fd, "rb") as handle:
+            if handle.read() == data and (os.fstat(handle.fileno()).st_mode & 0o777) == mode:
+                return False
     if not mode & 0o077:
-        path.parent.chmod(0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.fchmod(folder, 0o700)
+    tmp = f".{name}.{secrets.token_hex(6)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                 dir_fd=folder)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
@@ -41,14 +53,77 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool = Tru
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
         if durable:
-            sync_dir(path.parent)
+            os.fsync(folder)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=folder)
         raise
     return True
+
+
+MAX_LINKS = 40
+"""Symbolic links open_dir follows in one path before it calls it a loop (as the kernel does)."""
+
+
+def open_dir(folder: Path) -> int:
+    """``folder`` opened as a directory (made when missing, 0755), for writing in it.
+
+    As root, through no symbolic link that another user could have made: a role's run user
+    owns its directories, and could replace ``logs`` with a link to ``/etc`` so that root's
+    next write (a supervisor program, the secret) or chown lands there. Each part of the path
+    is opened without following links. A link in a directory only root may write to is read
+    and followed, part by part, by the same rule; below the first directory that someone else
+    may write to, a link (or anything not a directory) is refused, naming it."""
+    if os.geteuid() != 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    parts = list(folder.absolute().parts[1:])
+    fd, trusted, links = os.open("/", os.O_RDONLY | os.O_DIRECTORY), True, 0
+    try:
+        while parts:
+            part = parts.pop(0)
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+            try:
+                inner = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                inner = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                target = _link(fd, part)
+                if target is None:  # a file where a directory should be
+                    raise
+                if not trusted or links >= MAX_LINKS:
+                    raise ConfigError(
+                        f"{folder}: {part} is a symbolic link, inside a directory that users "
+                        f"other than root may write to (or one of too many): root will not "
+                        f"write or hand over anything through it. Make it a real directory, "
+                        f"or point the setting at the real one") from None
+                links += 1
+                if target.startswith("/"):
+                    os.close(fd)
+                    fd, trusted = os.open("/", os.O_RDONLY | os.O_DIRECTORY), True
+                parts[:0] = [p for p in target.split("/") if p and p != "."]
+                continue
+            os.close(fd)
+            fd = inner
+            stat = os.fstat(fd)  # only root may change what is in it
+            trusted = trusted and stat.st_uid == 0 and not stat.st_mode & 0o022
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _link(folder: int, name: str) -> str | None:
+    try:
+        return os.readlink(name, dir_fd=folder)
+    except OSError:  # not a link: a file where a directory should be
+        return None
 
 
 def sync_dir(directory: Path) -> None:

@@ -8,7 +8,6 @@ file names are decided here and nowhere else.
 from __future__ import annotations
 
 import contextlib
-import errno
 import getpass
 import grp
 import hashlib
@@ -18,12 +17,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from toolkit.base.envfile import parse_env_file
+from toolkit.base.files import open_dir
 from toolkit.errors import ConfigError
 from toolkit.settings import default_home, default_of, named, of_role, resolve
 
@@ -232,17 +233,18 @@ def hand_over(settings: DaemonSettings, files: Sequence[Path] = (), create: bool
     for folder in (settings.home, settings.log_dir, settings.pid_dir, settings.conf_dir,
                    settings.supervisor_dir, settings.work_dir,
                    *([Path(recovery)] if recovery else [])):
-        fd = open_trusted(folder)
+        fd = open_dir(folder)
         try:
             os.fchown(fd, uid, gid)
             if folder not in (settings.work_dir, settings.home):  # records, logs, pid files
                 for found in os.scandir(fd):
-                    if found.is_file(follow_symlinks=False):
+                    if found.is_file(follow_symlinks=False) and found.stat(
+                            follow_symlinks=False).st_nlink == 1:  # not a hard link to /etc
                         os.chown(found.name, uid, gid, dir_fd=fd, follow_symlinks=False)
         finally:
             os.close(fd)
     for path in files:
-        fd = open_trusted(path.parent)
+        fd = open_dir(path.parent)
         try:
             with contextlib.suppress(FileNotFoundError):
                 os.chown(path.name, uid, gid, dir_fd=fd, follow_symlinks=False)
@@ -250,41 +252,6 @@ def hand_over(settings: DaemonSettings, files: Sequence[Path] = (), create: bool
                 os.fchown(fd, uid, gid)
         finally:
             os.close(fd)
-
-
-def open_trusted(folder: Path) -> int:
-    """``folder`` opened (made when missing) for root to hand over to the run user, through
-    no symbolic link that user could have made. The run user owns the role's directories, so
-    it could replace ``logs`` with a link to ``/etc``: below the first directory that someone
-    other than root may write to, every part of the path must be a real directory, or this
-    refuses, naming it."""
-    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
-    trusted = True
-    try:
-        for part in folder.absolute().parts[1:]:
-            flags = os.O_RDONLY | os.O_DIRECTORY | (0 if trusted else os.O_NOFOLLOW)
-            try:
-                inner = os.open(part, flags, dir_fd=fd)
-            except FileNotFoundError:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, 0o755, dir_fd=fd)
-                inner = os.open(part, flags, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                    raise
-                raise ConfigError(
-                    f"{folder}: {part} is a symbolic link or not a directory, inside a "
-                    f"directory the run user owns; root will not hand over what it points "
-                    f"at. Make it a real directory, or point the setting at the real one"
-                ) from None
-            os.close(fd)
-            fd = inner
-            stat = os.fstat(fd)  # only root may change what is in it
-            trusted = trusted and stat.st_uid == 0 and not stat.st_mode & 0o022
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def ensure_user(name: str, home: Path) -> bool:
@@ -296,19 +263,20 @@ def ensure_user(name: str, home: Path) -> bool:
     except KeyError:
         pass
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    done = subprocess.run([useradd, "--system", "--user-group", "--no-create-home",
-                           "--home-dir", str(home), "--shell", "/usr/sbin/nologin", name],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        try:  # made meanwhile by another `ember daemon` on this host (a master and a worker)
+    for _ in range(20):
+        done = subprocess.run([useradd, "--system", "--user-group", "--no-create-home",
+                               "--home-dir", str(home), "--shell", "/usr/sbin/nologin", name],
+                              capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            return True
+        try:  # made meanwhile by another `ember daemon` on this host (a master, a worker)
             pwd.getpwnam(name)
             return False
         except KeyError:
-            pass
-        raise ConfigError(f"cannot create the run user {name!r} ({useradd} exited "
-                          f"{done.returncode}: {done.stderr.strip()}); create it, or set "
-                          f"run_user to an existing user")
-    return True
+            time.sleep(0.1)  # whose useradd may still hold the lock of /etc/passwd
+    raise ConfigError(f"cannot create the run user {name!r} ({useradd} exited "
+                      f"{done.returncode}: {done.stderr.strip()}); create it, or set "
+                      f"run_user to an existing user")
 
 
 def check_reachable(user: str, group: str | None) -> None:

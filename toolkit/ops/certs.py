@@ -88,9 +88,11 @@ class Authority:
         stamp = _now().strftime("%Y%m%d%H%M%S")
         key_id = x509.SubjectKeyIdentifier.from_public_key(key.public_key()).digest.hex()[:16]
         # The key's id in the name: a successor made within the same second (a rotation
-        # right after start-all) must not share its predecessor's subject.
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
-                                             f"Ember cluster CA {cluster} {stamp} {key_id}")])
+        # right after start-all) must not share its predecessor's subject. The cluster's name
+        # goes in O, cut to the 64 characters a name attribute may hold.
+        name = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster[:64] or "ember"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"Ember cluster CA {stamp} {key_id}")])
         now = _now()
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())

@@ -57,8 +57,9 @@ def rotate(cluster: Cluster) -> list[Outcome]:
             cluster.events.note(f"rotate-credentials stopped in round {step!r}: run it again "
                                 f"once every host is back")
             return outcomes
-    shutil.rmtree(nxt)
+    # the previous CA first: a run stopped in between must not trust it again next time
     (creds.directory / "previous-ca.pem").unlink(missing_ok=True)
+    shutil.rmtree(nxt)
     cluster.events.note("rotate-credentials: the old secret and CA are retired")
     return outcomes
 

@@ -37,7 +37,8 @@ def own_host(header: str, configured: str | None) -> bool:
     try:
         ipaddress.ip_address(name)
     except ValueError:
-        return name in ("localhost", configured)
+        name = name.rstrip(".").casefold()  # names are the same whatever their case
+        return name == "localhost" or name == (configured or "").rstrip(".").casefold()
     return True
 
 

@@ -55,7 +55,7 @@ def test_write_atomic_reaches_the_disk_before_the_rename(tmp_path: Path,
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(files.os, "fsync", lambda fd: (order.append("fsync"), real_fsync(fd))[1])
     monkeypatch.setattr(files.os, "replace",
-                        lambda a, b: (order.append("rename"), real_replace(a, b))[1])
+                        lambda a, b, **kw: (order.append("rename"), real_replace(a, b, **kw))[1])
     assert files.write_atomic(tmp_path / "conf" / "secret", b"s" * 32, 0o600)
     assert order[:2] == ["fsync", "rename"]
     assert (tmp_path / "conf" / "secret").read_bytes() == b"s" * 32

@@ -145,3 +145,32 @@ def test_handing_over_never_follows_a_link_the_run_user_could_have_made(tmp_path
     assert (home / "logs").stat().st_uid == nobody.pw_uid
     assert (home / "logs" / "ember.out").stat().st_uid == nobody.pw_uid
     assert (outside / "shadow").stat().st_uid == 0  # a link in it is not followed either
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the walk is careful only as root")
+def test_a_link_only_root_could_make_is_followed_part_by_part() -> None:
+    import shutil
+    import tempfile
+
+    from toolkit.base.files import open_dir, write_atomic
+
+    nobody = pwd.getpwnam("nobody")
+    safe = Path(tempfile.mkdtemp(dir=Path.home()))  # root's, and only root may write there
+    try:
+        (safe / "real").mkdir()
+        (safe / "var").symlink_to(safe / "real")  # root's own link: followed
+        write_atomic(safe / "var" / "conf" / "x.conf", b"x\n")
+        assert (safe / "real" / "conf" / "x.conf").read_text() == "x\n"
+        home, outside = safe / "home", safe / "etc"
+        home.mkdir()
+        outside.mkdir()
+        os.chown(home, nobody.pw_uid, nobody.pw_gid)
+        (home / "logs").symlink_to(outside)  # the run user's link, behind root's
+        (safe / "varlog").symlink_to(home / "logs")
+        with pytest.raises(ConfigError, match="logs is a symbolic link"):
+            os.close(open_dir(safe / "varlog"))
+        with pytest.raises(ConfigError, match="logs is a symbolic link"):
+            write_atomic(safe / "varlog" / "ember.conf", b"root's\n")
+        assert list(outside.iterdir()) == []
+    finally:
+        shutil.rmtree(safe)

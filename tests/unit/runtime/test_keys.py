@@ -166,3 +166,18 @@ def test_a_ca_made_anew_does_not_leave_hosts_trusting_an_earlier_one(tmp_path: P
     creds.set_trusted([Authority.create("lost").pem])  # its key is gone
     made = creds.authority()
     assert creds.trusted() == made.pem
+
+
+def test_a_cluster_of_any_name_gets_its_ca() -> None:
+    name = "production-east1-analytics-" * 4  # over the 64 characters a name part may hold
+    ca = Authority.create(name)
+    assert name[:64] in ca.cert.subject.rfc4514_string()
+    assert ca.signed(ca.issue(["10.0.0.2"]).cert)
+
+
+def test_a_host_name_is_its_own_whatever_its_case_or_final_dot() -> None:
+    from toolkit.runtime.session import own_host
+
+    assert own_host("Master1.Corp.:8080", "master1.corp")
+    assert own_host("LOCALHOST:8080", None) and own_host("[::1]:8080", None)
+    assert not own_host("evil.example:8080", "master1.corp")

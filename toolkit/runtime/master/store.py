@@ -9,6 +9,7 @@ lock leads; another on the same directory waits as a standby, so two never both 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 import msgspec
 
 from toolkit.base.files import sync_dir, write_atomic
-from toolkit.errors import FatalError
+from toolkit.errors import ConfigError, FatalError
 from toolkit.runtime import messages as m
 from toolkit.runtime.records import AppInfo, DriverInfo, WorkerInfo
 from toolkit.runtime.states import ApplicationState, DriverState, ExecutorState
@@ -272,6 +273,8 @@ class FileStore(RecordStore):
     def masters(self) -> list[tuple[str, bool]]:
         """Every running master on this directory (its ``host:port``), and whether it leads;
         the leader first. For the web UI."""
+        with contextlib.suppress(OSError):  # not yet: another master's look at it collided
+            self._announce()
         try:
             names = sorted(p.name for p in (self.directory / "masters").iterdir())
             leader = (self.directory / "leader.lock").read_text(errors="replace")
@@ -305,8 +308,9 @@ class FileStore(RecordStore):
         path = self._path(kind, key)
         try:
             write_atomic(path, msgspec.json.encode(record), 0o600, durable=True)
-        except OSError as exc:  # nothing is acknowledged that is not recorded
-            raise FatalError(f"cannot record {path}: {exc.strerror or exc}") from None
+        except (OSError, ConfigError) as exc:  # nothing is acknowledged that is not recorded
+            raise FatalError(f"cannot record {path}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
 
     def _forget(self, kind: str, key: str) -> None:
         try:

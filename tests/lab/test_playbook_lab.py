@@ -275,6 +275,13 @@ def test_start_all_status_logs_and_stop_all(stopped: Deployed) -> None:
     worker = host_of(lab, drivers(lab)[driver]["worker"])
     assert lab.ssh(worker, "cat", f"{lab.lab.common}/ember/work/{driver}/stdout").strip() == (
         "ember")
+    # a job (the run user) can change nothing root runs or reads: the venv, ember-env.sh
+    home = f"{lab.lab.common}/ember"
+    probe = submit(lab, "--wait", "--", "sh", "-c",
+                   f"for p in {home} {home}/conf {home}/conf/ember-env.sh {home}/venv "
+                   f"{home}/venv/bin; do test -w $p && echo writable $p; done; echo checked")
+    worker = host_of(lab, drivers(lab)[probe]["worker"])
+    assert lab.ssh(worker, "cat", f"{home}/work/{probe}/stdout").strip() == "checked"
 
     status = lab.fab("status", "--json")
     assert status.returncode == 0, status.stdout + status.stderr

@@ -41,8 +41,10 @@ def _write_in(folder: int, name: str, data: bytes, mode: int, durable: bool) -> 
         with os.fdopen(fd, "rb") as handle:
             if handle.read() == data and (os.fstat(handle.fileno()).st_mode & 0o777) == mode:
                 return False
-    if not mode & 0o077:
-        os.fchmod(folder, 0o700)
+    if not mode & 0o077:  # a private file: others may pass through, not list or write
+        current = os.fstat(folder).st_mode & 0o777
+        if current & 0o066:
+            os.fchmod(folder, current & ~0o066)
     tmp = f".{name}.{secrets.token_hex(6)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
                  dir_fd=folder)
@@ -67,7 +69,7 @@ MAX_LINKS = 40
 """Symbolic links open_dir follows in one path before it calls it a loop (as the kernel does)."""
 
 
-def open_dir(folder: Path) -> int:
+def open_dir(folder: Path, create: bool = True) -> int:
     """``folder`` opened as a directory (made when missing, 0755), for writing in it.
 
     As root, through no symbolic link that another user could have made: a role's run user
@@ -77,7 +79,8 @@ def open_dir(folder: Path) -> int:
     and followed, part by part, by the same rule; below the first directory that someone else
     may write to, a link (or anything not a directory) is refused, naming it."""
     if os.geteuid() != 0:
-        folder.mkdir(parents=True, exist_ok=True)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
         return os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     parts = list(folder.absolute().parts[1:])
     fd, trusted, links = os.open("/", os.O_RDONLY | os.O_DIRECTORY), True, 0
@@ -88,6 +91,8 @@ def open_dir(folder: Path) -> int:
             try:
                 inner = os.open(part, flags, dir_fd=fd)
             except FileNotFoundError:
+                if not create:
+                    raise
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, 0o755, dir_fd=fd)
                 inner = os.open(part, flags, dir_fd=fd)
@@ -117,6 +122,42 @@ def open_dir(folder: Path) -> int:
     except BaseException:
         os.close(fd)
         raise
+
+
+def remove(path: Path) -> None:
+    """Remove the file ``path`` if it is there, through its directory as open_dir opens it (as
+    root: never in a directory a link of another user leads to)."""
+    try:
+        folder = open_dir(path.parent, create=False)
+    except FileNotFoundError:
+        return
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path.name, dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+def names_in(folder: Path) -> list[str]:
+    """The names in ``folder`` (none when it is missing), listed as open_dir opens it."""
+    try:
+        fd = open_dir(folder, create=False)
+    except FileNotFoundError:
+        return []
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
+
+
+def open_private(path: Path, flags: int, mode: int = 0o600) -> int:
+    """``path`` opened with ``flags`` (plus O_NOFOLLOW and O_CREAT), through its directory as
+    open_dir opens it: as root, never a file another user's link leads to."""
+    folder = open_dir(path.parent)
+    try:
+        return os.open(path.name, flags | os.O_NOFOLLOW | os.O_CREAT, mode, dir_fd=folder)
+    finally:
+        os.close(folder)
 
 
 def _link(folder: int, name: str) -> str | None:

@@ -50,7 +50,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     # the run user is made where roles start; install-systemd makes it once systemd is
     # known to run here (daemon/systemd.py: install)
     hand_over(settings, installed, create=args.action in ("start", "restart", "run")
-              and settings.backend != "systemd")
+              and settings.backend != "systemd", role=args.role)
     if args.action == "supervisor-shutdown":
         return control.supervisor_shutdown(settings)
     if args.action in ("install-systemd", "uninstall-systemd"):

@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from toolkit.base.files import open_private
 from toolkit.base.procs import Stopped, terminate
 from toolkit.daemon.settings import DaemonSettings
 
@@ -24,7 +25,8 @@ class PlainBackend:
     def launch(self, role: str, instance: int, command: list[str], env: Mapping[str, str],
                log: Path) -> Callable[[], str | None]:
         """Start the process; return a check that says why it died, or None while it lives."""
-        with open(log, "ab") as out:
+        # the log's directory is the run user's: never a file that user's link leads to
+        with os.fdopen(open_private(log, os.O_WRONLY | os.O_APPEND, 0o644), "ab") as out:
             user = self.settings.user  # as root: the run user (settings.py), never root
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True,

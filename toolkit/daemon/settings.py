@@ -209,13 +209,16 @@ def check_socket_path(path: Path) -> None:
             f"directory")
 
 
-def hand_over(settings: DaemonSettings, files: Sequence[Path] = (), create: bool = False
-              ) -> None:
+def hand_over(settings: DaemonSettings, files: Sequence[Path] = (), create: bool = False,
+              role: str | None = None) -> None:
     """Run as root for roles that run as another user (settings.user): with ``create``, that
-    user is made when missing and must be able to run this Python; then the role's
-    directories, the files directly in them and the files just installed (the secret above
-    all, which a role refuses unless it owns it) become that user's. Nothing when not root,
-    or when the roles run as root."""
+    user is made when missing and must be able to run this Python. Then the directories the
+    roles write (logs, pid files and supervisord's, the work dir, the masters' records, a
+    ZooKeeper server's data) and the files directly in them become that user's, and so do
+    the private files just installed (the secret, the TLS key: a role refuses a secret it
+    does not own). Home and conf stay root's, 0755 and at most 0711: root runs the venv
+    under home and reads conf's ember-env.sh, which the run user (and so any job) must not
+    be able to change. Nothing when not root, or when the roles run as root."""
     user = settings.user
     if user is None:
         return
@@ -223,20 +226,23 @@ def hand_over(settings: DaemonSettings, files: Sequence[Path] = (), create: bool
         ensure_user(user, settings.home)
         check_reachable(user, settings.run_group)
     try:
-        pwd.getpwnam(user)
+        entry = pwd.getpwnam(user)
     except KeyError:
         return  # status, stop, logs of a host where nothing was ever started as that user
-    entry = pwd.getpwnam(user)
     uid, gid = entry.pw_uid, grp.getgrnam(settings.run_group).gr_gid if (
         settings.run_group) else entry.pw_gid
-    recovery = settings.env.get("EMBER_RECOVERY_DIR")  # the masters' records, when on files
-    for folder in (settings.home, settings.log_dir, settings.pid_dir, settings.conf_dir,
-                   settings.supervisor_dir, settings.work_dir,
-                   *([Path(recovery)] if recovery else [])):
+    keep = [settings.home, settings.conf_dir]
+    if (settings.conf_dir / "tls").is_dir():
+        keep.append(settings.conf_dir / "tls")
+    if settings.backend == "systemd":  # systemd opens the logs, as root
+        keep.append(settings.log_dir)
+    for folder in keep:
+        _keep_root(folder)
+    for folder in _role_dirs(settings, role):
         fd = open_dir(folder)
         try:
             os.fchown(fd, uid, gid)
-            if folder not in (settings.work_dir, settings.home):  # records, logs, pid files
+            if folder != settings.work_dir:  # records, logs, pid files
                 for found in os.scandir(fd):
                     if found.is_file(follow_symlinks=False) and found.stat(
                             follow_symlinks=False).st_nlink == 1:  # not a hard link to /etc
@@ -247,11 +253,43 @@ def hand_over(settings: DaemonSettings, files: Sequence[Path] = (), create: bool
         fd = open_dir(path.parent)
         try:
             with contextlib.suppress(FileNotFoundError):
-                os.chown(path.name, uid, gid, dir_fd=fd, follow_symlinks=False)
-            if path.parent.name == "tls":
-                os.fchown(fd, uid, gid)
+                info = os.stat(path.name, dir_fd=fd, follow_symlinks=False)
+                if not info.st_mode & 0o077:  # private: the role's own; the rest root's
+                    os.chown(path.name, uid, gid, dir_fd=fd, follow_symlinks=False)
         finally:
             os.close(fd)
+
+
+def _keep_root(folder: Path) -> None:
+    """``folder`` root's, which the run user may pass through but not change (an earlier
+    Ember handed it over)."""
+    fd = open_dir(folder)
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != 0 or info.st_gid != 0:
+            os.fchown(fd, 0, 0)
+        mode = (info.st_mode & 0o755) | 0o711
+        if mode != info.st_mode & 0o777:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _role_dirs(settings: DaemonSettings, role: str | None) -> list[Path]:
+    """The directories the roles write in, as their run user. Logs are systemd's own under
+    the systemd backend (it opens them as root, so the run user must not own their
+    directory), supervisord's otherwise."""
+    recovery = settings.env.get("EMBER_RECOVERY_DIR")  # the masters' records, when on files
+    dirs = [settings.pid_dir, settings.work_dir, *([Path(recovery)] if recovery else [])]
+    if settings.backend != "systemd":
+        dirs += [settings.log_dir, settings.supervisor_dir]
+    if role == "zookeeper" or settings.env.get("EMBER_ZOOKEEPER_SERVERS"):
+        dirs.append(zookeeper_data_dir(settings))
+    return dirs
+
+
+def zookeeper_data_dir(settings: DaemonSettings) -> Path:
+    return Path(settings.env.get("EMBER_ZOOKEEPER_DATA_DIR") or settings.home / "zookeeper")
 
 
 def ensure_user(name: str, home: Path) -> bool:

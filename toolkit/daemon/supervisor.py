@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import http.client
 import math
 import os
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from toolkit.base.files import write_atomic
+from toolkit.base.files import names_in, open_dir, open_private, remove, write_atomic
 from toolkit.base.pidfile import read_pid_file
 from toolkit.base.procs import Stopped, wait_gone
 from toolkit.daemon.logs import tail
@@ -71,10 +72,14 @@ class SupervisorBackend:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        self.settings.supervisor_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.settings.supervisor_dir / "supervisor.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        """Its directory is the run user's: the lock file is opened without following a link
+        and never truncated (a link to /etc/shadow would have emptied it)."""
+        fd = open_private(self.settings.supervisor_dir / "supervisor.lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
+        finally:
+            os.close(fd)
 
     def _log_file(self) -> Path:
         s = self.settings
@@ -94,8 +99,11 @@ class SupervisorBackend:
         """supervisord.conf for this host and user (also what ember-supervisord.service runs)."""
         s = self.settings
         for folder in (s.supervisor_dir, s.supervisor_programs, s.log_dir, s.home):
-            folder.mkdir(parents=True, exist_ok=True)
-        user = (s.user or "root") if os.geteuid() == 0 else None
+            os.close(open_dir(folder))
+        # As root with a run user, supervisord is started as that user (ensure_running): a
+        # supervisord started as root reads its includes, the run user's files, before it
+        # drops to user=, and an included [supervisord] user=root would keep it root.
+        user = "root" if os.geteuid() == 0 and s.user is None else None
         write_atomic(s.supervisor_conf, self.config_text(user).encode())
         return s.supervisor_conf
 
@@ -120,9 +128,15 @@ class SupervisorBackend:
         # each program gets exactly the settings its own `ember daemon start` gave it.
         clean = {k: v for k, v in os.environ.items()
                  if not k.startswith("EMBER_") and k != "NOTIFY_SOCKET"}
+        user = self.settings.user if os.geteuid() == 0 else None
+        if user is not None:  # root's own variables are not the run user's
+            clean = {**{k: v for k, v in clean.items() if not k.startswith(("SUDO_", "SSH_"))},
+                     "HOME": str(self.settings.home), "USER": user, "LOGNAME": user}
         result = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c",
                                  str(conf)], capture_output=True, text=True,
-                                check=False, stdin=subprocess.DEVNULL, env=clean)
+                                check=False, stdin=subprocess.DEVNULL, env=clean, cwd="/",
+                                user=user, group=self.settings.group if user else None,
+                                extra_groups=[] if user else None)
         deadline = time.monotonic() + 10
         while not self.running():
             if time.monotonic() > deadline or result.returncode != 0:
@@ -138,12 +152,13 @@ class SupervisorBackend:
         from toolkit.base.procs import Found, check
 
         s = self.settings
+        names = names_in(s.supervisor_programs)
         for role in ROLES:
-            for path in s.supervisor_programs.glob(f"{s.name(role, '*')}.conf"):
-                instance = path.stem.rpartition("-")[2]
+            for name in fnmatch.filter(names, f"{s.name(role, '*')}.conf"):
+                instance = name[:-len(".conf")].rpartition("-")[2]
                 if instance.isdigit() and check(s.pid_file(role, int(instance)),
                                                 role).found == Found.RUNNING:
-                    path.unlink()
+                    remove(s.supervisor_programs / name)
 
     def prepare(self) -> None:
         """Have supervisord running ahead of a launch (the slow part of a first start)."""
@@ -162,8 +177,9 @@ class SupervisorBackend:
     def shutdown(self) -> bool:
         """Stop supervisord and everything under it, forgetting its programs; False when none
         was running."""
-        for path in self.settings.supervisor_programs.glob("*.conf"):
-            path.unlink()
+        programs = self.settings.supervisor_programs
+        for name in fnmatch.filter(names_in(programs), f"{self.settings.name('*', '*')}.conf"):
+            remove(programs / name)
         if not self.running():
             self._clear_leftovers()
             return False
@@ -184,8 +200,8 @@ class SupervisorBackend:
                     return
             except OSError:
                 pass
-        s.supervisor_pid_file.unlink(missing_ok=True)
-        s.supervisor_socket.unlink(missing_ok=True)
+        remove(s.supervisor_pid_file)
+        remove(s.supervisor_socket)
 
     # programs ----------------------------------------------------------------------------
 
@@ -256,7 +272,7 @@ class SupervisorBackend:
         from toolkit.daemon.plain import PlainBackend
 
         if not self.running():
-            self.settings.program_file(role, instance).unlink(missing_ok=True)
+            remove(self.settings.program_file(role, instance))
             return PlainBackend(self.settings).stop(role, instance, pid)
         name = self.settings.name(role, instance)
         started = time.monotonic()
@@ -278,7 +294,7 @@ class SupervisorBackend:
     def _remove(self, name: str, path: Path) -> None:
         """A stopped program is forgotten, so that it does not autostart with supervisord."""
         with self.locked():
-            path.unlink(missing_ok=True)
+            remove(path)
             with contextlib.suppress(OSError, xmlrpc.client.Error):
                 self._proxy().supervisor.removeProcessGroup(name)
 

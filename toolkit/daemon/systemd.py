@@ -20,7 +20,13 @@ from pathlib import Path
 
 from toolkit.base.files import write_atomic
 from toolkit.base.procs import Stopped, wait_gone
-from toolkit.daemon.settings import ONE_PER_HOST, DaemonSettings, hand_over, run_as
+from toolkit.daemon.settings import (
+    ONE_PER_HOST,
+    DaemonSettings,
+    hand_over,
+    run_as,
+    zookeeper_data_dir,
+)
 from toolkit.errors import EmberError
 from toolkit.render import INSTANCE, render, systemd_env
 
@@ -103,8 +109,10 @@ def unit_texts(settings: DaemonSettings, python: str = sys.executable) -> dict[s
 
 def _common(settings: DaemonSettings) -> dict[str, object]:
     system = settings.systemd_scope == "system"
+    recovery = settings.env.get("EMBER_RECOVERY_DIR")
     writable = sorted({settings.home, settings.log_dir, settings.pid_dir, settings.conf_dir,
-                       settings.supervisor_dir, settings.work_dir})
+                       settings.supervisor_dir, settings.work_dir,
+                       zookeeper_data_dir(settings), *([Path(recovery)] if recovery else [])})
     return {
         "ident": settings.ident, "home": settings.home,
         "user": run_as(settings.run_user) if system else None,

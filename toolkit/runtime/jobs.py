@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from functools import cached_property
 from pathlib import Path
 
@@ -64,7 +63,11 @@ class JobEnv:
         self.keys = keys
         self._ca_copied = False
         if keys.tls is not None and (self.work_dir / CA_DIR).exists():
-            self._ca_dir()
+            try:
+                self._ca_dir()
+            except OSError as exc:  # the next launch copies it again
+                logger.warning("Cannot copy the cluster CA for the jobs into %s: %s",
+                               self.work_dir / CA_DIR, exc)
         for driver_id in running:
             if (self.work_dir / driver_id / CREDENTIAL).exists() and keys.secret is not None:
                 self._write_credential(driver_id)
@@ -81,7 +84,7 @@ class JobEnv:
         directory = self.work_dir / CA_DIR
         if not self._ca_copied and self.keys.tls is not None:
             directory.mkdir(parents=True, exist_ok=True, mode=0o755)
-            shutil.copyfile(self.keys.tls.ca, directory / "ca.pem.tmp")
-            os.replace(directory / "ca.pem.tmp", directory / "ca.pem")
+            # a temp file of its own: the workers of one host may share the work dir
+            write_atomic(directory / "ca.pem", Path(self.keys.tls.ca).read_bytes(), 0o644)
             self._ca_copied = True
         return directory

@@ -174,3 +174,47 @@ def test_a_link_only_root_could_make_is_followed_part_by_part() -> None:
         assert list(outside.iterdir()) == []
     finally:
         shutil.rmtree(safe)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing files over to another user needs root")
+def test_the_run_user_gets_what_roles_write_and_root_keeps_what_root_runs_and_reads(
+        tmp_path: Path) -> None:
+    from toolkit.base.files import bundle, install_bundle
+    from toolkit.daemon.settings import hand_over
+
+    nobody = pwd.getpwnam("nobody")
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)  # as an earlier Ember left it
+    conf = home / "conf"
+    installed = install_bundle(bundle([(str(conf / "ember-env.sh"), b"EMBER_X=1\n", 0o644),
+                                       (str(conf / "secret"), b"s" * 32, 0o600)]))
+    settings = load_settings(env(home, EMBER_RUN_USER="nobody"))
+    hand_over(settings, installed)
+    owner = {p.name: p.stat().st_uid for p in (home, conf, conf / "ember-env.sh",
+                                               conf / "secret", home / "logs", home / "run",
+                                               home / "work")}
+    assert owner == {"home": 0, "conf": 0, "ember-env.sh": 0, "secret": nobody.pw_uid,
+                     "logs": nobody.pw_uid, "run": nobody.pw_uid, "work": nobody.pw_uid}
+    assert conf.stat().st_mode & 0o777 == 0o711  # passed through, not listed or changed
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a link of another user matters to root")
+def test_root_opens_no_lock_or_log_through_a_link_in_the_run_users_directory(
+        tmp_path: Path) -> None:
+    from toolkit.daemon.plain import PlainBackend
+    from toolkit.daemon.supervisor import SupervisorBackend
+
+    precious = tmp_path / "shadow"
+    precious.write_text("root's\n")
+    settings = load_settings(env(tmp_path / "home", EMBER_RUN_USER="nobody"))
+    settings.supervisor_dir.mkdir(parents=True)
+    (settings.supervisor_dir / "supervisor.lock").symlink_to(precious)
+    with pytest.raises(OSError), SupervisorBackend(settings).locked():
+        pass
+    settings.log_dir.mkdir(parents=True)
+    log = settings.log_dir / "ember-op-master-1.out"
+    log.symlink_to(precious)
+    with pytest.raises(OSError):
+        PlainBackend(settings).launch("master", 1, ["true"], {}, log)
+    assert precious.read_text() == "root's\n"

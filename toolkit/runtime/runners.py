@@ -38,6 +38,7 @@ KILL_TIMEOUT: float = default_of("worker", "kill_timeout")
 
 State = DriverState | ExecutorState
 Report = Callable[[State, str, "int | None"], None]
+Env = dict[str, str] | Callable[[], dict[str, str]]
 """report(state, message, exit_code)"""
 
 
@@ -182,10 +183,11 @@ class _Runner:
     no signal ever goes to a pid that could have been reused.
     """
 
-    def __init__(self, directory: Path, env: dict[str, str], report: Report,
+    def __init__(self, directory: Path, env: Env, report: Report,
                  kill_timeout: float) -> None:
         self.directory = directory
         self.env = env
+        """Or what makes it at launch (a driver's credential file): a failure is reported."""
         self.report = report
         self.kill_timeout = kill_timeout
         self.state: State | None = None
@@ -238,7 +240,13 @@ class _Runner:
             self._say(self._killed_state(), "killed before it started")
             return None
         try:
-            proc = spawn(argv, self.directory, self.env, launch_header(argv))
+            env = self.env() if callable(self.env) else self.env
+        except OSError as exc:  # a full disk: reported like a program that cannot start
+            self._say(cannot, f"cannot prepare the environment of {argv[0]!r} in "
+                              f"{self.directory}: {exc.strerror or exc}")
+            return None
+        try:
+            proc = spawn(argv, self.directory, env, launch_header(argv))
         except OSError as exc:
             self._say(cannot, cannot_start(argv[0], exc, self.directory))
             return None
@@ -294,7 +302,7 @@ class DriverRunner(_Runner):
     """Runs one driver in ``<work>/<driver-id>/``; with supervise, restarts it on failure."""
 
     def __init__(self, driver_id: str, desc: m.DriverDescription, work_dir: Path,
-                 env: dict[str, str], report: Report, kill_timeout: float = KILL_TIMEOUT,
+                 env: Env, report: Report, kill_timeout: float = KILL_TIMEOUT,
                  first_backoff: float = FIRST_BACKOFF, max_backoff: float = MAX_BACKOFF) -> None:
         super().__init__(work_dir / driver_id, env, report, kill_timeout)
         self.driver_id = driver_id
@@ -351,7 +359,7 @@ class ExecutorRunner(_Runner):
     """Runs one executor in ``<work>/<app-id>/<exec-id>/`` with its placeholders filled."""
 
     def __init__(self, app_id: str, exec_id: int, desc: m.ApplicationDescription, cores: int,
-                 memory: int, work_dir: Path, env: dict[str, str], values: dict[str, str],
+                 memory: int, work_dir: Path, env: Env, values: dict[str, str],
                  report: Report, kill_timeout: float = KILL_TIMEOUT) -> None:
         super().__init__(work_dir / app_id / str(exec_id), env, report, kill_timeout)
         self.app_id, self.exec_id, self.desc = app_id, exec_id, desc

@@ -258,7 +258,7 @@ class Worker(Endpoint):
             logger.warning("Driver %s is already running here", msg.driver_id)
             return
         logger.info("Asked to launch driver %s", msg.driver_id)
-        env = self._jobs.driver_env(msg.driver_id, msg.desc.env, {
+        env = lambda: self._jobs.driver_env(msg.driver_id, msg.desc.env, {  # noqa: E731
             "EMBER_DRIVER_ID": msg.driver_id,
             "EMBER_DRIVER_HOST": self.config.host,
             "EMBER_DRIVER_CORES": str(msg.desc.cores),
@@ -313,7 +313,7 @@ class Worker(Endpoint):
         values = {"EXECUTOR_ID": str(msg.exec_id), "APP_ID": msg.app_id,
                   "CORES": str(msg.cores), "HOSTNAME": self.config.host,
                   "WORKER_URL": f"ember://{self.config.host}:{self.port}"}
-        env = self._jobs.env(msg.desc.env, {
+        env = lambda: self._jobs.env(msg.desc.env, {  # noqa: E731
             "EMBER_EXECUTOR_ID": values["EXECUTOR_ID"],
             "EMBER_APP_ID": values["APP_ID"],
             "EMBER_EXECUTOR_CORES": values["CORES"],

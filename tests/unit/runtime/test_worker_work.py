@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -104,3 +105,20 @@ async def test_a_late_retry_on_the_link_it_registered_on_keeps_that_link(
     other = FakeConn()
     worker.handle(m.MasterConnected("10.0.0.9:7077"), other)
     assert other.closed  # a link to another master is closed, as before
+
+
+async def test_a_driver_whose_credential_cannot_be_written_is_reported_in_error(
+        tmp_path: Path) -> None:
+    import errno
+
+    said: list[tuple[object, str]] = []
+
+    def full_disk() -> dict[str, str]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    runner = DriverRunner("driver-20990101000000-0001", m.DriverDescription(["true"]),
+                          tmp_path, full_disk, lambda state, message, code: said.append(
+                              (state, message)))
+    runner.start()
+    await asyncio.wait_for(runner._task, 5)  # type: ignore[arg-type]
+    assert len(said) == 1 and said[0][0] == DriverState.ERROR
+    assert "No space left on device" in said[0][1]

@@ -1,12 +1,19 @@
-"""How the master's answers are made: a response tied to its request, a driver checked."""
+"""How the master's answers are made: a response tied to its request, a worker's report
+acknowledged once handled, a driver checked."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from toolkit.runtime import messages as m
+
+if TYPE_CHECKING:
+    from toolkit.runtime.wire import Connection
+
+Report = Callable[[Any, Any, "Connection | None"], None]
 
 R = TypeVar("R", m.SubmitDriverResponse, m.KillDriverResponse, m.DriverStatusResponse,
             m.KillAllDriversResponse, m.ClearCompletedDriversAndAppsResponse)
@@ -15,6 +22,17 @@ R = TypeVar("R", m.SubmitDriverResponse, m.KillDriverResponse, m.DriverStatusRes
 def reply(response: R, request_id: int) -> R:
     """The response as the answer to one request: the client matches it by this id."""
     return msgspec.structs.replace(response, in_reply_to=request_id)
+
+
+def acked(handle: Report) -> Report:
+    """A worker's state change acknowledged once handled, and so recorded: a store that fails
+    stops the master before the ack, and the worker sends the report again to the next
+    leader (an ack first would have lost a driver's end, and run it again)."""
+    def handled(self: Any, msg: Any, conn: Connection | None) -> None:
+        handle(self, msg, conn)
+        if conn is not None:
+            conn.send(m.StateChangeAcked(msg.seq))
+    return handled
 
 
 def check_driver(desc: m.DriverDescription) -> str | None:

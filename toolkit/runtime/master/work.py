@@ -18,7 +18,7 @@ from toolkit.runtime import messages as m
 from toolkit.runtime import scheduling
 from toolkit.runtime.master.apps import Apps
 from toolkit.runtime.master.drivers import Drivers
-from toolkit.runtime.master.replies import check_driver, reply
+from toolkit.runtime.master.replies import acked, check_driver, reply
 from toolkit.runtime.master.store import Store
 from toolkit.runtime.records import AppInfo, DriverInfo, ExecutorInfo
 from toolkit.runtime.states import (
@@ -179,9 +179,8 @@ class Work:
 
     # Drivers and executors: worker reports -------------------------------------------------
 
+    @acked
     def on_driver_state_changed(self, msg: m.DriverStateChanged, conn: Connection | None) -> None:
-        if conn is not None:
-            conn.send(m.StateChangeAcked(msg.seq))
         driver = self.drivers.get(msg.driver_id)
         worker = self.workers.on(conn)
         if driver is None or worker is None or driver.worker_id != worker.id:
@@ -199,10 +198,9 @@ class Work:
         self._end_driver(driver, state, msg.message or None, msg.exit_code)
         self.schedule()
 
+    @acked
     def on_executor_state_changed(self, msg: m.ExecutorStateChanged,
                                   conn: Connection | None) -> None:
-        if conn is not None:
-            conn.send(m.StateChangeAcked(msg.seq))
         app = self.apps.get(msg.app_id)
         executor = app.executors.get(msg.exec_id) if app is not None else None
         worker = self.workers.on(conn)
@@ -220,6 +218,8 @@ class Work:
                            app.id, executor.exec_id, executor.state)
             return
         executor.move(state)
+        if state == ExecutorState.RUNNING:  # as Spark: only failures in a row count
+            app.retry_count = 0
         self.apps.save(app)
         if app.conn is not None:
             app.conn.send(m.ExecutorUpdated(executor.exec_id, state, msg.message,

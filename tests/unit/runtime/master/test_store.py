@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,38 @@ async def test_a_master_that_cannot_record_acknowledges_nothing_and_exits_non_ze
     master.post(m.RequestSubmitDriver(m.DriverDescription(["true"]), request_id=1), client)  # type: ignore[arg-type]
     await asyncio.wait_for(master.stopped.wait(), 5)
     assert master.exit_code == 1 and client.sent == []  # no answer that was not recorded
+
+
+async def test_a_workers_report_is_acknowledged_only_once_recorded(tmp_path: Path) -> None:
+    from toolkit.runtime.config import MasterConfig
+    from toolkit.runtime.master import Master
+    from toolkit.runtime.states import DriverState
+
+    directory = tmp_path / "recovery"
+    master = Master(MasterConfig(host="10.0.0.1", recovery_mode="filesystem",
+                                 recovery_dir=directory))
+    master.start_consumer()
+    master.post(m.TryToLead())
+    for _ in range(100):
+        if master.state == "ALIVE":
+            break
+        await asyncio.sleep(0.01)
+    worker, client = FakeConn("10.0.0.2:4001"), FakeConn()
+    master.post(m.RegisterWorker("w1", "10.0.0.2", 4001, 1, 1024, "http://x", master.url),
+                worker)  # type: ignore[arg-type]
+    master.post(m.RequestSubmitDriver(m.DriverDescription(["true"]), request_id=1), client)  # type: ignore[arg-type]
+    for _ in range(100):
+        launched = [x for x in worker.sent if isinstance(x, m.LaunchDriver)]
+        if launched:
+            break
+        await asyncio.sleep(0.01)
+    for path in directory.iterdir():
+        if path.is_file():
+            path.unlink()
+    shutil.rmtree(directory)
+    directory.write_text("not a directory any more\n")  # the driver's end cannot be recorded
+    master.post(m.DriverStateChanged(1, launched[0].driver_id, DriverState.FINISHED, "", 0),
+                worker)  # type: ignore[arg-type]
+    await asyncio.wait_for(master.stopped.wait(), 5)
+    assert master.exit_code == 1
+    assert not [x for x in worker.sent if isinstance(x, m.StateChangeAcked)]  # sent again later

@@ -162,6 +162,19 @@ def test_app_executors_spread_out_and_failures_fail_the_app(master: Master) -> N
     assert all(w.cores_used == 0 for w in master.workers.values())
 
 
+def test_an_executor_that_runs_clears_its_applications_failures(master: Master) -> None:
+    worker = join(master, "w0", 4000, cores=1)
+    client, app_id = register_app(master, cores_per_executor=1, max_cores=1,
+                                  memory_per_executor=256)
+    for seq in range(1, 41, 2):  # 20 crashes, far apart: each replacement ran a while
+        added = sent(client, m.ExecutorAdded)[-1]
+        master.handle(m.ExecutorStateChanged(seq, app_id, added.exec_id, ExecutorState.RUNNING,
+                                             "", None), worker)
+        master.handle(m.ExecutorStateChanged(seq + 1, app_id, added.exec_id,
+                                             ExecutorState.EXITED, "crashed", 1), worker)
+    assert app_id in master.work.apps  # only failures in a row fail an application
+
+
 def test_app_driver_disconnect_ends_the_app_and_frees_the_workers(master: Master) -> None:
     worker = join(master, "w1", 4001)
     client, app_id = register_app(master)

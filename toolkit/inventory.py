@@ -172,8 +172,24 @@ def default_inventory() -> Path:
 def _from_yaml(path: Path, text: str) -> Inventory:
     import yaml
 
+    class Strict(yaml.SafeLoader):  # type: ignore[misc]
+        """A key written twice is an error: YAML would keep the last one silently (a second
+        `workers:` list would hide the first from stop-all)."""
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, str | int | float | bool):
+                    continue  # a key YAML allows but no inventory has: the checks name it
+                if key in seen:
+                    raise ConfigError(f"{path}, line {key_node.start_mark.line + 1}: {key!r} "
+                                      f"is given twice")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=Strict) or {}  # a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

@@ -236,3 +236,10 @@ def test_an_ensemble_the_playbook_runs_gives_the_masters_its_servers(tmp_path: P
     assert inv.ensemble_servers() == [("m1", 2888, 3888), ("10.0.0.2", 2888, 3888),
                                       ("w1", 2888, 3888)]
     assert inv.ensemble.tick_ms == 1000
+
+
+def test_a_key_given_twice_is_named_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yml"
+    path.write_text("masters: [m1]\nworkers: [w1, w2]\nworkers: [w3]\n")
+    with pytest.raises(ConfigError, match=r"twice.yml, line 3: 'workers' is given twice"):
+        inventory.load(path)

@@ -310,12 +310,18 @@ class Cluster:
         from toolkit.runtime.wire import rest_token  # a UI that needs a login to read takes it
 
         headers = {}
-        if self.inventory.secret_file.exists():  # never made here: status changes nothing
+        # a token only where reading needs one (it is good for every action for a minute),
+        # and never made here: status changes nothing
+        if self.inventory.setting(entry, "ui_login") == "always" and (
+                self.inventory.secret_file.exists()):
             secret = self.inventory.secret_file.read_bytes().split(b"\n")[0].strip()
             headers["Authorization"] = f"Bearer {rest_token(secret, 60)}"
         request = urllib.request.Request(f"{self.master_ui(entry)}/json", headers=headers)
+        # straight to the master: an http_proxy of the environment is not on the way
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             urllib.request.HTTPSHandler(context=context))
         try:
-            with urllib.request.urlopen(request, timeout=3, context=context) as response:
+            with opener.open(request, timeout=3) as response:
                 state: dict[str, Any] = json.load(response)
                 return state
         except (OSError, ValueError):

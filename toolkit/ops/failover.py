@@ -31,7 +31,7 @@ def failover(cluster: Cluster, wait: float = 60.0) -> list[Outcome]:
     before = views[leader] or {}
     workers = int(before.get("aliveworkers", 0))
     apps = {a["id"] for a in before.get("activeapps", [])}
-    target = cluster.targets[leader]
+    target = cluster.targets[leader.rpartition("@")[2]]  # targets go by host, not user@host
     cluster.events.note(f"failover: stopping the leader {leader} ({workers} workers, "
                         f"{len(apps)} applications)")
     began = time.monotonic()

@@ -100,6 +100,12 @@ def deploy(cluster: Cluster, system_python: str = "python3") -> list[Outcome]:
                              ("" if not problems else
                               "; it differs from the lock (run scripts/setup):\n  " +
                               "\n  ".join(problems)))]
+        venv = target.python.rpartition("/bin/")[0]
+        if venv != f"{target.home}/venv":  # never a system's own Python: it would be pruned
+            return [_outcome(target, "deploy", False,
+                             f"python is {target.python}: deploy makes and fills only "
+                             f"{target.home}/venv (leave python unset, or set it to "
+                             f"{target.home}/venv/bin/python)")]
         probe = target.host.run([system_python, "-c",
                                  "import sys; print('%d.%d' % sys.version_info[:2])"])
         there = probe.stdout.strip()
@@ -108,7 +114,6 @@ def deploy(cluster: Cluster, system_python: str = "python3") -> list[Outcome]:
                              f"{system_python} there is {there or 'missing'}; the wheels are "
                              f"for Python {HERE} (pass --python)")]
         folder = f"{target.home}/wheels"
-        venv = target.python.rpartition("/bin/")[0]
         clear = [system_python, "-c", "import shutil, sys; shutil.rmtree(sys.argv[1], True)",
                  folder]
         if not (result := target.host.run(clear)).ok:

@@ -251,6 +251,22 @@ def test_doctor_and_deploy_failures_are_labelled_by_task_and_name_the_host_once(
     assert f"w2: doctor: {NO_ROUTE}" in lab.said
 
 
+def test_deploy_never_turns_a_systems_python_into_its_venv(tmp_path: Path) -> None:
+    from toolkit.ops import provision
+
+    path = tmp_path / "py.yml"
+    path.write_text(f"cluster: {{secret_file: {tmp_path}/secret}}\n"
+                    "defaults: {ember_home: /opt/ember, python: /usr/bin/python3}\n"
+                    "masters: [m1]\nworkers: [w1]\n")
+    hosts = {name: FakeHost(name, healthy) for name in ("m1", "w1")}
+    cluster = Cluster(inventory_module.load(path), events=Printer([].append),
+                      transport=lambda entry: hosts[entry.address])
+    outcomes = provision.deploy(cluster)
+    assert outcomes and not any(o.ok for o in outcomes)
+    assert all("deploy makes and fills only /opt/ember/venv" in o.message for o in outcomes)
+    assert all(not host.calls for host in hosts.values())  # nothing was run there
+
+
 def two_masters(tmp_path: Path, views: dict[str, Any]
                 ) -> tuple[Cluster, dict[str, FakeHost], list[str]]:
     """Masters m1 and m2 that recover from one directory, worker w1; each master's /json is
@@ -314,6 +330,31 @@ def test_the_failover_drill_stops_the_leader_times_the_takeover_and_restarts_it(
     assert [action_of(c.argv)[0] for c in hosts["m1"].calls] == ["stop", "start"]
     assert hosts["m2"].calls == [] and hosts["w1"].calls == []
     assert "failover: stopping the leader m1 (1 workers, 1 applications)" in said
+
+
+def test_the_failover_drill_takes_masters_written_with_their_ssh_user(tmp_path: Path) -> None:
+    from toolkit.ops.failover import failover
+
+    path = tmp_path / "ha.yml"
+    path.write_text(f"cluster: {{secret_file: {tmp_path}/secret}}\n"
+                    "defaults: {ember_home: /opt/ember}\n"
+                    "recovery: {mode: filesystem, dir: /shared/ember}\n"
+                    "masters: [op@m1, op@m2]\nworkers: [w1]\n")
+    views: dict[str, Any] = {"op@m1": {"status": "ALIVE", "aliveworkers": 0},
+                             "op@m2": {"status": "STANDBY", "aliveworkers": 0}}
+
+    def m1_script(argv: list[str], stdin: bytes) -> Result:
+        if action_of(argv)[0] == "stop":
+            views["op@m1"], views["op@m2"] = None, {"status": "ALIVE", "aliveworkers": 0}
+        return healthy(argv, stdin)
+    hosts = {"op@m1": FakeHost("m1", m1_script), "op@m2": FakeHost("m2", healthy),
+             "w1": FakeHost("w1", healthy)}
+    bound = Cluster(inventory_module.load(path), events=Printer([].append),
+                    transport=lambda entry: hosts[entry.address])
+    bound.master_json = lambda entry: views[entry.address]  # type: ignore[method-assign]
+    outcomes = failover(bound, wait=5)
+    assert [(o.role, o.ok) for o in outcomes] == [("master", True), ("failover", True),
+                                                 ("master", True)]
 
 
 def test_a_failover_needs_a_leader_and_a_standby(lab: Lab) -> None:

@@ -6,8 +6,10 @@ Exit codes: start/stop/restart 0 on success, 1 on failure; status follows LSB (0
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import shutil
 import signal
 import sys
@@ -202,6 +204,14 @@ def _exec_foreground(settings: DaemonSettings, command: list[str], env: dict[str
         env.pop("NOTIFY_SOCKET")
     settings.pid_dir.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
+    user = settings.user  # as root: the run user, as every backend runs the role
+    if user is not None and os.geteuid() == 0:
+        entry = pwd.getpwnam(user)
+        group = grp.getgrnam(settings.group).gr_gid if settings.group else entry.pw_gid
+        env.update(HOME=str(settings.home), USER=user, LOGNAME=user)
+        os.setgroups([])
+        os.setgid(group)
+        os.setuid(entry.pw_uid)
     os.execve(command[0], command, env)
 
 

@@ -28,9 +28,13 @@ class PlainBackend:
         # the log's directory is the run user's: never a file that user's link leads to
         with os.fdopen(open_private(log, os.O_WRONLY | os.O_APPEND, 0o644), "ab") as out:
             user = self.settings.user  # as root: the run user (settings.py), never root
+            base = dict(os.environ)
+            if user is not None:  # root's own variables are not the run user's
+                base = {**{k: v for k, v in base.items() if not k.startswith(("SUDO_", "SSH_"))},
+                        "HOME": str(self.settings.home), "USER": user, "LOGNAME": user}
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**os.environ, **env}, cwd=self.settings.home,
+                                    env={**base, **env}, cwd=self.settings.home,
                                     user=user, group=self.settings.group,
                                     extra_groups=[] if user else None)
 

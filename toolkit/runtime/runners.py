@@ -255,9 +255,16 @@ class _Runner:
 
     async def _wait(self, proc: subprocess.Popen[bytes]) -> int:
         """The exit code of ``proc`` (-N: signal N). When killed, the rest of its group gets
-        until the deadline after the leader exits; only then is the leader reaped."""
+        until the deadline after the leader exits; only then is the leader reaped. A leader
+        that ended by itself takes what it left in its group with it (SIGTERM, then SIGKILL
+        after kill_timeout): its cores and memory are free for other work now."""
         await until_exited(proc.pid)
-        if self.killed:
+        if not self.killed and group_members(proc.pid):
+            signal_group(proc.pid, signal.SIGTERM)
+            self._deadline = asyncio.get_running_loop().time() + self.kill_timeout
+            await self._drain_group(proc.pid)
+            self._deadline = None
+        elif self.killed:
             await self._drain_group(proc.pid)
         code = proc.wait()
         self._unreaped = False

@@ -103,3 +103,23 @@ async def test_the_first_launch_probes_setpriv_without_blocking_the_event_loop(
         runners.death_guard.cache_clear()
     assert reports[-1][0] == "FINISHED"
     assert ticks >= 10  # the loop kept running through the probe's second
+
+
+async def test_a_driver_that_ends_by_itself_takes_what_it_left_running_with_it(
+        tmp_path: Path) -> None:
+    reports, final, report = recorder()
+    child = tmp_path / "child"
+    runner = DriverRunner("driver-20261122000000-0009",
+                          m.DriverDescription(["sh", "-c", f"sleep 300 & echo $! > {child}"]),
+                          tmp_path, {"PATH": "/usr/bin:/bin"}, report, kill_timeout=2)
+    runner.start()
+    await asyncio.wait_for(final.wait(), 10)
+    assert reports[-1][0] == "FINISHED", reports
+    pid = int(child.read_text())
+    for _ in range(50):  # reaped by whoever adopted it
+        stat = Path(f"/proc/{pid}/stat")
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"the driver's child {pid} still runs")

@@ -113,6 +113,8 @@ class DriverInfo:
     relaunched_as: str | None = None
     epoch: int = 0
     """Its worker's registration epoch when it was launched there."""
+    kill_asked: bool = False
+    """A kill was sent to its worker: sent again when the worker reports it still runs."""
 
     @property
     def main_class(self) -> str:

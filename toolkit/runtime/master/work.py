@@ -268,9 +268,11 @@ class Work:
                                ref.app_id, ref.exec_id)
                 worker.conn.send(m.KillExecutor(self._url(), ref.app_id, ref.exec_id))
         for driver_id in msg.driver_ids:
-            if driver_id not in worker.drivers:
+            known = worker.drivers.get(driver_id)
+            if known is None:
                 logger.warning("Worker %s runs unknown driver %s; killing it", worker.id,
                                driver_id)
+            if known is None or known.kill_asked:  # a kill a reset link may have lost
                 worker.conn.send(m.KillDriver(driver_id))
         self.schedule()
 
@@ -342,6 +344,7 @@ class Work:
                                         f"Driver {driver_id} runs on worker {worker.id}, whose "
                                         f"link to the master is down; ask again when it is back")
         else:
+            driver.kill_asked = True
             worker.conn.send(m.KillDriver(driver_id))
         return m.KillDriverResponse(driver_id, True,
                                     f"Kill request for {driver_id} submitted")

@@ -141,6 +141,17 @@ def register_app(master: Master, **kw: Any) -> tuple[FakeConn, str]:
     return conn, sent(conn, m.RegisteredApplication)[0].app_id
 
 
+def test_a_kill_a_reset_link_may_have_lost_is_sent_again(master: Master) -> None:
+    worker = join(master, "w1", 4001)
+    driver_id = submit(master, FakeConn())
+    assert master.work.kill_driver(driver_id).success
+    assert sent(worker, m.KillDriver) == [m.KillDriver(driver_id)]
+    worker.sent.clear()
+    # the worker's report after its link came back: the driver still runs there
+    master.handle(m.WorkerLatestState("w1", [], [driver_id]), worker)
+    assert sent(worker, m.KillDriver) == [m.KillDriver(driver_id)]
+
+
 def test_app_executors_spread_out_and_failures_fail_the_app(master: Master) -> None:
     workers = [join(master, f"w{i}", 4000 + i, cores=2) for i in range(3)]
     client, app_id = register_app(master, cores_per_executor=1, max_cores=3,

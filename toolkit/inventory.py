@@ -18,6 +18,7 @@ from typing import Any
 from toolkit.ensemble_inventory import Ensemble, parse_ensemble
 from toolkit.errors import ConfigError
 from toolkit.settings import BACKENDS, HOME, REMOTE_HOME, Setting, inventory_keys, named, parsed
+from toolkit.settings.parsers import one_line
 
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -258,13 +259,12 @@ def _recovery(path: Path, value: Any) -> tuple[dict[str, str], Ensemble | None]:
             raise ConfigError(f"{path}: recovery.mode zookeeper needs recovery.zookeeper "
                               f"(HOST:PORT[,HOST:PORT...]) or recovery.ensemble (hosts of "
                               f"this inventory to run ZooKeeper on)")
-        if data.get("zookeeper"):
-            found["zookeeper"] = str(data["zookeeper"])
-        if "root" in data:
-            found["root"] = str(data["root"])
+        for key in ("zookeeper", "root"):  # they go into ember-env.sh: one line each
+            if data.get(key) or (key == "root" and key in data):
+                found[key] = parsed(f"{path}: recovery.{key}", str(data[key]), one_line)
         return found, ensemble
     if "dir" in data:
-        directory = str(data["dir"])
+        directory = parsed(f"{path}: recovery.dir", str(data["dir"]), one_line)
         if not directory.startswith("/"):
             raise ConfigError(f"{path}: recovery.dir {directory!r} must be an absolute path "
                               f"(the same one on every master host)")

@@ -243,3 +243,11 @@ def test_a_key_given_twice_is_named_with_its_line(tmp_path: Path) -> None:
     path.write_text("masters: [m1]\nworkers: [w1, w2]\nworkers: [w3]\n")
     with pytest.raises(ConfigError, match=r"twice.yml, line 3: 'workers' is given twice"):
         inventory.load(path)
+
+
+def test_a_recovery_value_of_more_than_one_line_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "r.yml"
+    path.write_text('masters: [m1, m2]\nworkers: [w1]\n'
+                    'recovery: {mode: filesystem, dir: "/shared/x\\u2028EMBER_RUN_USER=root"}\n')
+    with pytest.raises(ConfigError, match=r"recovery.dir: .* is not one line of text"):
+        inventory.load(path)

@@ -253,8 +253,10 @@ class Cluster:
         if not target.instances(role):
             return []
         files = self.files(target, secret) if secret is not None else None
+        # a stop may take each instance's stop timeout, then SIGKILL: never cut it short
+        stop = float(self.inventory.setting(target.entries[0], "stop_timeout") or 0) + 30
         result = self.begin(target, action, role, "--json", *flags, files=files).finish(
-            timeout=120)
+            timeout=max(120.0, stop))
         return self.outcomes(target, action, role, result)
 
     def gated(self, targets: list[Target], action: str, role: str, *flags: str,

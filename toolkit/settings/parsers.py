@@ -122,8 +122,8 @@ def one_line(text: str) -> str:
     """A non-empty text without line breaks or NULs: an address, a name, a path."""
     if not text:
         raise ValueError("'' is empty")
-    if "\n" in text or "\r" in text or "\0" in text:
-        raise ValueError(f"{text!r} is not one line of text")
+    if "\0" in text or len(text.splitlines()) > 1 or text.splitlines()[0] != text:
+        raise ValueError(f"{text!r} is not one line of text")  # any break splitlines sees
     return text
 
 

@@ -308,6 +308,8 @@ class Cluster:
     def master_json(self, entry: HostEntry) -> dict[str, Any] | None:
         context = None
         if self.inventory.uses_tls:
+            if not (self.credentials.directory / "ca.pem").exists():
+                return None  # no CA yet, so no master with TLS: status makes none
             context = ssl.create_default_context(cadata=self.credentials.trusted().decode())
         from toolkit.runtime.wire import rest_token  # a UI that needs a login to read takes it
 

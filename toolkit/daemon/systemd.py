@@ -239,7 +239,11 @@ class SystemdBackend:
         unit = self._unit(role, instance)
         systemctl(self.settings, "stop", unit, timeout=self.settings.stop_timeout + 30)
         if pid is not None and not wait_gone(pid, 5.0):
-            return Stopped.ALIVE
+            # not its unit's process (started by another backend before): stopped the plain
+            # way, by its verified pid, as the supervisor backend does
+            from toolkit.daemon.plain import PlainBackend
+
+            return PlainBackend(self.settings).stop(role, instance, pid)
         done = systemctl(self.settings, "show", unit, "--property",
                          "ExecMainCode,ExecMainStatus", check=False)
         props = dict(line.partition("=")[::2] for line in done.stdout.splitlines())

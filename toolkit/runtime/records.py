@@ -99,6 +99,9 @@ def retain(items: list[T], item: T) -> list[T]:
     return dropped
 
 
+RAN_WELL = 60.0
+"""Seconds an executor runs before its failure no longer counts with the ones before it."""
+
 @dataclass
 class DriverInfo:
     id: str
@@ -163,6 +166,7 @@ class ExecutorInfo:
     epoch: int = 0
     exit_code: int | None = None
     """Its command's exit code, once it ended (shown on the application's page)."""
+    running_since: float | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -205,6 +209,15 @@ class AppInfo:
     @property
     def cores_left(self) -> int:
         return self.requested_cores - self.cores_granted
+
+    def count_failure(self, executor: ExecutorInfo, now: float) -> None:
+        """One more executor failed. One that ran a while (RAN_WELL) first starts the count
+        again: only failures in a row fail an application, so a long one that loses an
+        executor now and then lives on, while executors that crash at once still fail it."""
+        since = executor.running_since
+        if since is not None and now - since >= RAN_WELL:
+            self.retry_count = 0
+        self.retry_count += 1
 
     def add_executor(self, worker_id: str, host_port: str, cores: int) -> ExecutorInfo:
         executor = ExecutorInfo(self.id, self.next_exec_id, worker_id, host_port, cores,

@@ -218,8 +218,8 @@ class Work:
                            app.id, executor.exec_id, executor.state)
             return
         executor.move(state)
-        if state == ExecutorState.RUNNING:  # as Spark: only failures in a row count
-            app.retry_count = 0
+        if state == ExecutorState.RUNNING:
+            executor.running_since = self.clock()
         self.apps.save(app)
         if app.conn is not None:
             app.conn.send(m.ExecutorUpdated(executor.exec_id, state, msg.message,
@@ -233,7 +233,7 @@ class Work:
         worker.executors.pop(executor.key, None)
         if state == ExecutorState.FAILED or (state == ExecutorState.EXITED
                                              and msg.exit_code != 0):
-            app.retry_count += 1
+            app.count_failure(executor, self.clock())
             if (app.retry_count >= self.config.max_executor_retries
                     and not any(app.running())):
                 logger.error("Application %s failed %d times with no executor running; "

@@ -173,17 +173,29 @@ def test_app_executors_spread_out_and_failures_fail_the_app(master: Master) -> N
     assert all(w.cores_used == 0 for w in master.workers.values())
 
 
-def test_an_executor_that_runs_clears_its_applications_failures(master: Master) -> None:
+def test_an_executor_that_ran_a_while_starts_the_failure_count_again(master: Master) -> None:
+    from toolkit.runtime.records import RAN_WELL
+
     worker = join(master, "w0", 4000, cores=1)
     client, app_id = register_app(master, cores_per_executor=1, max_cores=1,
                                   memory_per_executor=256)
-    for seq in range(1, 41, 2):  # 20 crashes, far apart: each replacement ran a while
+    clock = master.work.clock
+    assert isinstance(clock, Clock)
+    for seq in range(1, 41, 2):  # 20 crashes, each after a good run
+        added = sent(client, m.ExecutorAdded)[-1]
+        master.handle(m.ExecutorStateChanged(seq, app_id, added.exec_id, ExecutorState.RUNNING,
+                                             "", None), worker)
+        clock.now += RAN_WELL
+        master.handle(m.ExecutorStateChanged(seq + 1, app_id, added.exec_id,
+                                             ExecutorState.EXITED, "crashed", 1), worker)
+    assert app_id in master.work.apps  # only failures in a row fail an application
+    for seq in range(41, 61, 2):  # ten that crash at once: the application fails
         added = sent(client, m.ExecutorAdded)[-1]
         master.handle(m.ExecutorStateChanged(seq, app_id, added.exec_id, ExecutorState.RUNNING,
                                              "", None), worker)
         master.handle(m.ExecutorStateChanged(seq + 1, app_id, added.exec_id,
                                              ExecutorState.EXITED, "crashed", 1), worker)
-    assert app_id in master.work.apps  # only failures in a row fail an application
+    assert app_id not in master.work.apps
 
 
 def test_app_driver_disconnect_ends_the_app_and_frees_the_workers(master: Master) -> None:

@@ -98,10 +98,19 @@ def systemd_path(value: object) -> str:
     return text.replace("%", "%%").replace(INSTANCE, "%i")
 
 
+def systemd_seconds(value: float) -> str:
+    """Seconds as systemd reads them: ``1000000``, ``2.5``, never ``1e+06`` (refused there,
+    and its default taken silently)."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
 def systemd_env(env: dict[str, str]) -> str:
     """An EnvironmentFile= body: ``KEY="value"`` lines, no expansion happens there."""
     lines = []
     for key, value in sorted(env.items()):
+        if not _ENV_KEY.fullmatch(key):
+            raise ConfigError(f"environment name {key!r} is not a variable name (letters, "
+                              f"digits and _, not starting with a digit)")
         single_line(value, f"environment value of {key}")
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         lines.append(f'{key}="{escaped}"')
@@ -119,6 +128,7 @@ def environment() -> jinja2.Environment:
     env.filters["svcommand"] = supervisor_command
     env.filters["sdword"] = systemd_word
     env.filters["sdpath"] = systemd_path
+    env.filters["sdseconds"] = systemd_seconds
     return env
 
 

@@ -105,3 +105,20 @@ def test_supervisor_command_keeps_comment_marks_inside_words() -> None:
     line = supervisor_command(argv)
     assert not any(line[i].isspace() and line[i + 1] in ";#" for i in range(len(line) - 1))
     assert shlex.split(line) == argv  # as supervisor splits it
+
+
+def test_systemd_values_are_written_as_systemd_reads_them() -> None:
+    from toolkit.render import systemd_env, systemd_seconds
+
+    assert [systemd_seconds(x) for x in (1e6, 2.5, 10.0)] == ["1000000", "2.5", "10"]
+    with pytest.raises(ConfigError, match="is not a variable name"):
+        systemd_env({"EMBER_X\nEMBER_RUN_USER": "root"})
+
+
+def test_a_status_after_a_login_shells_greeting_is_still_read() -> None:
+    from toolkit.daemon.protocol import read_statuses
+
+    text = 'Welcome!\n{"role": "master", "instance": 1, "code": 0}\n'
+    assert read_statuses(text)[1]["code"] == 0
+    with pytest.raises(ValueError):
+        read_statuses("no status here at all\n")

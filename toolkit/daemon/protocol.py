@@ -79,8 +79,12 @@ def read_statuses(text: str) -> dict[int, dict[str, Any]]:
     Raises ValueError when the output is not that."""
     found = {}
     for line in text.strip().splitlines():
+        if not line.startswith("{"):  # a login shell's rc files may say something first
+            continue
         info = json.loads(line)
         if not isinstance(info, dict) or "instance" not in info:
             raise ValueError(f"not a status: {line[:80]!r}")
         found[int(info["instance"])] = info
+    if text.strip() and not found:
+        raise ValueError(f"no status in: {text.strip()[:80]!r}")
     return found

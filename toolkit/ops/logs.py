@@ -15,7 +15,7 @@ def logs(cluster: Cluster, lines: int, follow: bool, grep: str | None) -> bool:
     ``grep`` pattern is a ConfigError before any host is asked."""
     if grep is not None:
         checked_pattern(grep)
-    extra = ["-n", str(lines)] + (["--grep", grep] if grep else [])
+    extra = ["-n", str(lines)] + ([f"--grep={grep}"] if grep else [])  # even if it starts -
     stop = threading.Event()
     failed = threading.Event()
 

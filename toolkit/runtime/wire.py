@@ -261,6 +261,7 @@ class Connection:
             return False
         if self._queue.qsize() >= SEND_QUEUE_LIMIT:
             logger.warning("closing connection to %s: send queue full", self.peer)
+            self.reset = True  # a link that fell behind, not a peer that ended: work is kept
             self.close()
             return False
         self._queue.put_nowait(encode_frame(message))

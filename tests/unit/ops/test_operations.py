@@ -195,7 +195,7 @@ def test_logs_prefix_every_line_with_host_and_role_and_name_a_host_that_is_down(
     assert "w1: worker 1: line two" in lab.said and "m1: master 1: line one" in lab.said
     assert f"w3: logs: {NO_ROUTE}" in lab.said
     (call,) = lab.hosts["w1"].calls
-    assert call.argv[-4:] == ["-n", "5", "--grep", "ERROR|WARN"]
+    assert call.argv[-3:] == ["-n", "5", "--grep=ERROR|WARN"]
 
 
 def test_stop_all_says_when_a_role_had_to_be_killed(lab: Lab) -> None:

@@ -258,3 +258,24 @@ async def test_a_peer_that_stops_reading_holds_neither_memory_nor_its_socket(
     finally:
         client.abort()
         server.close()
+
+
+async def test_a_link_whose_send_queue_overflows_is_a_reset_not_a_peer_that_ended(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wire, "SEND_QUEUE_LIMIT", 5)
+    accepted: asyncio.Queue[wire.Connection] = asyncio.Queue()
+
+    async def on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put(await wire.accept(reader, writer, None, wire.TO_MASTER))
+
+    server = await asyncio.start_server(on_accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = await wire.connect("127.0.0.1", port, None, wire.TO_CLIENT)
+    try:
+        conn = await accepted.get()
+        sent = [conn.send(m.DriverStatusResponse("driver-1", True)) for _ in range(10)]
+        assert False in sent and conn.closed
+        assert conn.reset  # the master keeps the worker's work: it will reconnect
+    finally:
+        client.abort()
+        server.close()

@@ -119,6 +119,10 @@ class Authority:
                               f"({exc})") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ConfigError(f"cluster CA in {directory}: ca-key.pem is not an EC key")
+        if key.public_key().public_bytes(*_PUBLIC) != cert.public_key().public_bytes(*_PUBLIC):
+            raise ConfigError(f"cluster CA in {directory}: ca-key.pem is not the key of ca.pem "
+                              f"(a run stopped while writing them?): restore both from a "
+                              f"backup, or remove both to make a new CA")
         return cls(key, cert)
 
     def save(self, directory: Path) -> None:

@@ -12,6 +12,7 @@ command line.
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import secrets
 import threading
@@ -80,16 +81,22 @@ class Credentials:
 
     def _load_authority(self) -> Authority:
         if self._authority is None:
-            if (self.directory / "ca-key.pem").exists():
-                self._authority = Authority.load(self.directory)
-            else:
-                self._authority = Authority.create(self.inventory.name)
-                self._authority.save(self.directory)
-                # a bundle of an earlier CA (its key lost) would have hosts trust none of the
-                # certificates this one issues
-                (self.directory / "trusted.pem").unlink(missing_ok=True)
-                self.events.note(f"made the cluster CA in {self.directory} (its key: mode 0600)")
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with open(self.directory / ".lock", "a") as lock:  # another fab run may make it
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self._authority = self._made_or_loaded()
         return self._authority
+
+    def _made_or_loaded(self) -> Authority:
+        if (self.directory / "ca-key.pem").exists():
+            return Authority.load(self.directory)
+        made = Authority.create(self.inventory.name)
+        made.save(self.directory)
+        # a bundle of an earlier CA (its key lost) would have hosts trust none of the
+        # certificates this one issues
+        (self.directory / "trusted.pem").unlink(missing_ok=True)
+        self.events.note(f"made the cluster CA in {self.directory} (its key: mode 0600)")
+        return made
 
     def trusted(self) -> bytes:
         """The CA bundle hosts verify their peers with."""

@@ -181,3 +181,43 @@ def test_a_host_name_is_its_own_whatever_its_case_or_final_dot() -> None:
     assert own_host("Master1.Corp.:8080", "master1.corp")
     assert own_host("LOCALHOST:8080", None) and own_host("[::1]:8080", None)
     assert not own_host("evil.example:8080", "master1.corp")
+
+
+def test_two_runs_that_make_the_ca_at_once_make_one(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    create = Authority.create.__func__  # type: ignore[attr-defined]
+
+    def slow(cls: type[Authority], cluster: str) -> Authority:
+        time.sleep(0.05)  # the window in which another run would make its own
+        return create(cls, cluster)  # type: ignore[no-any-return]
+    monkeypatch.setattr(Authority, "create", classmethod(slow))
+
+    from toolkit.inventory import load
+    from toolkit.ops.credentials import Credentials
+    from toolkit.ops.group import Silent
+
+    path = tmp_path / "c.yml"
+    path.write_text(f"cluster: {{secret_file: {tmp_path}/secret, tls: on}}\nmasters: [m1]\n"
+                    "workers: [w1]\n")
+    runs = [Credentials(load(path), Silent()) for _ in range(4)]  # as separate fab processes
+    made: list[bytes] = []
+    threads = [threading.Thread(target=lambda c=c: made.append(c.authority().pem))
+               for c in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(made)) == 1
+    assert Authority.load(tmp_path / "secret.tls").pem == made[0]
+
+
+def test_a_ca_key_that_is_not_its_certificates_is_named(tmp_path: Path) -> None:
+    Authority.create("a").save(tmp_path)
+    other = tmp_path / "other"
+    Authority.create("b").save(other)
+    (tmp_path / "ca-key.pem").write_bytes((other / "ca-key.pem").read_bytes())
+    with pytest.raises(ConfigError, match=r"ca-key\.pem is not the key of ca\.pem"):
+        Authority.load(tmp_path)

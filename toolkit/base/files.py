@@ -36,7 +36,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool = Tru
 
 
 def _write_in(folder: int, name: str, data: bytes, mode: int, durable: bool) -> bool:
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError, OSError):
+    with contextlib.suppress(OSError):  # missing, or a link: written anew (never through)
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
         with os.fdopen(fd, "rb") as handle:
             if handle.read() == data and (os.fstat(handle.fileno()).st_mode & 0o777) == mode:

@@ -69,8 +69,9 @@ if TYPE_CHECKING:
     from toolkit.runtime.httpguard import TlsSource
 from toolkit.settings import parse_memory_mb, positive_int
 
-Secrets = tuple[bytes, ...] | bytes | None | Callable[[], tuple[bytes, ...]]
-"""What a REST port accepts tokens of (rest_token_error), or what gives the current ones."""
+Secrets = Callable[[], tuple[bytes, ...]]
+"""The secrets a REST token may be of now: a rotation (a reload) changes them while the port
+runs; none turns authentication off."""
 
 log = logging.getLogger(__name__)
 
@@ -241,21 +242,15 @@ class _RestApi:
     def __init__(self, service: DriverService, secrets: Secrets,
                  host: str | None = None) -> None:
         self.service = service
-        self._secrets = secrets
+        self.secrets = secrets
         self.host = host
-
-    @property
-    def secrets(self) -> tuple[bytes, ...]:
-        """The secrets accepted now: a rotation (a reload) changes them while the port runs."""
-        found = self._secrets() if callable(self._secrets) else self._secrets
-        return found if isinstance(found, tuple) else (found,) if found else ()
 
     def _cross_site(self, request: web.Request) -> web.Response | None:
         """Without a secret, nothing but the network guards the port, and a web page in a
         browser on it can reach it: a cross-site POST (Origin elsewhere) is refused, and so
         is a name this master does not answer to (DNS rebinding). With a secret, the bearer
         token, which no browser adds by itself, is the guard."""
-        if self.secrets:
+        if self.secrets():
             return None
         if not own_host(request.host, self.host):
             log.warning("REST request %s %s refused: Host %r is not this master's",
@@ -269,7 +264,7 @@ class _RestApi:
         return None
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
-        secrets = self.secrets
+        secrets = self.secrets()
         if not secrets:
             return None
         header = request.headers.get("Authorization")
@@ -378,11 +373,12 @@ class _RestApi:
                        success=killed.success, message=killed.message)
 
 
-def build_app(service: DriverService, secrets: Secrets, host: str | None = None
-              ) -> web.Application:
-    """The aiohttp application of the REST port. ``secrets``: the secrets a token may be of
-    (or what gives the current ones); none turns authentication off (and the cross-site
-    checks on). ``host``: the name it answers to beside addresses."""
+def build_app(service: DriverService, secret: bytes | Secrets | None,
+              host: str | None = None) -> web.Application:
+    """The aiohttp application of the REST port. ``secret``: the one a token must be of, or
+    what gives the current ones; none turns authentication off (and the cross-site checks
+    on). ``host``: the name it answers to beside addresses."""
+    secrets: Secrets = secret if callable(secret) else lambda: (secret,) if secret else ()
     app = web.Application()
     app.router.add_route("*", "/{path:.*}", _RestApi(service, secrets, host).handle)
     return app
